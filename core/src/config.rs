@@ -1,0 +1,280 @@
+//! Timing and membership settings, with the trade-off of each.
+
+use core::time::Duration;
+
+/// How a node times its protocol. Every field states its trade-off; [`Config::validate`]
+/// checks the relations between them that safety depends on.
+///
+/// Two named profiles: [`Config::datacenter`] (the default: one data centre, a 1-10 ms
+/// network, failover well under a second) and [`Config::fast_test`] (ten times faster,
+/// for tests and simulations).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// How often the leader sends a heartbeat (an empty append) to every member.
+    ///
+    /// Shorter: the lease is renewed more often, so a brief loss of one heartbeat does
+    /// not interrupt `is_primary()`, at the cost of more messages (one per member per
+    /// interval). Must be well below `lease_duration`; at least three heartbeats per
+    /// lease is a good rule.
+    pub heartbeat_interval: Duration,
+    /// The lower end of the randomised election timeout: how long a follower waits
+    /// without hearing from a leader before it starts a pre-vote, and how long a
+    /// follower that heard from a leader refuses to vote for anyone else (leader
+    /// stickiness). It also bounds how long an isolated leader keeps leading
+    /// (CheckQuorum).
+    ///
+    /// Shorter: faster failover. Too short for the network's worst round trip: spurious
+    /// elections. Safety caveat: the primary lease is derived from it (see
+    /// `lease_duration`).
+    pub election_timeout_min: Duration,
+    /// The upper end of the randomised election timeout. A wider range makes split
+    /// votes rarer; a narrower one makes failover time more predictable.
+    pub election_timeout_max: Duration,
+    /// How long a majority's acknowledgement of a heartbeat keeps the leader primary,
+    /// counted from when that heartbeat was sent (P6).
+    ///
+    /// Longer: the primary survives longer gaps in acknowledgements. Safety caveat: it
+    /// must stay below `election_timeout_min * (1 - drift) / (1 + drift)` so that a
+    /// new leader can never be elected while the old lease is valid, even when clocks
+    /// run at different rates within `max_clock_drift_ppm`. `validate` enforces it.
+    pub lease_duration: Duration,
+    /// The largest rate difference between any node's clock and real time, in parts
+    /// per million (10_000 = 1%). Commodity clocks drift well under 100 ppm; the margin
+    /// also covers scheduling noise in measuring intervals.
+    ///
+    /// Safety caveat: if real drift exceeds this bound, two primaries may overlap
+    /// briefly. Larger values shorten the longest allowed lease.
+    pub max_clock_drift_ppm: u32,
+    /// How many fresh nodes must see each other before the first configuration forms
+    /// (P4).
+    ///
+    /// Safety caveat: set it above half the number of replicas that can take part in
+    /// bootstrap (for 3 replicas: 2 or 3; for 5: 3 to 5). Smaller values let two
+    /// disjoint groups form two clusters. Larger values wait for more replicas before
+    /// anyone is primary.
+    pub min_nodes: usize,
+    /// The most voting members (P9). Past it, members join as non-voters that follow
+    /// the primary and are promoted when a voter is removed.
+    ///
+    /// More voters: more failures tolerated, more acknowledgements per heartbeat and
+    /// slower commits. 3 or 5 suits nearly everyone.
+    pub max_voters: usize,
+    /// How often a node retries a probe of a discovered address that has not answered,
+    /// and re-asks the leader to admit it while it is not yet a member.
+    pub probe_interval: Duration,
+    /// How long a bootstrap candidate waits for enough grants before it withdraws and
+    /// frees its supporters (randomised between 1x and 2x). Shorter: faster recovery
+    /// from a split bootstrap; too short for the network: bootstrap never completes.
+    pub bootstrap_timeout: Duration,
+    /// How long a member must be both missing from the leader's discovery answers and
+    /// silent to the leader before the leader removes it (P3).
+    ///
+    /// Shorter: a crashed pod leaves the quorum sooner, so the next crash is survived.
+    /// Longer: a pod that discovery briefly forgets stays a member. It never applies
+    /// to a discovery error or an empty answer.
+    pub removal_grace: Duration,
+    /// How long a member may be silent to the leader, even while discovery still lists
+    /// its address, before it is removed. `None`: never remove a listed member for
+    /// silence alone (a new process at the same address still replaces it).
+    pub silent_member_timeout: Option<Duration>,
+    /// How long `leave` waits for its removal to be committed before it reports
+    /// finished anyway.
+    pub leave_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::datacenter()
+    }
+}
+
+impl Config {
+    /// One data centre, a 1-10 ms network: 50 ms heartbeats, 300-600 ms election
+    /// timeout, 250 ms lease, 1% drift bound. Failover after a crash takes roughly the
+    /// election timeout plus two round trips.
+    pub fn datacenter() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            lease_duration: Duration::from_millis(250),
+            max_clock_drift_ppm: 10_000,
+            min_nodes: 3,
+            max_voters: 5,
+            probe_interval: Duration::from_millis(500),
+            bootstrap_timeout: Duration::from_secs(2),
+            removal_grace: Duration::from_secs(10),
+            silent_member_timeout: Some(Duration::from_secs(120)),
+            leave_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A profile ten times faster than [`Config::datacenter`], for tests and
+    /// simulations on a fast network.
+    pub fn fast_test() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_millis(10),
+            election_timeout_min: Duration::from_millis(60),
+            election_timeout_max: Duration::from_millis(120),
+            lease_duration: Duration::from_millis(45),
+            max_clock_drift_ppm: 10_000,
+            min_nodes: 3,
+            max_voters: 5,
+            probe_interval: Duration::from_millis(50),
+            bootstrap_timeout: Duration::from_millis(300),
+            removal_grace: Duration::from_secs(1),
+            silent_member_timeout: Some(Duration::from_secs(10)),
+            leave_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Sets `min_nodes`.
+    pub fn with_min_nodes(mut self, n: usize) -> Self {
+        self.min_nodes = n;
+        self
+    }
+
+    /// Sets `max_voters`.
+    pub fn with_max_voters(mut self, n: usize) -> Self {
+        self.max_voters = n;
+        self
+    }
+
+    /// The longest lease that is safe with this election timeout and drift bound:
+    /// `election_timeout_min * (1 - d) / (1 + d)`.
+    pub fn max_safe_lease(&self) -> Duration {
+        let d = u128::from(self.max_clock_drift_ppm);
+        let et = self.election_timeout_min.as_nanos();
+        let nanos = et * (1_000_000 - d.min(1_000_000)) / (1_000_000 + d);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Checks every field and the relations between them. The error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        if self.heartbeat_interval.is_zero() {
+            return err("heartbeat_interval", "must be greater than zero".into());
+        }
+        if self.election_timeout_min <= self.heartbeat_interval * 2 {
+            return err(
+                "election_timeout_min",
+                format!(
+                    "{:?} must exceed twice heartbeat_interval ({:?})",
+                    self.election_timeout_min, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.election_timeout_max <= self.election_timeout_min {
+            return err(
+                "election_timeout_max",
+                format!(
+                    "{:?} must exceed election_timeout_min ({:?})",
+                    self.election_timeout_max, self.election_timeout_min
+                ),
+            );
+        }
+        if self.max_clock_drift_ppm >= 500_000 {
+            return err("max_clock_drift_ppm", "must be below 500000 (50%)".into());
+        }
+        if self.lease_duration <= self.heartbeat_interval {
+            return err(
+                "lease_duration",
+                format!(
+                    "{:?} must exceed heartbeat_interval ({:?})",
+                    self.lease_duration, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.lease_duration >= self.max_safe_lease() {
+            return err(
+                "lease_duration",
+                format!(
+                    "{:?} must be below election_timeout_min * (1 - drift) / (1 + drift) = {:?}",
+                    self.lease_duration,
+                    self.max_safe_lease()
+                ),
+            );
+        }
+        if self.min_nodes == 0 {
+            return err("min_nodes", "must be at least 1".into());
+        }
+        if self.max_voters == 0 {
+            return err("max_voters", "must be at least 1".into());
+        }
+        for (field, d) in [
+            ("probe_interval", self.probe_interval),
+            ("bootstrap_timeout", self.bootstrap_timeout),
+            ("removal_grace", self.removal_grace),
+            ("leave_timeout", self.leave_timeout),
+        ] {
+            if d.is_zero() {
+                return err(field, "must be greater than zero".into());
+            }
+        }
+        if let Some(t) = self.silent_member_timeout {
+            if t < self.election_timeout_max {
+                return err(
+                    "silent_member_timeout",
+                    format!("{t:?} must be at least election_timeout_max"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that [`Config::validate`] refused. Nothing was started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// Why, with the values involved.
+    pub reason: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "invalid config field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_profiles_are_valid() {
+        Config::datacenter().validate().unwrap();
+        Config::fast_test().validate().unwrap();
+    }
+
+    #[test]
+    fn lease_at_or_above_the_safe_bound_is_refused_and_names_the_field() {
+        let mut c = Config::datacenter();
+        c.lease_duration = c.max_safe_lease();
+        assert_eq!(c.validate().unwrap_err().field, "lease_duration");
+        c.lease_duration = c.max_safe_lease() - Duration::from_millis(1);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(fn(&mut Config), &str)> = vec![
+            (|c| c.heartbeat_interval = Duration::ZERO, "heartbeat_interval"),
+            (|c| c.election_timeout_max = c.election_timeout_min, "election_timeout_max"),
+            (|c| c.election_timeout_min = c.heartbeat_interval, "election_timeout_min"),
+            (|c| c.min_nodes = 0, "min_nodes"),
+            (|c| c.max_voters = 0, "max_voters"),
+            (|c| c.max_clock_drift_ppm = 600_000, "max_clock_drift_ppm"),
+            (|c| c.removal_grace = Duration::ZERO, "removal_grace"),
+            (|c| c.silent_member_timeout = Some(Duration::from_millis(1)), "silent_member_timeout"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = Config::datacenter();
+            mutate(&mut c);
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The replicated log: a compacted base, a tail of recent entries, a commit index.
+//!
+//! The log only carries configuration changes. Committed entries are folded into the
+//! base once the tail grows past [`KEEP_COMMITTED`], so it stays short while lagging
+//! followers can still be caught up with ordinary appends rather than snapshots. The
+//! configuration in force is the whole log applied (a server uses the latest
+//! configuration in its log, committed or not); the committed one is what
+//! applications see.
+
+use crate::membership::{Change, Entry, Membership, Snapshot};
+
+/// Committed entries kept after compaction, for followers that are a little behind.
+pub(crate) const KEEP_COMMITTED: usize = 32;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Log {
+    base: Snapshot,
+    tail: Vec<Entry>,
+    commit: u64,
+    committed: Membership,
+    effective: Membership,
+}
+
+/// Whether an append's previous entry is in this log.
+pub(crate) enum Match {
+    /// It is.
+    Yes,
+    /// It is not; where the leader should retry from.
+    No { hint: u64 },
+}
+
+impl Log {
+    pub(crate) fn new(base: Snapshot) -> Self {
+        let m = base.membership.clone();
+        Log { commit: base.index, base, tail: Vec::new(), committed: m.clone(), effective: m }
+    }
+
+    /// The committed configuration as a snapshot, for a follower too far behind.
+    pub(crate) fn committed_snapshot(&self) -> Snapshot {
+        Snapshot {
+            index: self.commit,
+            term: self.term_at(self.commit).unwrap_or(self.base.term),
+            membership: self.committed.clone(),
+        }
+    }
+
+    pub(crate) fn base_index(&self) -> u64 {
+        self.base.index
+    }
+
+    pub(crate) fn committed(&self) -> &Membership {
+        &self.committed
+    }
+
+    pub(crate) fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    pub(crate) fn effective(&self) -> &Membership {
+        &self.effective
+    }
+
+    pub(crate) fn last_index(&self) -> u64 {
+        self.tail.last().map_or(self.base.index, |e| e.index)
+    }
+
+    pub(crate) fn last_term(&self) -> u64 {
+        self.tail.last().map_or(self.base.term, |e| e.term)
+    }
+
+    fn pos(&self, index: u64) -> Option<usize> {
+        index.checked_sub(self.base.index + 1).map(|p| p as usize)
+    }
+
+    /// The term of the entry at `index`, if the log holds it.
+    pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.base.index {
+            return Some(self.base.term);
+        }
+        self.tail.get(self.pos(index)?).map(|e| e.term)
+    }
+
+    /// Entries after `index` (at least the base index), at most `max` of them.
+    pub(crate) fn entries_after(&self, index: u64, max: usize) -> &[Entry] {
+        let skip = index.saturating_sub(self.base.index) as usize;
+        let rest = self.tail.get(skip..).unwrap_or(&[]);
+        &rest[..rest.len().min(max)]
+    }
+
+    /// Whether a log ending at (`last_index`, `last_term`) is at least as up to date
+    /// as this one (Raft's election restriction).
+    pub(crate) fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+        (last_term, last_index) >= (self.last_term(), self.last_index())
+    }
+
+    pub(crate) fn matches(&self, prev_index: u64, prev_term: u64) -> Match {
+        if prev_index < self.base.index {
+            // Below our base everything is committed, hence identical in every log.
+            return Match::Yes;
+        }
+        match self.term_at(prev_index) {
+            Some(t) if t == prev_term => Match::Yes,
+            Some(_) => Match::No { hint: prev_index.saturating_sub(1).max(self.commit) },
+            None => Match::No { hint: self.last_index() },
+        }
+    }
+
+    /// Stores a leader's entries that follow a matching previous entry, replacing any
+    /// conflicting uncommitted suffix. Returns whether the log changed.
+    pub(crate) fn append_from_leader(&mut self, entries: &[Entry]) -> bool {
+        let mut changed = false;
+        for e in entries {
+            if e.index <= self.commit {
+                continue;
+            }
+            match self.term_at(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    let keep = self.pos(e.index).unwrap_or(0);
+                    self.tail.truncate(keep);
+                    self.tail.push(e.clone());
+                    changed = true;
+                }
+                None if e.index == self.last_index() + 1 => {
+                    self.tail.push(e.clone());
+                    changed = true;
+                }
+                None => break,
+            }
+        }
+        if changed {
+            let mut effective = self.committed.clone();
+            for e in self.entries_after(self.commit, usize::MAX) {
+                effective.apply(&e.change);
+            }
+            self.effective = effective;
+        }
+        changed
+    }
+
+    /// The leader appends an entry of its own; returns its index.
+    pub(crate) fn push(&mut self, term: u64, change: Change) -> u64 {
+        let index = self.last_index() + 1;
+        self.effective.apply(&change);
+        self.tail.push(Entry { term, index, change });
+        index
+    }
+
+    /// Marks entries up to `index` committed. Returns whether the committed
+    /// configuration changed.
+    pub(crate) fn commit_to(&mut self, index: u64) -> bool {
+        let upto = index.min(self.last_index());
+        if upto <= self.commit {
+            return false;
+        }
+        let before = self.committed.clone();
+        let from = self.pos(self.commit + 1).unwrap_or(0);
+        let to = self.pos(upto).unwrap_or(0);
+        for e in &self.tail[from..=to] {
+            self.committed.apply(&e.change);
+        }
+        self.commit = upto;
+        self.compact();
+        before != self.committed
+    }
+
+    fn compact(&mut self) {
+        let committed_in_tail = (self.commit - self.base.index) as usize;
+        if committed_in_tail <= 2 * KEEP_COMMITTED {
+            return;
+        }
+        let fold = committed_in_tail - KEEP_COMMITTED;
+        for e in self.tail.drain(..fold) {
+            self.base.membership.apply(&e.change);
+            self.base.index = e.index;
+            self.base.term = e.term;
+        }
+    }
+
+    /// Takes a leader's committed snapshot if it is ahead of our commit index, keeping
+    /// our entries after it when they agree. Returns whether anything changed.
+    pub(crate) fn install(&mut self, snap: &Snapshot) -> bool {
+        if snap.index <= self.commit {
+            return false;
+        }
+        let keep: Vec<Entry> = if self.term_at(snap.index) == Some(snap.term) {
+            self.entries_after(snap.index, usize::MAX).to_vec()
+        } else {
+            Vec::new()
+        };
+        self.base = snap.clone();
+        self.commit = snap.index;
+        self.committed = snap.membership.clone();
+        self.effective = snap.membership.clone();
+        for e in &keep {
+            self.effective.apply(&e.change);
+        }
+        self.tail = keep;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Address, NodeId};
+
+    fn add(id: u128) -> Change {
+        Change::AddLearner { id: NodeId(id), addr: Address::new(format!("n{id}")), name: None }
+    }
+
+    fn empty() -> Log {
+        Log::new(Snapshot { index: 1, term: 1, membership: Membership::default() })
+    }
+
+    #[test]
+    fn effective_config_includes_uncommitted_entries_and_commit_applies_them() {
+        let mut log = empty();
+        log.push(1, add(5));
+        assert!(log.effective().contains(NodeId(5)));
+        assert!(!log.committed().contains(NodeId(5)));
+        assert!(log.commit_to(2));
+        assert!(log.committed().contains(NodeId(5)));
+        assert_eq!((log.last_index(), log.last_term(), log.commit_index()), (2, 1, 2));
+    }
+
+    #[test]
+    fn conflicting_uncommitted_entry_is_replaced_and_config_rolls_back() {
+        let mut log = empty();
+        log.push(1, add(5));
+        let from_new_leader = [Entry { term: 2, index: 2, change: Change::Noop }];
+        assert!(log.append_from_leader(&from_new_leader));
+        assert!(!log.effective().contains(NodeId(5)));
+        assert_eq!(log.last_term(), 2);
+    }
+
+    #[test]
+    fn committed_entries_are_never_truncated() {
+        let mut log = empty();
+        log.push(1, add(5));
+        log.commit_to(2);
+        let bogus = [Entry { term: 9, index: 2, change: Change::Noop }];
+        assert!(!log.append_from_leader(&bogus));
+        assert!(log.committed().contains(NodeId(5)));
+    }
+
+    #[test]
+    fn up_to_date_compares_term_then_index() {
+        let mut log = empty();
+        log.push(3, Change::Noop);
+        assert!(log.is_up_to_date(2, 3));
+        assert!(!log.is_up_to_date(9, 2));
+        assert!(log.is_up_to_date(1, 4));
+    }
+
+    #[test]
+    fn compaction_keeps_recent_committed_entries() {
+        let mut log = empty();
+        for i in 0..200 {
+            log.push(1, add(i));
+        }
+        log.commit_to(201);
+        assert_eq!(log.base_index(), 201 - KEEP_COMMITTED as u64);
+        assert_eq!(log.committed().members.len(), 200);
+        assert_eq!(log.entries_after(log.base_index(), usize::MAX).len(), KEEP_COMMITTED);
+    }
+
+    #[test]
+    fn snapshot_install_keeps_matching_tail_and_ignores_stale_ones() {
+        let mut log = empty();
+        log.push(1, add(5));
+        log.push(1, add(6));
+        let mut m = Membership::default();
+        m.apply(&add(5));
+        assert!(log.install(&Snapshot { index: 2, term: 1, membership: m }));
+        assert_eq!(log.last_index(), 3);
+        assert!(log.effective().contains(NodeId(6)));
+        assert!(!log.committed().contains(NodeId(6)));
+        let stale = Snapshot { index: 2, term: 1, membership: Membership::default() };
+        assert!(!log.install(&stale));
+    }
+}

@@ -1,0 +1,263 @@
+//! Wire messages: a versioned envelope around every message, encoded with postcard.
+//!
+//! The first bytes of a frame are the protocol version (a postcard varint), so a node
+//! can tell "a newer protocol" from "garbage" before it parses the rest (P10).
+
+use crate::id::{Address, ClusterId, NodeId};
+use crate::membership::{Entry, Snapshot};
+use crate::time::Instant;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. Frames with another version are rejected.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest frame [`Envelope::decode`] accepts, in bytes.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// The most entries one append may carry.
+pub const MAX_ENTRIES_PER_APPEND: usize = 64;
+
+/// Every message on the wire, with who sent it to whom in which cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sender's cluster, or `None` before it has one (P10).
+    pub cluster: Option<ClusterId>,
+    /// The sender.
+    pub from: NodeId,
+    /// Where the sender listens; replies go there.
+    pub from_addr: Address,
+    /// The node the message is meant for, or `None` when the sender only knows an
+    /// address (a probe). A node drops messages meant for another id: that is a
+    /// previous process at the same address.
+    pub to: Option<NodeId>,
+    /// The message.
+    pub msg: Message,
+}
+
+/// The protocol's messages. `docs/PROTOCOL.md` describes each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// "Who are you?", sent to a discovered address.
+    Probe,
+    /// The answer to a probe.
+    ProbeAck(ProbeAck),
+    /// A fresh node asks another fresh node to support it founding the cluster.
+    BootstrapRequest {
+        /// The candidate's attempt number.
+        round: u64,
+    },
+    /// The answer to a bootstrap request.
+    BootstrapReply {
+        /// The round answered.
+        round: u64,
+        /// Whether the sender now supports the candidate (and no other).
+        granted: bool,
+    },
+    /// A candidate that did not gather enough support releases its supporters.
+    BootstrapWithdraw {
+        /// The round withdrawn.
+        round: u64,
+    },
+    /// A node outside the configuration asks the leader to admit it.
+    Join {
+        /// The joiner's human-readable name.
+        name: Option<String>,
+    },
+    /// A member asks the leader to remove it (graceful leave).
+    Leave,
+    /// The receiver is not the leader; it points at the one it knows.
+    NotLeader {
+        /// The leader the sender knows of.
+        leader: Option<(NodeId, Address)>,
+    },
+    /// A pre-vote: "would you vote for me?" without changing anyone's term.
+    PreVote(VoteRequest),
+    /// The answer to a pre-vote.
+    PreVoteReply(VoteReply),
+    /// A vote request.
+    Vote(VoteRequest),
+    /// The answer to a vote request.
+    VoteReply(VoteReply),
+    /// Log entries, or a heartbeat when empty.
+    Append(Append),
+    /// The committed configuration plus the tail, for a follower too far behind.
+    Snapshot(SnapshotMsg),
+    /// The answer to an append or a snapshot.
+    AppendReply(AppendReply),
+    /// The leader tells an up-to-date voter to start an election at once (P8).
+    TimeoutNow {
+        /// The leader's term.
+        term: u64,
+    },
+}
+
+/// What a probed node says of itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeAck {
+    /// Its human-readable name.
+    pub name: Option<String>,
+    /// Its state.
+    pub state: ProbeState,
+}
+
+/// A probed node's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ProbeState {
+    /// Not in a cluster yet.
+    Fresh {
+        /// The candidate it supports, if any.
+        supports: Option<NodeId>,
+    },
+    /// A member of the cluster named in the envelope.
+    Member {
+        /// Its term.
+        term: u64,
+        /// The leader it follows, if any.
+        leader: Option<(NodeId, Address)>,
+        /// Its committed configuration, sent only when the prober is in it, so that a
+        /// member which missed the news can take its place.
+        your_config: Option<Snapshot>,
+    },
+}
+
+/// A (pre-)vote request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    /// The term the candidate asks for (for a pre-vote: the term it would start).
+    pub term: u64,
+    /// The index of its last log entry.
+    pub last_index: u64,
+    /// The term of its last log entry.
+    pub last_term: u64,
+    /// Set when the candidate campaigns on the leader's `TimeoutNow`: voters then
+    /// ignore leader stickiness, because that leader has already given up its lease.
+    pub transfer: bool,
+}
+
+/// The answer to a (pre-)vote request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteReply {
+    /// The voter's term (for a pre-vote: the term asked about).
+    pub term: u64,
+    /// Whether the vote is granted.
+    pub granted: bool,
+}
+
+/// Entries to append, or a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Append {
+    /// The leader's term.
+    pub term: u64,
+    /// The index of the entry before `entries`.
+    pub prev_index: u64,
+    /// Its term.
+    pub prev_term: u64,
+    /// The entries, often none.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub commit: u64,
+    /// When the leader sent it, on the leader's clock; echoed in the reply so the
+    /// leader can time its lease from the send (P6).
+    pub sent_at: Instant,
+}
+
+/// A snapshot and the tail after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMsg {
+    /// The leader's term.
+    pub term: u64,
+    /// The committed configuration.
+    pub snapshot: Snapshot,
+    /// Uncommitted entries after it.
+    pub entries: Vec<Entry>,
+    /// As in [`Append::sent_at`].
+    pub sent_at: Instant,
+}
+
+/// The answer to an append or snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendReply {
+    /// The follower's term.
+    pub term: u64,
+    /// Whether the entries matched and were stored.
+    pub success: bool,
+    /// On success the follower's last matching index; otherwise where to retry.
+    pub index: u64,
+    /// The `sent_at` of the message answered.
+    pub sent_at: Instant,
+}
+
+/// Why a frame could not be decoded. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Longer than [`MAX_FRAME_LEN`].
+    TooLarge(usize),
+    /// Another protocol version.
+    UnsupportedVersion(u16),
+    /// Not a valid frame.
+    Malformed(String),
+    /// Well-formed but breaking a protocol limit.
+    Invalid(&'static str),
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::TooLarge(n) => write!(f, "frame of {n} bytes exceeds {MAX_FRAME_LEN}"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "protocol version {v} is not {PROTOCOL_VERSION}")
+            }
+            DecodeError::Malformed(e) => write!(f, "malformed frame: {e}"),
+            DecodeError::Invalid(why) => write!(f, "invalid message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Envelope {
+    /// Encodes to a postcard frame.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these types into a Vec cannot fail: no map keys or lengths that
+        // postcard refuses, and no I/O.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Encodes into `buf`, reusing its allocation.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        let taken = core::mem::take(buf);
+        *buf = postcard::to_extend(self, taken).unwrap_or_default();
+    }
+
+    /// Decodes a frame. Any byte string gives either an envelope or an error, never a
+    /// panic; the version is checked first so a newer peer gets a clear reason.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        if bytes.len() > MAX_FRAME_LEN {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (version, _) = postcard::take_from_bytes::<u16>(bytes)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let env: Envelope =
+            postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        env.check_limits()?;
+        Ok(env)
+    }
+
+    fn check_limits(&self) -> Result<(), DecodeError> {
+        let entries = match &self.msg {
+            Message::Append(a) => a.entries.len(),
+            Message::Snapshot(s) => s.entries.len(),
+            _ => 0,
+        };
+        if entries > MAX_ENTRIES_PER_APPEND {
+            return Err(DecodeError::Invalid("too many entries in one append"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! The leader's membership decisions: admitting joiners, promoting non-voters,
+//! removing members that left, were replaced, or vanished (P2, P3, P8, P9).
+//!
+//! The leader proposes one change at a time, and only when everything in its log is
+//! committed, so the voter set changes by at most one member per committed entry.
+
+use super::{ClusterCore, RaftRole};
+use crate::id::{Address, NodeId};
+use crate::membership::Change;
+use crate::message::Message;
+use crate::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{info, warn};
+
+/// Requests waiting for the leader, and the joiner's bookkeeping.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AdminQueue {
+    /// Nodes that asked to join, with their address and name.
+    pub(crate) joins: BTreeMap<NodeId, (Address, Option<String>)>,
+    /// Members that asked to leave.
+    pub(crate) leaves: BTreeSet<NodeId>,
+    /// Members replaced by a new process at their address.
+    pub(crate) replaced: BTreeSet<NodeId>,
+    /// Where a joiner sends its join.
+    pub(crate) join_hint: Option<(NodeId, Address)>,
+    /// Redirects followed since the last housekeeping round.
+    pub(crate) join_redirects: u32,
+}
+
+impl AdminQueue {
+    pub(crate) fn reset_for_new_term(&mut self) {
+        // Requests made to a previous leader are re-sent by their senders.
+        self.joins.clear();
+        self.leaves.clear();
+        self.replaced.clear();
+    }
+}
+
+impl ClusterCore {
+    fn not_leader_reply(&mut self, to: NodeId, addr: Address) {
+        let leader = self.leader.clone().filter(|(id, _)| *id != self.me.id);
+        self.send(addr, Some(to), Message::NotLeader { leader });
+    }
+
+    pub(crate) fn on_join(&mut self, now: Instant, from: NodeId, from_addr: Address, name: Option<String>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if !matches!(self.role, RaftRole::Leader(_)) {
+            self.not_leader_reply(from, from_addr);
+            return;
+        }
+        let effective = self.log.effective();
+        if effective.contains(from) {
+            // Already a member (perhaps it missed the news): replicate to it now.
+            self.send_append_to(now, from);
+            return;
+        }
+        if let Some(old) = effective.by_addr(&from_addr) {
+            info!(old = %old, new = %from, addr = %from_addr, "a new process took a member's address; replacing it");
+            self.admin.replaced.insert(old);
+        }
+        self.admin.joins.insert(from, (from_addr, name));
+        self.propose_next_change(now);
+    }
+
+    pub(crate) fn on_leave_request(&mut self, now: Instant, from: NodeId, from_addr: Address) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if !matches!(self.role, RaftRole::Leader(_)) {
+            self.not_leader_reply(from, from_addr);
+            return;
+        }
+        if self.log.effective().contains(from) {
+            self.admin.leaves.insert(from);
+            self.propose_next_change(now);
+        } else {
+            // Already out: send the committed configuration so it sees its removal.
+            self.send_final_snapshot(now, from, from_addr);
+        }
+    }
+
+    fn send_final_snapshot(&mut self, now: Instant, id: NodeId, addr: Address) {
+        let snapshot = self.log.committed_snapshot();
+        let msg = crate::message::SnapshotMsg { term: self.term, snapshot, entries: Vec::new(), sent_at: now };
+        self.send(addr, Some(id), Message::Snapshot(msg));
+    }
+
+    /// Proposes the most urgent change, if the log is fully committed.
+    pub(crate) fn propose_next_change(&mut self, now: Instant) {
+        let RaftRole::Leader(l) = &self.role else { return };
+        if l.lease_revoked || self.log.commit_index() != self.log.last_index() {
+            return;
+        }
+        let Some(change) = self.next_change(now) else { return };
+        info!(?change, "proposing configuration change");
+        self.log.push(self.term, change);
+        self.sync_progress(now);
+        if self.maybe_commit() {
+            self.after_commit(now);
+        }
+        self.broadcast_append(now);
+    }
+
+    fn next_change(&mut self, now: Instant) -> Option<Change> {
+        let RaftRole::Leader(l) = &self.role else { return None };
+        let me = self.me.id;
+        let cfg = self.log.effective();
+        self.admin.leaves.retain(|id| cfg.contains(*id));
+        self.admin.replaced.retain(|id| cfg.contains(*id));
+        self.admin.joins.retain(|id, _| !cfg.contains(*id));
+        if let Some(id) = self.admin.leaves.iter().chain(self.admin.replaced.iter()).next() {
+            return Some(Change::Remove { id: *id });
+        }
+        // Members gone from discovery and silent for the grace period, or silent for
+        // far longer; voters first, since they hold the quorum.
+        let grace = self.cfg.removal_grace;
+        let mut dead: Option<(bool, NodeId)> = None;
+        for (id, m) in &cfg.members {
+            if *id == me {
+                continue;
+            }
+            let silent_for = l.progress.get(id).map_or(grace, |p| now.saturating_duration_since(p.last_heard));
+            let unlisted_for = match self.peers.get(&m.addr) {
+                Some(p) if p.listed => None,
+                Some(p) => Some(p.unlisted_since.map_or(grace, |t| now.saturating_duration_since(t))),
+                None => Some(now.saturating_duration_since(l.became_at)),
+            };
+            let gone = unlisted_for.is_some_and(|u| u >= grace) && silent_for >= grace;
+            let silent = self.cfg.silent_member_timeout.is_some_and(|t| silent_for >= t);
+            if (gone || silent) && dead.is_none_or(|(voter, _)| m.voter && !voter) {
+                dead = Some((m.voter, *id));
+            }
+        }
+        if let Some((_, id)) = dead {
+            return Some(Change::Remove { id });
+        }
+        // Promote a caught-up, responsive non-voter while there is room (P9).
+        if cfg.voter_count() < self.cfg.max_voters {
+            let commit = self.log.commit_index();
+            let window = self.cfg.election_timeout_min;
+            let pick = cfg.members.iter().find(|(id, m)| {
+                !m.voter
+                    && l.progress.get(id).is_some_and(|p| {
+                        p.matched >= commit && now.saturating_duration_since(p.last_heard) < window
+                    })
+            });
+            if let Some((id, _)) = pick {
+                return Some(Change::Promote { id: *id });
+            }
+        }
+        let (id, (addr, name)) = self.admin.joins.pop_first()?;
+        Some(Change::AddLearner { id, addr, name })
+    }
+
+    /// After the leader's commit index moved.
+    pub(crate) fn after_commit(&mut self, now: Instant) {
+        let committed = self.log.committed().clone();
+        // Members the committed configuration dropped learn of it once more, then the
+        // leader stops replicating to them.
+        let dropped: Vec<(NodeId, Address)> = match &self.role {
+            RaftRole::Leader(l) => l
+                .progress
+                .iter()
+                .filter(|(id, _)| !self.log.effective().contains(**id) && !committed.contains(**id))
+                .map(|(id, p)| (*id, p.addr.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (id, addr) in dropped {
+            self.send_final_snapshot(now, id, addr);
+        }
+        self.sync_progress(now);
+        if !committed.contains(self.me.id) {
+            warn!("this leader is no longer in the committed configuration; stepping down");
+            self.become_follower(now, self.term, None);
+            if self.leaving.is_some() {
+                self.finish_leave();
+            }
+            return;
+        }
+        self.propose_next_change(now);
+    }
+}

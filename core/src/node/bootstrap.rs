@@ -1,0 +1,163 @@
+//! Forming the first configuration (P4).
+//!
+//! A fresh node probes every discovered address. Once it knows at least `min_nodes`
+//! fresh nodes (itself included) and it has the smallest id among them, it becomes a
+//! bootstrap candidate and asks them for support. A fresh node supports one candidate
+//! at a time and keeps that support until the candidate withdraws it; a candidate
+//! that gathers `min_nodes` supporters founds the cluster with exactly them as the
+//! first configuration. Two candidates can therefore succeed only with disjoint
+//! supporter sets, which `min_nodes` above half the participants rules out.
+
+use super::{ClusterCore, RaftRole};
+use crate::id::{Address, ClusterId, NodeId};
+use crate::membership::{Member, Membership, Snapshot};
+use crate::message::Message;
+use crate::time::{duration_nanos, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::info;
+
+/// The candidate a fresh node supports.
+#[derive(Clone, Debug)]
+pub(crate) struct Support {
+    pub(crate) id: NodeId,
+    pub(crate) round: u64,
+}
+
+/// This node's own attempt to found the cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct Candidacy {
+    pub(crate) round: u64,
+    pub(crate) deadline: Instant,
+    /// Supporters so far, with their addresses (this node included).
+    pub(crate) grants: BTreeMap<NodeId, (Address, Option<String>)>,
+    /// Everyone asked, to withdraw from if the attempt fails.
+    pub(crate) asked: BTreeMap<NodeId, Address>,
+}
+
+/// Bootstrap state of a fresh node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bootstrap {
+    pub(crate) supports: Option<Support>,
+    pub(crate) candidacy: Option<Candidacy>,
+    pub(crate) rounds: u64,
+    pub(crate) next_eval: Instant,
+}
+
+impl Bootstrap {
+    pub(crate) fn clear(&mut self) {
+        self.supports = None;
+        self.candidacy = None;
+    }
+}
+
+impl ClusterCore {
+    /// Starts a candidacy if this node should.
+    pub(crate) fn evaluate_bootstrap(&mut self, now: Instant) {
+        if self.cluster.is_some() || self.joining.is_some() || self.boot.supports.is_some() {
+            return;
+        }
+        if now < self.boot.next_eval {
+            return;
+        }
+        let fresh: BTreeMap<NodeId, Address> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.listed && p.fresh)
+            .filter_map(|(a, p)| p.id.map(|id| (id, a.clone())))
+            .collect();
+        if fresh.len() + 1 < self.cfg.min_nodes {
+            return;
+        }
+        if fresh.keys().next().is_some_and(|smallest| *smallest < self.me.id) {
+            return; // a peer with a smaller id should stand; support it when asked
+        }
+        self.boot.rounds += 1;
+        let round = self.boot.rounds;
+        let base = duration_nanos(self.cfg.bootstrap_timeout);
+        let wait = Duration::from_nanos(self.rng.range(base, base.saturating_mul(2)));
+        let mut grants = BTreeMap::new();
+        grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
+        info!(round, view = fresh.len() + 1, "standing as bootstrap candidate");
+        self.boot.supports = Some(Support { id: self.me.id, round });
+        self.boot.candidacy =
+            Some(Candidacy { round, deadline: now + wait, grants, asked: fresh.clone() });
+        for (id, addr) in fresh {
+            self.send(addr, Some(id), Message::BootstrapRequest { round });
+        }
+        self.maybe_found(now);
+    }
+
+    pub(crate) fn on_bootstrap_request(&mut self, from: NodeId, from_addr: Address, round: u64) {
+        let granted = self.cluster.is_none()
+            && self.joining.is_none()
+            && match &mut self.boot.supports {
+                None => {
+                    self.boot.supports = Some(Support { id: from, round });
+                    info!(candidate = %from, round, "supporting bootstrap candidate");
+                    true
+                }
+                Some(s) if s.id == from => {
+                    s.round = s.round.max(round);
+                    true
+                }
+                Some(_) => false,
+            };
+        self.send(from_addr, Some(from), Message::BootstrapReply { round, granted });
+    }
+
+    pub(crate) fn on_bootstrap_reply(&mut self, now: Instant, from: NodeId, round: u64, granted: bool) {
+        let Some(c) = &mut self.boot.candidacy else { return };
+        if c.round != round || !granted {
+            return;
+        }
+        let Some(addr) = c.asked.get(&from).cloned() else { return };
+        let name = self.peers.get(&addr).and_then(|p| p.name.clone());
+        c.grants.insert(from, (addr, name));
+        self.maybe_found(now);
+    }
+
+    pub(crate) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
+        if self.boot.supports.as_ref().is_some_and(|s| s.id == from && s.round <= round) {
+            info!(candidate = %from, round, "bootstrap candidate withdrew; support released");
+            self.boot.supports = None;
+        }
+    }
+
+    /// A candidacy that timed out frees its supporters and backs off at random.
+    pub(crate) fn withdraw_candidacy(&mut self, now: Instant) {
+        let Some(c) = self.boot.candidacy.take() else { return };
+        info!(round = c.round, grants = c.grants.len(), "bootstrap candidacy timed out; withdrawing");
+        self.boot.supports = None;
+        for (id, addr) in c.asked {
+            self.send(addr, Some(id), Message::BootstrapWithdraw { round: c.round });
+        }
+        let base = duration_nanos(self.cfg.bootstrap_timeout);
+        self.boot.next_eval = now + Duration::from_nanos(self.rng.range(0, base));
+    }
+
+    fn maybe_found(&mut self, now: Instant) {
+        let Some(c) = &self.boot.candidacy else { return };
+        if c.grants.len() < self.cfg.min_nodes {
+            return;
+        }
+        let c = self.boot.candidacy.take().unwrap_or_else(|| unreachable!());
+        let cluster = ClusterId(self.rng.next_u128());
+        // Voters: this node first (it will lead), then the smallest ids.
+        let mut membership = Membership::default();
+        let mut voters = 1;
+        for (id, (addr, name)) in c.grants {
+            let voter = id == self.me.id || voters < self.cfg.max_voters;
+            if voter && id != self.me.id {
+                voters += 1;
+            }
+            membership.members.insert(id, Member { addr, name, voter });
+        }
+        info!(%cluster, members = membership.members.len(), "founded the cluster");
+        let snap = Snapshot { index: 1, term: 1, membership };
+        self.adopt_cluster(now, cluster, 1, &snap, None);
+        self.voted_for = Some(self.me.id);
+        self.role = RaftRole::Follower;
+        self.become_leader(now);
+    }
+}
