@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One member of a cluster configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
     /// The member's address.
     pub addr: Address,
@@ -16,7 +16,7 @@ pub struct Member {
 }
 
 /// A cluster configuration: who is a member, and who of them votes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
     /// Members by id (ordered, so iteration is deterministic).
     pub members: BTreeMap<NodeId, Member>,

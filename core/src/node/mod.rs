@@ -22,6 +22,9 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 pub(crate) use admin::AdminQueue;
+
+/// The most probes a fresh node sends per housekeeping round.
+const PROBE_FANOUT: usize = 16;
 pub(crate) use bootstrap::Bootstrap;
 pub(crate) use leave::Leaving;
 
@@ -120,7 +123,7 @@ pub struct ClusterCore {
     pub(crate) left: bool,
     pub(crate) commands: VecDeque<Command>,
     emitted_role: (Role, u64, Option<NodeId>),
-    emitted_commit_members: bool,
+    emitted_members: Option<Membership>,
     pub(crate) members_dirty: bool,
     pub(crate) scratch: Vec<Instant>,
 }
@@ -153,7 +156,7 @@ impl ClusterCore {
             left: false,
             commands: VecDeque::with_capacity(64),
             emitted_role: (Role::Inactive, 0, None),
-            emitted_commit_members: false,
+            emitted_members: None,
             members_dirty: false,
             scratch: Vec::with_capacity(16),
             cfg: config,
@@ -231,8 +234,8 @@ impl ClusterCore {
         match &self.role {
             RaftRole::Leader(l) => {
                 t = t.min(l.next_heartbeat);
-                if l.lease_until > l.became_at {
-                    t = t.min(l.lease_until);
+                if let Some(end) = l.lease_timer {
+                    t = t.min(end);
                 }
             }
             _ => t = t.min(self.election_deadline),
@@ -286,6 +289,16 @@ impl ClusterCore {
             (Some(cluster), true) => Some(FencingToken { cluster, term: self.term }),
             _ => None,
         }
+    }
+
+    /// Whether this node is the Raft leader of its term (with or without a lease).
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, RaftRole::Leader(_))
+    }
+
+    /// The leader this node follows (itself if it leads), if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader.as_ref().map(|l| l.0)
     }
 
     /// The current term.
@@ -385,11 +398,14 @@ impl ClusterCore {
             self.emitted_role = key;
             self.commands.push_back(Command::RoleChanged { role, term: self.term, primary });
         }
-        if self.members_dirty || !self.emitted_commit_members && self.cluster.is_some() {
+        if self.members_dirty {
             self.members_dirty = false;
-            self.emitted_commit_members = true;
-            let list = self.log.committed().members.iter().map(|(id, m)| (*id, m.clone())).collect();
-            self.commands.push_back(Command::MembersChanged(list));
+            let committed = self.log.committed();
+            if self.emitted_members.as_ref() != Some(committed) {
+                self.emitted_members = Some(committed.clone());
+                let list = committed.members.iter().map(|(id, m)| (*id, m.clone())).collect();
+                self.commands.push_back(Command::MembersChanged(list));
+            }
         }
     }
 
@@ -427,7 +443,7 @@ impl ClusterCore {
         }
         // Probe newcomers at once rather than at the next housekeeping round.
         if self.cluster.is_none() {
-            for addr in new_addrs {
+            for addr in new_addrs.into_iter().take(PROBE_FANOUT) {
                 self.send(addr, None, Message::Probe);
             }
         }
@@ -528,8 +544,9 @@ impl ClusterCore {
             Message::Snapshot(s) if !contiguous(s.snapshot.index, &s.entries) => {
                 Err(Rejected::Invalid("snapshot entries do not follow the snapshot"))
             }
-            Message::Append(_) | Message::Snapshot(_) | Message::AppendReply(_)
-            | Message::TimeoutNow { .. }
+            // A fresh node may answer an append (asking for a snapshot), but only a
+            // member of a cluster sends one.
+            Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow { .. }
                 if env.cluster.is_none() =>
             {
                 Err(Rejected::Invalid("replication message without a cluster id"))
@@ -664,12 +681,26 @@ impl ClusterCore {
             return;
         }
         if self.cluster.is_none() {
-            let addrs: Vec<Address> =
-                self.peers.iter().filter(|(_, p)| p.listed).map(|(a, _)| a.clone()).collect();
-            for addr in addrs {
+            // Probe a bounded number of listed peers per round, those never answered
+            // first, so that a thousand fresh pods do not probe each other all at once.
+            let mut addrs: Vec<(bool, Address)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.listed)
+                .map(|(a, p)| (p.id.is_some(), a.clone()))
+                .collect();
+            if addrs.len() > PROBE_FANOUT {
+                let start = self.rng.range(0, addrs.len() as u64) as usize;
+                addrs.rotate_left(start);
+                addrs.sort_by_key(|(answered, _)| *answered);
+                addrs.truncate(PROBE_FANOUT);
+            }
+            for (_, addr) in addrs {
                 self.send(addr, None, Message::Probe);
             }
-            if now >= self.boot.next_eval {
+            if let (Some(_), Some((id, addr))) = (self.joining, self.admin.join_hint.clone()) {
+                self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
+            } else if now >= self.boot.next_eval {
                 self.evaluate_bootstrap(now);
             }
             return;

@@ -36,6 +36,8 @@ pub(crate) struct LeaderState {
     pub(crate) lease_until: Instant,
     /// Set when the leader gives up its lease for good (handover on leave).
     pub(crate) lease_revoked: bool,
+    /// The lease end still to be reported by a tick (so the role change is emitted).
+    pub(crate) lease_timer: Option<Instant>,
 }
 
 impl ClusterCore {
@@ -48,6 +50,7 @@ impl ClusterCore {
             next_heartbeat: now,
             lease_until: now,
             lease_revoked: false,
+            lease_timer: None,
         };
         for (id, addr) in self.replication_targets() {
             state.progress.insert(
@@ -97,7 +100,10 @@ impl ClusterCore {
     }
 
     pub(crate) fn leader_tick(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &self.role else { return };
+        let RaftRole::Leader(l) = &mut self.role else { return };
+        if l.lease_timer.is_some_and(|t| now >= t) {
+            l.lease_timer = None;
+        }
         if now < l.next_heartbeat {
             return;
         }
@@ -229,6 +235,7 @@ impl ClusterCore {
         let until = start + self.cfg.lease_duration;
         if until > l.lease_until {
             l.lease_until = until;
+            l.lease_timer = Some(until);
         }
     }
 

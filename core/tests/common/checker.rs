@@ -1,0 +1,112 @@
+//! Safety invariants, checked after every event of the in-memory network.
+
+use super::net::Node;
+use cluster_mode_core::{ClusterId, Instant, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub at_ms: u64,
+    pub what: String,
+}
+
+#[derive(Default)]
+pub struct Checker {
+    /// (cluster, term) -> the leader seen in it.
+    leaders: BTreeMap<(ClusterId, u64), NodeId>,
+    /// Slots that have led at some point and may hold a lease.
+    leader_slots: BTreeSet<usize>,
+    /// cluster -> (primary id, term) of the latest primary.
+    last_primary: BTreeMap<ClusterId, (NodeId, u64)>,
+    /// (cluster, commit index) -> hash of the committed member list.
+    committed: BTreeMap<(ClusterId, u64), u64>,
+    /// slot -> (cluster, commit index) last recorded.
+    seen_commit: BTreeMap<usize, (ClusterId, u64)>,
+    pub violations: Vec<Violation>,
+    /// Counts, for statistics.
+    pub primaries_seen: u64,
+}
+
+impl Checker {
+    pub fn node_started(&mut self, slot: usize, _id: NodeId) {
+        self.seen_commit.remove(&slot);
+    }
+
+    pub fn node_stopped(&mut self, slot: usize) {
+        self.leader_slots.remove(&slot);
+    }
+
+    fn violate(&mut self, real: u64, what: String) {
+        self.violations.push(Violation { at_ms: real / 1_000_000, what });
+    }
+
+    pub fn after_event(&mut self, real: u64, slot: usize, nodes: &[Node], locals: &[Instant]) {
+        let node = &nodes[slot];
+        let core = &node.core;
+        let id = core.identity().id;
+        if let Some(cluster) = core.cluster() {
+            // One leader per term.
+            if core.is_leader() {
+                self.leader_slots.insert(slot);
+                let prev = *self.leaders.entry((cluster, core.term())).or_insert(id);
+                if prev != id {
+                    self.violate(real, format!("two leaders in term {}: {prev} and {id}", core.term()));
+                }
+            }
+            // Committed member lists never diverge.
+            let idx = core.commit_index();
+            if self.seen_commit.get(&slot) != Some(&(cluster, idx)) {
+                self.seen_commit.insert(slot, (cluster, idx));
+                let mut h = DefaultHasher::new();
+                core.members().hash(&mut h);
+                let hash = h.finish();
+                let prev = *self.committed.entry((cluster, idx)).or_insert(hash);
+                if prev != hash {
+                    self.violate(real, format!("{} committed a different member list at index {idx}", node.name));
+                }
+            }
+        }
+        // At most one primary at this instant, fencing tokens increase.
+        let mut primaries = Vec::new();
+        for &s in &self.leader_slots {
+            let n = &nodes[s];
+            if n.alive && n.core.is_primary(locals[s]) {
+                primaries.push(s);
+            }
+        }
+        if primaries.len() > 1 {
+            let names: Vec<&str> = primaries.iter().map(|s| nodes[*s].name.as_str()).collect();
+            self.violate(real, format!("{} primaries at once: {names:?}", primaries.len()));
+        }
+        for s in primaries {
+            let c = &nodes[s].core;
+            let Some(token) = c.fencing_token(locals[s]) else { continue };
+            let pid = c.identity().id;
+            match self.last_primary.get(&token.cluster) {
+                Some(&(last_id, last_term)) if last_id != pid && token.term <= last_term => {
+                    self.violate(
+                        real,
+                        format!("fencing token did not increase: {} after {last_term}", token.term),
+                    );
+                }
+                Some(&(last_id, last_term)) if last_id == pid && token.term < last_term => {
+                    self.violate(real, "fencing token went backwards".into());
+                }
+                Some(&(last_id, last_term)) if last_id == pid && token.term == last_term => {}
+                _ => {
+                    self.primaries_seen += 1;
+                    self.last_primary.insert(token.cluster, (pid, token.term));
+                }
+            }
+        }
+        if !self.leader_slots.is_empty() {
+            self.leader_slots.retain(|s| nodes[*s].alive && nodes[*s].core.is_leader());
+        }
+    }
+
+    /// The number of distinct clusters ever formed.
+    pub fn clusters(&self) -> usize {
+        self.committed.keys().map(|(c, _)| *c).collect::<BTreeSet<_>>().len()
+    }
+}

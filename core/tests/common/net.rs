@@ -1,0 +1,506 @@
+use super::checker::Checker;
+use cluster_mode_core::{
+    Address, ClusterCore, Command, Config, Discovered, Envelope, Identity, Input, Instant, NodeId,
+    Role,
+};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+/// SplitMix64, the same generator as the core's, for the network's own choices.
+#[derive(Clone)]
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next() % (hi - lo)
+        }
+    }
+    /// True with probability `p_ppm` parts per million.
+    pub fn chance(&mut self, p_ppm: u64) -> bool {
+        self.next() % 1_000_000 < p_ppm
+    }
+}
+
+/// Network behaviour.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub min_latency: Duration,
+    pub max_latency: Duration,
+    /// Loss probability in parts per million.
+    pub loss_ppm: u64,
+    /// Duplication probability in parts per million.
+    pub dup_ppm: u64,
+    /// How often every node gets a discovery answer.
+    pub discovery_interval: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            min_latency: Duration::from_millis(1),
+            max_latency: Duration::from_millis(10),
+            loss_ppm: 0,
+            dup_ppm: 0,
+            discovery_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub addr: Address,
+    pub core: ClusterCore,
+    pub alive: bool,
+    pub paused: bool,
+    /// Clock rate error, ppm (positive: the node's clock runs fast).
+    pub drift_ppm: i64,
+    /// The node's local clock at real time 0 of its start.
+    offset: u64,
+    started_real: u64,
+    timer_gen: u64,
+    /// What discovery tells this node; `None`: every live, listed node.
+    pub discovery_view: Option<Vec<usize>>,
+    pub discovery_fails: bool,
+    pub left: bool,
+    deferred: Vec<Event>,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver { to: usize, env: Envelope },
+    Timer { slot: usize, gen: u64 },
+    Discovery,
+}
+
+/// The simulated world.
+pub struct Net {
+    pub cfg: Config,
+    pub net: NetConfig,
+    pub rng: Rng,
+    pub seed: u64,
+    pub now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    pub nodes: Vec<Node>,
+    by_addr: BTreeMap<Address, usize>,
+    /// Links cut, (from, to) by slot.
+    pub cut: BTreeSet<(usize, usize)>,
+    /// Slots discovery lists (a pod that is gone is unlisted).
+    pub unlisted: BTreeSet<usize>,
+    pub checker: Checker,
+    pub trace: Vec<String>,
+    pub record_trace: bool,
+    pub messages: u64,
+}
+
+impl Net {
+    pub fn new(seed: u64, cfg: Config, net: NetConfig) -> Self {
+        let mut n = Net {
+            cfg,
+            net,
+            rng: Rng::new(seed),
+            seed,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes: Vec::new(),
+            by_addr: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            unlisted: BTreeSet::new(),
+            checker: Checker::default(),
+            trace: Vec::new(),
+            record_trace: true,
+            messages: 0,
+        };
+        n.schedule(0, Event::Discovery);
+        n
+    }
+
+    pub fn with_nodes(seed: u64, cfg: Config, count: usize) -> Self {
+        let mut n = Net::new(seed, cfg, NetConfig::default());
+        for _ in 0..count {
+            n.add_node();
+        }
+        n
+    }
+
+    fn schedule(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        self.events.insert(self.seq as usize, ev);
+        self.queue.push(Reverse((at, self.seq, self.seq as usize)));
+    }
+
+    pub fn local(&self, slot: usize, real: u64) -> Instant {
+        let n = &self.nodes[slot];
+        let elapsed = real.saturating_sub(n.started_real) as i128;
+        let skew = elapsed * n.drift_ppm as i128 / 1_000_000;
+        Instant::from_nanos((n.offset as i128 + elapsed + skew).max(0) as u64)
+    }
+
+    fn real_of(&self, slot: usize, local: Instant) -> u64 {
+        let n = &self.nodes[slot];
+        let l = local.as_nanos().saturating_sub(n.offset) as i128;
+        let elapsed = l * 1_000_000 / (1_000_000 + n.drift_ppm as i128);
+        (n.started_real as i128 + elapsed + 1).max(self.now as i128) as u64
+    }
+
+    /// Adds and starts a node with a fresh id; returns its slot.
+    pub fn add_node(&mut self) -> usize {
+        let slot = self.nodes.len();
+        let name = format!("n{}", slot + 1);
+        let addr = Address::new(format!("{name}:7946"));
+        self.start_node(slot, name, addr, 0)
+    }
+
+    fn start_node(&mut self, slot: usize, name: String, addr: Address, drift: i64) -> usize {
+        let id = NodeId(u128::from(self.rng.next()) << 64 | u128::from(self.rng.next()));
+        let offset = self.rng.range(0, 1_000_000_000_000);
+        let core_seed = self.rng.next();
+        let me = Identity::new(id, addr.clone()).with_name(name.clone());
+        let core = ClusterCore::new(me, self.cfg.clone(), core_seed, Instant::from_nanos(offset))
+            .expect("valid config");
+        let node = Node {
+            name: name.clone(),
+            addr: addr.clone(),
+            core,
+            alive: true,
+            paused: false,
+            drift_ppm: drift,
+            offset,
+            started_real: self.now,
+            timer_gen: 0,
+            discovery_view: None,
+            discovery_fails: false,
+            left: false,
+            deferred: Vec::new(),
+        };
+        if slot == self.nodes.len() {
+            self.nodes.push(node);
+        } else {
+            self.nodes[slot] = node;
+        }
+        self.by_addr.insert(addr, slot);
+        self.checker.node_started(slot, id);
+        self.note(format!("{name} starts"));
+        let list = self.discovery_for(slot);
+        self.input(slot, Input::Discovery(list));
+        slot
+    }
+
+    /// Kills a node (its address stays listed, as a crashed pod's would until
+    /// Kubernetes notices).
+    pub fn crash(&mut self, slot: usize) {
+        self.nodes[slot].alive = false;
+        self.checker.node_stopped(slot);
+        self.note(format!("{} crashes", self.nodes[slot].name));
+    }
+
+    /// A crashed pod is removed from discovery.
+    pub fn unlist(&mut self, slot: usize) {
+        self.unlisted.insert(slot);
+    }
+
+    /// The same pod restarts: a new process (new id) at the same address.
+    pub fn restart(&mut self, slot: usize) {
+        let (name, addr, drift) = {
+            let n = &self.nodes[slot];
+            (n.name.clone(), n.addr.clone(), n.drift_ppm)
+        };
+        self.note(format!("{name} restarts with a new identity"));
+        self.start_node(slot, name, addr, drift);
+    }
+
+    /// A pod replaced by a new one at a new address: crash, unlist, add.
+    pub fn replace(&mut self, slot: usize) -> usize {
+        self.crash(slot);
+        self.unlist(slot);
+        self.add_node()
+    }
+
+    pub fn pause(&mut self, slot: usize) {
+        self.nodes[slot].paused = true;
+        self.note(format!("{} paused", self.nodes[slot].name));
+    }
+
+    pub fn resume(&mut self, slot: usize) {
+        self.nodes[slot].paused = false;
+        self.note(format!("{} resumed", self.nodes[slot].name));
+        let deferred = std::mem::take(&mut self.nodes[slot].deferred);
+        for ev in deferred {
+            self.schedule(self.now, ev);
+        }
+        self.arm_timer(slot);
+    }
+
+    /// Cuts every link between `a` and the rest.
+    pub fn isolate(&mut self, slot: usize) {
+        for other in 0..self.nodes.len() {
+            if other != slot {
+                self.cut.insert((slot, other));
+                self.cut.insert((other, slot));
+            }
+        }
+        self.note(format!("{} isolated", self.nodes[slot].name));
+    }
+
+    /// Splits the nodes into groups that cannot talk to each other.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        self.cut.clear();
+        for (i, g) in groups.iter().enumerate() {
+            for (j, h) in groups.iter().enumerate() {
+                if i != j {
+                    for a in g.iter() {
+                        for b in h.iter() {
+                            self.cut.insert((*a, *b));
+                        }
+                    }
+                }
+            }
+        }
+        self.note(format!("partition {groups:?}"));
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.note("network healed".into());
+    }
+
+    pub fn leave(&mut self, slot: usize) {
+        self.note(format!("{} asked to leave", self.nodes[slot].name));
+        self.input(slot, Input::Leave);
+    }
+
+    pub fn note(&mut self, s: String) {
+        if self.record_trace {
+            let line = format!("{:>7}ms  {s}", self.now / 1_000_000);
+            self.trace.push(line);
+        }
+    }
+
+    fn discovery_for(&self, slot: usize) -> Vec<Discovered> {
+        let listed = |s: &usize| !self.unlisted.contains(s);
+        match &self.nodes[slot].discovery_view {
+            Some(view) => view
+                .iter()
+                .filter(|s| listed(s))
+                .map(|s| Discovered::new(self.nodes[*s].addr.clone()))
+                .collect(),
+            None => (0..self.nodes.len())
+                .filter(listed)
+                .map(|s| Discovered::new(self.nodes[s].addr.clone()))
+                .collect(),
+        }
+    }
+
+    /// Hands one input to a node and carries out what it emits.
+    pub fn input(&mut self, slot: usize, input: Input) {
+        if !self.nodes[slot].alive {
+            return;
+        }
+        let now = self.local(slot, self.now);
+        let _ = self.nodes[slot].core.handle(now, input);
+        while let Some(cmd) = self.nodes[slot].core.poll_command() {
+            self.apply(slot, cmd);
+        }
+        self.arm_timer(slot);
+        let real = self.now;
+        let locals: Vec<Instant> = (0..self.nodes.len()).map(|s| self.local(s, real)).collect();
+        self.checker.after_event(real, slot, &self.nodes, &locals);
+    }
+
+    fn arm_timer(&mut self, slot: usize) {
+        let Some(t) = self.nodes[slot].core.poll_timeout() else { return };
+        self.nodes[slot].timer_gen += 1;
+        let gen = self.nodes[slot].timer_gen;
+        let at = self.real_of(slot, t);
+        self.schedule(at, Event::Timer { slot, gen });
+    }
+
+    fn apply(&mut self, slot: usize, cmd: Command) {
+        match cmd {
+            Command::Send { to, msg } => {
+                let Some(&dst) = self.by_addr.get(&to) else { return };
+                self.messages += 1;
+                if self.cut.contains(&(slot, dst)) || self.rng.chance(self.net.loss_ppm) {
+                    return;
+                }
+                let copies = if self.rng.chance(self.net.dup_ppm) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let lo = self.net.min_latency.as_nanos() as u64;
+                    let hi = self.net.max_latency.as_nanos() as u64;
+                    let at = self.now + self.rng.range(lo, hi + 1);
+                    self.schedule(at, Event::Deliver { to: dst, env: msg.clone() });
+                }
+            }
+            Command::RoleChanged { role, term, primary } => {
+                let name = self.nodes[slot].name.clone();
+                let p = primary.map(|p| self.name_of(p.id)).unwrap_or_else(|| "-".into());
+                let line = match role {
+                    Role::Primary => format!("{name} is Primary (term {term})"),
+                    Role::Secondary => format!("{name} is Secondary of {p} (term {term})"),
+                    r => format!("{name} is {r:?} (term {term})"),
+                };
+                self.note(line);
+            }
+            Command::MembersChanged(list) => {
+                let name = self.nodes[slot].name.clone();
+                let mut names: Vec<String> = list
+                    .iter()
+                    .map(|(id, m)| format!("{}{}", self.name_of(*id), if m.voter { "" } else { "(nv)" }))
+                    .collect();
+                names.sort();
+                if names.len() <= 12 {
+                    self.note(format!("{name} members: {}", names.join(" ")));
+                } else {
+                    self.note(format!("{name} members: {} ({} voters)", names.len(), list.iter().filter(|(_, m)| m.voter).count()));
+                }
+            }
+            Command::LeaveFinished => {
+                self.nodes[slot].left = true;
+                let name = self.nodes[slot].name.clone();
+                self.note(format!("{name} finished leaving"));
+            }
+        }
+    }
+
+    /// A node's name by id (the latest process with that id).
+    pub fn name_of(&self, id: NodeId) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.core.identity().id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("{id}"))
+    }
+
+    /// Runs until real time `until_ms`.
+    pub fn run_until(&mut self, until_ms: u64) {
+        let until = until_ms * 1_000_000;
+        while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = self.now.max(at);
+            let ev = self.events.remove(&key).expect("event");
+            self.dispatch(ev);
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now / 1_000_000 + ms;
+        self.run_until(until);
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::Discovery => {
+                for slot in 0..self.nodes.len() {
+                    if !self.nodes[slot].alive || self.nodes[slot].paused {
+                        continue;
+                    }
+                    if self.nodes[slot].discovery_fails {
+                        self.input(slot, Input::DiscoveryFailed("simulated discovery error".into()));
+                    } else {
+                        let list = self.discovery_for(slot);
+                        self.input(slot, Input::Discovery(list));
+                    }
+                }
+                let next = self.now + self.net.discovery_interval.as_nanos() as u64;
+                self.schedule(next, Event::Discovery);
+            }
+            Event::Timer { slot, gen } => {
+                let n = &self.nodes[slot];
+                if !n.alive || gen != n.timer_gen {
+                    return;
+                }
+                if n.paused {
+                    self.nodes[slot].deferred.push(Event::Timer { slot, gen });
+                    return;
+                }
+                self.input(slot, Input::Tick);
+            }
+            Event::Deliver { to, env } => {
+                let n = &self.nodes[to];
+                if !n.alive {
+                    return;
+                }
+                if n.paused {
+                    self.nodes[to].deferred.push(Event::Deliver { to, env });
+                    return;
+                }
+                self.input(to, Input::Message(env));
+            }
+        }
+    }
+
+    // ----- observations ---------------------------------------------------------
+
+    pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|s| self.nodes[*s].alive && !self.nodes[*s].left)
+    }
+
+    pub fn primaries(&self) -> Vec<usize> {
+        self.live().filter(|s| self.nodes[*s].core.is_primary(self.local(*s, self.now))).collect()
+    }
+
+    /// The one primary, if exactly one live node is primary.
+    pub fn the_primary(&self) -> Option<usize> {
+        match self.primaries().as_slice() {
+            [p] => Some(*p),
+            _ => None,
+        }
+    }
+
+    /// Whether exactly one primary exists and every live, unpaused member follows it
+    /// and has the same committed member list.
+    pub fn settled(&self) -> bool {
+        let Some(p) = self.the_primary() else { return false };
+        let pc = &self.nodes[p].core;
+        let pid = pc.identity().id;
+        self.live().filter(|s| !self.nodes[*s].paused).all(|s| {
+            let c = &self.nodes[s].core;
+            c.cluster() == pc.cluster()
+                && c.leader() == Some(pid)
+                && c.members() == pc.members()
+                && c.members().contains(c.identity().id)
+        })
+    }
+
+    /// Runs until settled, checking every 5 ms; returns the time it took (ms).
+    pub fn run_until_settled(&mut self, max_ms: u64) -> Option<u64> {
+        let start = self.now / 1_000_000;
+        while self.now / 1_000_000 < start + max_ms {
+            if self.settled() {
+                return Some(self.now / 1_000_000 - start);
+            }
+            self.run_for(5);
+        }
+        None
+    }
+
+    pub fn trace_text(&self) -> String {
+        let mut s = self.trace.join("\n");
+        s.push('\n');
+        s
+    }
+
+    pub fn slot_of_id(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.core.identity().id == id)
+    }
+}
