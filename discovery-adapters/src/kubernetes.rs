@@ -120,10 +120,14 @@ impl KubernetesConfig {
 /// A background task lists the Service's slices, then watches them (with bookmarks),
 /// and keeps the union of their endpoints: ready ones only by default, terminating ones
 /// never. Each change is pushed to [`Discovery::watch`] streams as a complete snapshot;
-/// [`Discovery::snapshot`] answers from the same state. A watch error (including
-/// `410 Gone`) or a dropped connection leads to a fresh list. A failed list (401/403,
-/// 500, connection refused...) is published as a typed error, never as an empty
-/// snapshot, and retried with exponential backoff.
+/// [`Discovery::snapshot`] answers from the same state. A watch `ERROR` event (`410
+/// Gone` when the resourceVersion is too old, or any other) and a watch request or
+/// stream that fails lead to a fresh list. A watch that ends (server timeout, or a
+/// connection dropped mid-stream, which kube reports as an end) is resumed from the last
+/// resourceVersion seen (bookmarks included): the API server then replays what was
+/// missed, or answers 410, which relists. A failed list (401/403, 500, connection
+/// refused...) is published as a typed error, never as an empty snapshot, and retried
+/// with exponential backoff.
 ///
 /// The task stops when this value is dropped.
 #[derive(Debug)]
