@@ -76,7 +76,12 @@ impl<T: DiscoveryService> CloudDiscoveryBridge<T> {
             tracing::warn!(host = ?si.host(), "rust-cloud-discovery instance without instance_id skipped");
             return None;
         };
-        let ip = match si.host().as_deref().map(str::trim).map(str::parse::<IpAddr>) {
+        let ip = match si
+            .host()
+            .as_deref()
+            .map(str::trim)
+            .map(str::parse::<IpAddr>)
+        {
             Some(Ok(ip)) => ip,
             Some(Err(_)) => {
                 tracing::warn!(instance = %id, host = ?si.host(), "rust-cloud-discovery instance skipped: host is not an IP address");

@@ -329,7 +329,9 @@ impl DnsDiscovery {
                 Ok((ips, ttl)) => {
                     let instances = ips
                         .into_iter()
-                        .map(|ip| Instance::new(SocketAddr::new(ip, *port)).with_meta("dns.name", name))
+                        .map(|ip| {
+                            Instance::new(SocketAddr::new(ip, *port)).with_meta("dns.name", name)
+                        })
                         .collect();
                     (Ok(normalize(instances)), ttl)
                 }
@@ -361,15 +363,22 @@ impl DnsDiscovery {
                 .iter()
                 .filter(|r| r.name == srv.target)
                 .filter_map(|r| match &r.data {
-                    RData::A(a) if self.config.family != IpFamily::V6 => Some((IpAddr::V4(a.0), r.ttl)),
-                    RData::AAAA(a) if self.config.family != IpFamily::V4 => Some((IpAddr::V6(a.0), r.ttl)),
+                    RData::A(a) if self.config.family != IpFamily::V6 => {
+                        Some((IpAddr::V4(a.0), r.ttl))
+                    }
+                    RData::AAAA(a) if self.config.family != IpFamily::V4 => {
+                        Some((IpAddr::V6(a.0), r.ttl))
+                    }
                     _ => None,
                 })
                 .collect();
             let target = srv.target.to_utf8();
             let target = target.trim_end_matches('.').to_string();
             let ips = if glue.is_empty() {
-                match self.addresses(&srv.target.to_utf8(), self.config.family).await {
+                match self
+                    .addresses(&srv.target.to_utf8(), self.config.family)
+                    .await
+                {
                     Ok((ips, target_ttl)) => {
                         ttl = ttl.min(target_ttl);
                         ips
@@ -381,10 +390,12 @@ impl DnsDiscovery {
                     }
                 }
             } else {
-                glue.iter().map(|(ip, t)| {
-                    ttl = ttl.min(*t);
-                    *ip
-                }).collect()
+                glue.iter()
+                    .map(|(ip, t)| {
+                        ttl = ttl.min(*t);
+                        *ip
+                    })
+                    .collect()
             };
             for ip in ips {
                 instances.push(

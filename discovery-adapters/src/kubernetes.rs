@@ -11,6 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::{
     normalize, BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance, SnapshotSender,
@@ -58,7 +59,11 @@ pub struct KubernetesConfig {
 
 impl KubernetesConfig {
     /// The slices of Service `service` in `namespace`, cluster port `port`.
-    pub fn new(namespace: impl Into<String>, service: impl Into<String>, port: PortSelector) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+        port: PortSelector,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             service: service.into(),
@@ -98,7 +103,10 @@ impl KubernetesConfig {
                 return Err(DiscoveryError::invalid("kubernetes.port", "port 0"))
             }
             PortSelector::Name(n) if n.is_empty() => {
-                return Err(DiscoveryError::invalid("kubernetes.port", "empty port name"))
+                return Err(DiscoveryError::invalid(
+                    "kubernetes.port",
+                    "empty port name",
+                ))
             }
             _ => {}
         }
@@ -109,7 +117,10 @@ impl KubernetesConfig {
             ));
         }
         if self.watch_timeout < Duration::from_secs(1) {
-            return Err(DiscoveryError::invalid("kubernetes.watch_timeout", "below 1 s"));
+            return Err(DiscoveryError::invalid(
+                "kubernetes.watch_timeout",
+                "below 1 s",
+            ));
         }
         Ok(())
     }
@@ -153,7 +164,13 @@ impl KubernetesDiscovery {
         let sender = SnapshotSender::new();
         let api: Api<EndpointSlice> = Api::namespaced(client, &config.namespace);
         let task = handle
-            .spawn(run(api, config.clone(), sender.clone()))
+            .spawn(
+                run(api, config.clone(), sender.clone()).instrument(tracing::info_span!(
+                    "k8s_discovery",
+                    namespace = %config.namespace,
+                    service = %config.service
+                )),
+            )
             .abort_handle();
         Ok(Self {
             sender,
@@ -218,9 +235,6 @@ impl Discovery for KubernetesDiscovery {
 async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: SnapshotSender) {
     let selector = format!("{SERVICE_NAME_LABEL}={}", config.service);
     let target = format!("EndpointSlices of {}/{}", config.namespace, config.service);
-    let span = tracing::info_span!("k8s-discovery", namespace = %config.namespace, service = %config.service);
-    let _enter = span.enter();
-    drop(_enter);
     let mut delay = config.retry_min;
     loop {
         // LIST: the complete state, replacing whatever we had.
@@ -228,7 +242,7 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
             Ok(list) => list,
             Err(e) => {
                 let error = map_kube_error(&target, e);
-                tracing::warn!(parent: &span, error = %error, retry_in = ?delay, "EndpointSlice list failed");
+                tracing::warn!(error = %error, retry_in = ?delay, "EndpointSlice list failed");
                 sender.publish(Err(error));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(config.retry_max);
@@ -241,7 +255,7 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
             slices.insert(slice_key(slice), slice_instances(slice, &config));
         }
         let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-        tracing::debug!(parent: &span, slices = slices.len(), %version, "EndpointSlices listed");
+        tracing::debug!(slices = slices.len(), %version, "EndpointSlices listed");
         sender.publish(Ok(union(&slices)));
 
         // WATCH from the list's resourceVersion until an error asks for a relist.
@@ -254,7 +268,7 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
                 Ok(stream) => stream,
                 Err(e) => {
                     let error = map_kube_error(&target, e);
-                    tracing::warn!(parent: &span, error = %error, "EndpointSlice watch failed to start; relisting");
+                    tracing::warn!(error = %error, "EndpointSlice watch failed to start; relisting");
                     tokio::time::sleep(config.retry_min).await;
                     break 'watch;
                 }
@@ -283,16 +297,16 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
                     }
                     Ok(WatchEvent::Error(status)) => {
                         if status.code == 410 {
-                            tracing::debug!(parent: &span, "watch resourceVersion expired (410 Gone); relisting");
+                            tracing::debug!("watch resourceVersion expired (410 Gone); relisting");
                         } else {
-                            tracing::warn!(parent: &span, code = status.code, message = %status.message, "watch error event; relisting");
+                            tracing::warn!(code = status.code, message = %status.message, "watch error event; relisting");
                             tokio::time::sleep(config.retry_min).await;
                         }
                         break 'watch;
                     }
                     Err(e) => {
                         let error = map_kube_error(&target, e);
-                        tracing::warn!(parent: &span, error = %error, "watch stream broke; relisting");
+                        tracing::warn!(error = %error, "watch stream broke; relisting");
                         tokio::time::sleep(config.retry_min).await;
                         break 'watch;
                     }

@@ -52,8 +52,16 @@ fn instance(id: Option<&str>, host: Option<&str>, ports: &[(&str, u32)]) -> Serv
 fn service() -> UserService {
     UserService {
         instances: vec![
-            instance(Some("web-2"), Some("10.0.0.2"), &[("http", 80), ("cluster", 7000)]),
-            instance(Some("web-1"), Some("10.0.0.1"), &[("http", 80), ("cluster", 7000)]),
+            instance(
+                Some("web-2"),
+                Some("10.0.0.2"),
+                &[("http", 80), ("cluster", 7000)],
+            ),
+            instance(
+                Some("web-1"),
+                Some("10.0.0.1"),
+                &[("http", 80), ("cluster", 7000)],
+            ),
             // Skipped: no id, a host name, no host, a port out of range, no cluster port.
             instance(None, Some("10.0.0.3"), &[("cluster", 7000)]),
             instance(Some("web-4"), Some("web-4.internal"), &[("cluster", 7000)]),
@@ -67,13 +75,19 @@ fn service() -> UserService {
 
 #[tokio::test]
 async fn bridge_converts_skips_and_surfaces_errors() {
-    let bridge = CloudDiscoveryBridge::new(service()).with_port(CloudPortSelector::Named("cluster".into()));
+    let bridge =
+        CloudDiscoveryBridge::new(service()).with_port(CloudPortSelector::Named("cluster".into()));
     // Object safe, and Send across a spawn despite the service's non-Send error type.
     let shared: Arc<dyn Discovery> = Arc::new(bridge);
     let d = shared.clone();
-    let snap = tokio::spawn(async move { d.snapshot().await }).await.unwrap().unwrap();
-    let got: Vec<(String, Option<String>)> =
-        snap.iter().map(|i| (i.addr.to_string(), i.name.clone())).collect();
+    let snap = tokio::spawn(async move { d.snapshot().await })
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<(String, Option<String>)> = snap
+        .iter()
+        .map(|i| (i.addr.to_string(), i.name.clone()))
+        .collect();
     assert_eq!(
         got,
         [
@@ -82,13 +96,19 @@ async fn bridge_converts_skips_and_surfaces_errors() {
         ]
     );
     assert_eq!(snap[0].metadata.get("zone").map(String::as_str), Some("a"));
-    assert_eq!(snap[0].metadata.get("cloud.service_id").map(String::as_str), Some("web"));
+    assert_eq!(
+        snap[0].metadata.get("cloud.service_id").map(String::as_str),
+        Some("web")
+    );
 
     // First port instead: web-7 (only http) is now listed, on port 80.
     let first = CloudDiscoveryBridge::new(service());
     let snap = first.snapshot().await.unwrap();
     assert!(snap.iter().any(|i| i.addr.to_string() == "10.0.0.7:80"));
-    assert!(!snap.iter().any(|i| i.addr.ip().to_string() == "10.0.0.3"), "no id: skipped");
+    assert!(
+        !snap.iter().any(|i| i.addr.ip().to_string() == "10.0.0.3"),
+        "no id: skipped"
+    );
 }
 
 #[tokio::test]
@@ -97,9 +117,13 @@ async fn bridge_failure_is_an_error_not_an_empty_list() {
     svc.fail.store(true, Ordering::Relaxed);
     let bridge = CloudDiscoveryBridge::new(svc);
     let d: Arc<dyn Discovery> = Arc::new(bridge);
-    let result = tokio::spawn(async move { d.snapshot().await }).await.unwrap();
+    let result = tokio::spawn(async move { d.snapshot().await })
+        .await
+        .unwrap();
     match result {
-        Err(DiscoveryError::Backend(message)) => assert!(message.contains("endpoints API unavailable")),
+        Err(DiscoveryError::Backend(message)) => {
+            assert!(message.contains("endpoints API unavailable"))
+        }
         other => panic!("expected a backend error, got {other:?}"),
     }
 }
@@ -151,15 +175,26 @@ async fn our_sources_as_a_discovery_service() {
 /// A source that always fails, seen through the DiscoveryService interface.
 struct Broken;
 impl Discovery for Broken {
-    fn snapshot(&self) -> cluster_mode_discovery::BoxFuture<'_, cluster_mode_discovery::DiscoveryResult> {
-        Box::pin(async { Err(DiscoveryError::Timeout { target: "test".into() }) })
+    fn snapshot(
+        &self,
+    ) -> cluster_mode_discovery::BoxFuture<'_, cluster_mode_discovery::DiscoveryResult> {
+        Box::pin(async {
+            Err(DiscoveryError::Timeout {
+                target: "test".into(),
+            })
+        })
     }
 }
 
 #[tokio::test]
 async fn our_errors_reach_discovery_service_users() {
-    let err = AsDiscoveryService::new(Broken).discover_instances().await.unwrap_err();
+    let err = AsDiscoveryService::new(Broken)
+        .discover_instances()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
-    let typed = err.downcast_ref::<DiscoveryError>().expect("the typed error is kept");
+    let typed = err
+        .downcast_ref::<DiscoveryError>()
+        .expect("the typed error is kept");
     assert!(matches!(typed, DiscoveryError::Timeout { .. }));
 }

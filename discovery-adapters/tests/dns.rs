@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_mode_discovery::{
-    Discovery, DiscoveryError, DnsConfig, DnsDiscovery, IpFamily, Instance,
+    Discovery, DiscoveryError, DnsConfig, DnsDiscovery, Instance, IpFamily,
 };
 
 const NAME: &str = "peers.cluster.local";
@@ -94,7 +94,12 @@ impl Dnsmasq {
             });
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if log.lock().unwrap().iter().any(|l| l.contains("started, version")) {
+                if log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("started, version"))
+                {
                     // Give it a moment to read the hosts file.
                     std::thread::sleep(Duration::from_millis(50));
                     return Dnsmasq {
@@ -108,7 +113,11 @@ impl Dnsmasq {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // port taken in between, most likely: try another
                 }
-                assert!(Instant::now() < deadline, "dnsmasq did not start: {:?}", log.lock().unwrap());
+                assert!(
+                    Instant::now() < deadline,
+                    "dnsmasq did not start: {:?}",
+                    log.lock().unwrap()
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -132,14 +141,23 @@ impl Dnsmasq {
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.count(&format!("read {}", self.hosts.display())) <= reads_before {
-            assert!(Instant::now() < deadline, "dnsmasq did not reload: {:?}", self.log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq did not reload: {:?}",
+                self.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Log lines containing `needle`.
     fn count(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -185,7 +203,11 @@ async fn until(d: &DnsDiscovery, want: &[&str]) {
         if addrs(&snap) == want {
             return;
         }
-        assert!(Instant::now() < deadline, "never saw {want:?}, last {:?}", addrs(&snap));
+        assert!(
+            Instant::now() < deadline,
+            "never saw {want:?}, last {:?}",
+            addrs(&snap)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -196,7 +218,10 @@ async fn a_records_scale_up_and_down_and_failure_is_not_empty() {
     let d = DnsDiscovery::new(config(dns.addr())).unwrap();
     let snap = d.snapshot().await.unwrap();
     assert_eq!(addrs(&snap), ["10.1.0.1:7000", "10.1.0.2:7000"]);
-    assert_eq!(snap[0].metadata.get("dns.name").map(String::as_str), Some(NAME));
+    assert_eq!(
+        snap[0].metadata.get("dns.name").map(String::as_str),
+        Some(NAME)
+    );
     assert!(d.watch().is_none());
 
     // Scale up.
@@ -263,20 +288,29 @@ async fn srv_records() {
     let snap = d.snapshot().await.unwrap();
     assert_eq!(addrs(&snap), ["10.2.0.1:7001", "10.2.0.2:7002"]);
     assert_eq!(snap[0].name.as_deref(), Some("node-a.cluster.local"));
-    assert_eq!(snap[1].metadata.get("srv.weight").map(String::as_str), Some("20"));
+    assert_eq!(
+        snap[1].metadata.get("srv.weight").map(String::as_str),
+        Some("20")
+    );
 
     // An SRV name that does not exist.
     let missing = DnsDiscovery::new(
         DnsConfig::srv("_other._tcp.peers.cluster.local").with_name_server(dns.addr()),
     )
     .unwrap();
-    assert!(matches!(missing.snapshot().await, Err(DiscoveryError::NotFound { .. })));
+    assert!(matches!(
+        missing.snapshot().await,
+        Err(DiscoveryError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
 async fn missing_name_no_records_and_refused_are_distinct() {
     let dns = Dnsmasq::start(&hosts(&["10.1.0.1"]), &[]);
-    let d = DnsDiscovery::new(DnsConfig::host("nosuch.cluster.local", 7000).with_name_server(dns.addr())).unwrap();
+    let d = DnsDiscovery::new(
+        DnsConfig::host("nosuch.cluster.local", 7000).with_name_server(dns.addr()),
+    )
+    .unwrap();
     match d.snapshot().await {
         Err(DiscoveryError::NotFound { name }) => assert_eq!(name, "nosuch.cluster.local"),
         other => panic!("expected NotFound, got {other:?}"),
@@ -294,9 +328,12 @@ async fn missing_name_no_records_and_refused_are_distinct() {
     let d = DnsDiscovery::new(config(dns.addr()).with_family(IpFamily::Both)).unwrap();
     assert_eq!(addrs(&d.snapshot().await.unwrap()), ["10.1.0.1:7000"]);
     // Outside its local domain, with no upstream, dnsmasq refuses: a server failure.
-    let d = DnsDiscovery::new(DnsConfig::host("example.org", 7000).with_name_server(dns.addr())).unwrap();
+    let d = DnsDiscovery::new(DnsConfig::host("example.org", 7000).with_name_server(dns.addr()))
+        .unwrap();
     match d.snapshot().await {
-        Err(DiscoveryError::ServerFailure { detail, .. }) => println!("outside local domain: {detail}"),
+        Err(DiscoveryError::ServerFailure { detail, .. }) => {
+            println!("outside local domain: {detail}")
+        }
         other => panic!("expected ServerFailure, got {other:?}"),
     }
 }
@@ -333,6 +370,9 @@ fn invalid_config_is_rejected() {
     ];
     for config in bad {
         let err = DnsDiscovery::new(config).unwrap_err();
-        assert!(matches!(err, DiscoveryError::InvalidConfig { .. }), "{err:?}");
+        assert!(
+            matches!(err, DiscoveryError::InvalidConfig { .. }),
+            "{err:?}"
+        );
     }
 }

@@ -101,7 +101,11 @@ impl FakeApi {
         let rv = st.rv;
         slice["metadata"]["resourceVersion"] = json!(rv.to_string());
         let name = slice["metadata"]["name"].as_str().unwrap().to_string();
-        let kind = if st.slices.contains_key(&name) { "MODIFIED" } else { "ADDED" };
+        let kind = if st.slices.contains_key(&name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         st.slices.insert(name, slice.clone());
         let line = json!({"type": kind, "object": slice}).to_string();
         Self::broadcast(&mut st, rv, line)
@@ -150,7 +154,9 @@ impl FakeApi {
     }
 
     fn gone(&self) {
-        let line = json!({"type":"ERROR","object":status_json(410,"Expired","too old resource version")}).to_string();
+        let line =
+            json!({"type":"ERROR","object":status_json(410,"Expired","too old resource version")})
+                .to_string();
         self.send_to_watchers(|| Cmd::Line(line.clone(), None));
         self.send_to_watchers(|| Cmd::End);
     }
@@ -225,13 +231,20 @@ impl FakeApi {
                     break;
                 }
             }
-            let target = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let target = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             let query = query.replace("%2F", "/").replace("%3D", "=");
-            let params: BTreeMap<&str, &str> =
-                query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+            let params: BTreeMap<&str, &str> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
             let expected_path = format!("/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices");
-            let selector_ok = query.contains(&format!("labelSelector=kubernetes.io/service-name={SVC}"));
+            let selector_ok =
+                query.contains(&format!("labelSelector=kubernetes.io/service-name={SVC}"));
             if path != expected_path || !selector_ok {
                 self.lock().bad_requests.push(target.clone());
                 let body = status_json(400, "BadRequest", "unexpected request").to_string();
@@ -239,7 +252,10 @@ impl FakeApi {
                 continue;
             }
             if params.get("watch") == Some(&"true") {
-                let from: u64 = params.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let from: u64 = params
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let replay: Result<Vec<String>, ()> = {
                     let mut st = self.lock();
@@ -248,7 +264,12 @@ impl FakeApi {
                         Err(())
                     } else {
                         st.watchers.push(tx);
-                        Ok(st.history.iter().filter(|(rv, _)| *rv > from).map(|(_, l)| l.clone()).collect())
+                        Ok(st
+                            .history
+                            .iter()
+                            .filter(|(rv, _)| *rv > from)
+                            .map(|(_, l)| l.clone())
+                            .collect())
                     }
                 };
                 write
@@ -295,9 +316,12 @@ impl FakeApi {
                     match st.list_fail {
                         Some(401) => (401, status_json(401, "Unauthorized", "Unauthorized")),
                         Some(code) => (code, status_json(code, "InternalError", "etcd is on fire")),
-                        None => (200, json!({"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList",
+                        None => (
+                            200,
+                            json!({"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList",
                             "metadata":{"resourceVersion": st.rv.to_string()},
-                            "items": st.slices.values().cloned().collect::<Vec<_>>()})),
+                            "items": st.slices.values().cloned().collect::<Vec<_>>()}),
+                        ),
                     }
                 };
                 respond(&mut write, code, &body.to_string()).await?;
@@ -306,7 +330,11 @@ impl FakeApi {
     }
 }
 
-async fn respond(w: &mut tokio::net::tcp::OwnedWriteHalf, code: u16, body: &str) -> std::io::Result<()> {
+async fn respond(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    code: u16,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -318,7 +346,8 @@ async fn respond(w: &mut tokio::net::tcp::OwnedWriteHalf, code: u16, body: &str)
 
 async fn write_chunk(w: &mut tokio::net::tcp::OwnedWriteHalf, line: &str) -> std::io::Result<()> {
     let data = format!("{line}\n");
-    w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes()).await?;
+    w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+        .await?;
     w.flush().await
 }
 
@@ -379,7 +408,13 @@ fn init_tracing() {
 async fn list_watch_scale_slices_bookmark_gone_and_drop() {
     init_tracing();
     let api = FakeApi::start().await;
-    api.apply(slice("web-a", &[("10.0.0.1", "web-1", true, false), ("10.0.0.2", "web-2", true, false)]));
+    api.apply(slice(
+        "web-a",
+        &[
+            ("10.0.0.1", "web-1", true, false),
+            ("10.0.0.2", "web-2", true, false),
+        ],
+    ));
     let discovery = api.discovery();
     let mut stream = discovery.watch().expect("kubernetes pushes");
 
@@ -387,20 +422,44 @@ async fn list_watch_scale_slices_bookmark_gone_and_drop() {
     expect_addrs(&mut stream, &["10.0.0.1:7000", "10.0.0.2:7000"]).await;
     let snap = discovery.snapshot().await.unwrap();
     assert_eq!(snap[0].name.as_deref(), Some("web-1"));
-    assert_eq!(snap[0].metadata.get("k8s.pod").map(String::as_str), Some("web-1"));
-    assert_eq!(snap[0].metadata.get("k8s.node").map(String::as_str), Some("node-1"));
+    assert_eq!(
+        snap[0].metadata.get("k8s.pod").map(String::as_str),
+        Some("web-1")
+    );
+    assert_eq!(
+        snap[0].metadata.get("k8s.node").map(String::as_str),
+        Some("node-1")
+    );
     assert!(snap.iter().all(|i| i.ready));
     api.wait_watchers(1).await;
 
     let mut latencies = Vec::new();
 
     // Scale up.
-    let w = api.apply(slice("web-a", &[("10.0.0.1", "web-1", true, false), ("10.0.0.2", "web-2", true, false), ("10.0.0.3", "web-3", true, false)]));
-    let t = expect_addrs(&mut stream, &["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]).await;
+    let w = api.apply(slice(
+        "web-a",
+        &[
+            ("10.0.0.1", "web-1", true, false),
+            ("10.0.0.2", "web-2", true, false),
+            ("10.0.0.3", "web-3", true, false),
+        ],
+    ));
+    let t = expect_addrs(
+        &mut stream,
+        &["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"],
+    )
+    .await;
     latencies.push(latency(w, t).await);
 
     // A not-ready endpoint and a terminating one are not listed.
-    let w = api.apply(slice("web-a", &[("10.0.0.1", "web-1", true, false), ("10.0.0.2", "web-2", false, false), ("10.0.0.3", "web-3", true, true)]));
+    let w = api.apply(slice(
+        "web-a",
+        &[
+            ("10.0.0.1", "web-1", true, false),
+            ("10.0.0.2", "web-2", false, false),
+            ("10.0.0.3", "web-3", true, true),
+        ],
+    ));
     let t = expect_addrs(&mut stream, &["10.0.0.1:7000"]).await;
     latencies.push(latency(w, t).await);
 
@@ -420,25 +479,53 @@ async fn list_watch_scale_slices_bookmark_gone_and_drop() {
     let bookmark_rv = api.bookmark_and_end();
     let deadline = Instant::now() + WAIT;
     while !api.watch_requests().contains(&bookmark_rv.to_string()) {
-        assert!(Instant::now() < deadline, "no re-watch from the bookmark: {:?}", api.watch_requests());
+        assert!(
+            Instant::now() < deadline,
+            "no re-watch from the bookmark: {:?}",
+            api.watch_requests()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(api.list_requests(), lists_before, "a bookmark must not cause a relist");
+    assert_eq!(
+        api.list_requests(),
+        lists_before,
+        "a bookmark must not cause a relist"
+    );
     api.wait_watchers(1).await;
 
     // Changes the watch never reports (history compacted), then 410 Gone: only a relist
     // can find them.
-    api.set_silently(slice("web-b", &[("10.0.1.1", "web-4", true, false), ("10.0.1.2", "web-5", true, false)]));
+    api.set_silently(slice(
+        "web-b",
+        &[
+            ("10.0.1.1", "web-4", true, false),
+            ("10.0.1.2", "web-5", true, false),
+        ],
+    ));
     api.gone();
     expect_addrs(&mut stream, &["10.0.1.1:7000", "10.0.1.2:7000"]).await;
-    assert!(api.list_requests() > lists_before, "410 Gone must cause a relist");
+    assert!(
+        api.list_requests() > lists_before,
+        "410 Gone must cause a relist"
+    );
 
     // The connection dropped mid-stream, a change made while nobody watches: the watch
     // resumes from the last resourceVersion and the server replays what was missed.
     api.wait_watchers(1).await;
     api.drop_watchers();
-    api.apply(slice("web-b", &[("10.0.1.1", "web-4", true, false), ("10.0.1.2", "web-5", true, false), ("10.0.1.3", "web-7", true, false)]));
-    expect_addrs(&mut stream, &["10.0.1.1:7000", "10.0.1.2:7000", "10.0.1.3:7000"]).await;
+    api.apply(slice(
+        "web-b",
+        &[
+            ("10.0.1.1", "web-4", true, false),
+            ("10.0.1.2", "web-5", true, false),
+            ("10.0.1.3", "web-7", true, false),
+        ],
+    ));
+    expect_addrs(
+        &mut stream,
+        &["10.0.1.1:7000", "10.0.1.2:7000", "10.0.1.3:7000"],
+    )
+    .await;
 
     // Dropped mid-stream while the history was compacted: the resumed watch gets 410,
     // which relists; the state is still right.
@@ -447,7 +534,10 @@ async fn list_watch_scale_slices_bookmark_gone_and_drop() {
     api.set_silently(slice("web-b", &[("10.0.1.2", "web-5", true, false)]));
     api.drop_watchers();
     expect_addrs(&mut stream, &["10.0.1.2:7000"]).await;
-    assert!(api.list_requests() > lists_before, "a compacted resume must cause a relist");
+    assert!(
+        api.list_requests() > lists_before,
+        "a compacted resume must cause a relist"
+    );
 
     // And the watch works again afterwards.
     api.wait_watchers(1).await;
@@ -455,7 +545,11 @@ async fn list_watch_scale_slices_bookmark_gone_and_drop() {
     let t = expect_addrs(&mut stream, &["10.0.1.2:7000", "10.0.2.1:7000"]).await;
     latencies.push(latency(w, t).await);
 
-    assert!(api.lock().bad_requests.is_empty(), "{:?}", api.lock().bad_requests);
+    assert!(
+        api.lock().bad_requests.is_empty(),
+        "{:?}",
+        api.lock().bad_requests
+    );
     latencies.sort();
     let max = *latencies.last().unwrap();
     let median = latencies[latencies.len() / 2];
@@ -463,13 +557,19 @@ async fn list_watch_scale_slices_bookmark_gone_and_drop() {
         "k8s watch event written -> snapshot received: n={} median={median:?} max={max:?} all={latencies:?}",
         latencies.len()
     );
-    assert!(max < Duration::from_secs(2), "event->snapshot latency {max:?}");
+    assert!(
+        max < Duration::from_secs(2),
+        "event->snapshot latency {max:?}"
+    );
 }
 
 /// From the instant the fake server flushed the event to the instant the snapshot was
 /// received.
 async fn latency(written: Option<oneshot::Receiver<Instant>>, arrived: Instant) -> Duration {
-    let written = written.expect("a watcher was connected").await.expect("event written");
+    let written = written
+        .expect("a watcher was connected")
+        .await
+        .expect("event written");
     arrived.saturating_duration_since(written)
 }
 
@@ -521,10 +621,17 @@ async fn server_error_on_relist_is_surfaced_not_empty() {
     api.set_list_failure(Some(500));
     api.gone();
     match next(&mut stream).await {
-        Err(DiscoveryError::Api { status: 500, reason, .. }) => assert_eq!(reason, "InternalError"),
+        Err(DiscoveryError::Api {
+            status: 500,
+            reason,
+            ..
+        }) => assert_eq!(reason, "InternalError"),
         other => panic!("expected a typed 500, got {other:?}"),
     }
-    assert!(matches!(discovery.snapshot().await, Err(DiscoveryError::Api { status: 500, .. })));
+    assert!(matches!(
+        discovery.snapshot().await,
+        Err(DiscoveryError::Api { status: 500, .. })
+    ));
 
     // Recovery: the old state comes back, never an empty list.
     api.set_list_failure(None);
@@ -573,6 +680,9 @@ async fn invalid_config_is_rejected() {
         KubernetesConfig::new(NS, SVC, PortSelector::Name(String::new())),
     ] {
         let err = KubernetesDiscovery::new(api.client(), config).unwrap_err();
-        assert!(matches!(err, DiscoveryError::InvalidConfig { .. }), "{err:?}");
+        assert!(
+            matches!(err, DiscoveryError::InvalidConfig { .. }),
+            "{err:?}"
+        );
     }
 }
