@@ -84,3 +84,34 @@ impl SnapshotStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::{DiscoveryError, Instance};
+
+    fn one(addr: &str) -> DiscoveryResult {
+        Ok(vec![Instance::new(addr.parse::<SocketAddr>().unwrap())])
+    }
+
+    #[tokio::test]
+    async fn first_value_then_changes_and_close() {
+        let tx = SnapshotSender::new();
+        let mut early = tx.subscribe();
+        assert!(tx.publish(one("10.0.0.1:1")));
+        assert!(!tx.publish(one("10.0.0.1:1")), "an equal value is not republished");
+        let mut late = tx.subscribe();
+        assert_eq!(late.next().await, Some(one("10.0.0.1:1")));
+        assert_eq!(early.next().await, Some(one("10.0.0.1:1")));
+        let err = Err(DiscoveryError::Closed);
+        assert!(tx.publish(err.clone()));
+        assert_eq!(late.next().await, Some(err.clone()));
+        assert_eq!(tx.latest(), Some(err));
+        drop(tx);
+        assert_eq!(late.next().await, None);
+        assert_eq!(early.next().await, Some(Err(DiscoveryError::Closed)));
+        assert_eq!(early.next().await, None);
+    }
+}
