@@ -165,6 +165,12 @@ impl DnsConfig {
                 ),
             ));
         }
+        if self.ttl_ceiling > Duration::from_secs(86_400) {
+            return Err(DiscoveryError::invalid(
+                "dns.ttl_ceiling",
+                "above one day; peers would not be refreshed",
+            ));
+        }
         if self.timeout.is_zero() || self.attempts == 0 {
             return Err(DiscoveryError::invalid(
                 "dns.timeout",

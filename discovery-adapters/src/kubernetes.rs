@@ -245,7 +245,7 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
                 tracing::warn!(error = %error, retry_in = ?delay, "EndpointSlice list failed");
                 sender.publish(Err(error));
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(config.retry_max);
+                delay = delay.saturating_mul(2).min(config.retry_max);
                 continue;
             }
         };
@@ -316,7 +316,7 @@ async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: Snapshot
             // that keeps ending at once is slowed down.
             if events == 0 {
                 tokio::time::sleep(idle_rewatch).await;
-                idle_rewatch = (idle_rewatch * 2).min(config.retry_max);
+                idle_rewatch = idle_rewatch.saturating_mul(2).min(config.retry_max);
             } else {
                 idle_rewatch = config.retry_min;
             }

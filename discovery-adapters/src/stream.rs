@@ -101,7 +101,10 @@ mod tests {
         let tx = SnapshotSender::new();
         let mut early = tx.subscribe();
         assert!(tx.publish(one("10.0.0.1:1")));
-        assert!(!tx.publish(one("10.0.0.1:1")), "an equal value is not republished");
+        assert!(
+            !tx.publish(one("10.0.0.1:1")),
+            "an equal value is not republished"
+        );
         let mut late = tx.subscribe();
         assert_eq!(late.next().await, Some(one("10.0.0.1:1")));
         assert_eq!(early.next().await, Some(one("10.0.0.1:1")));

@@ -367,6 +367,7 @@ fn invalid_config_is_rejected() {
         DnsConfig::host(NAME, 1).with_ttl_bounds(Duration::from_secs(5), Duration::from_secs(1)),
         DnsConfig::host(NAME, 1).with_ttl_bounds(Duration::ZERO, Duration::from_secs(1)),
         DnsConfig::host(NAME, 1).with_timeout(Duration::from_secs(1), 0),
+        DnsConfig::host(NAME, 1).with_ttl_bounds(Duration::from_secs(1), Duration::MAX),
     ];
     for config in bad {
         let err = DnsDiscovery::new(config).unwrap_err();
