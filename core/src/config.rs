@@ -74,8 +74,15 @@ pub struct Config {
     /// to a discovery error or an empty answer.
     pub removal_grace: Duration,
     /// How long a member may be silent to the leader, even while discovery still lists
-    /// its address, before it is removed. `None`: never remove a listed member for
-    /// silence alone (a new process at the same address still replaces it).
+    /// its address, before it is removed; also how long a fresh node keeps supporting
+    /// a bootstrap candidate it cannot hear from. `None`: never act on silence alone
+    /// (a new process at the same address, or discovery dropping the address, still
+    /// counts).
+    ///
+    /// Shorter: a dead machine in a static peer list stops holding a voter seat
+    /// sooner. Safety caveat for bootstrap: a candidate partitioned away from its
+    /// supporters for longer than this could found a cluster they have left, so keep
+    /// it well above any partition you expect during a cold start.
     pub silent_member_timeout: Option<Duration>,
     /// How long `leave` waits for its removal to be committed before it reports
     /// finished anyway.
@@ -123,7 +130,7 @@ impl Config {
             probe_interval: Duration::from_millis(50),
             bootstrap_timeout: Duration::from_millis(300),
             removal_grace: Duration::from_secs(1),
-            silent_member_timeout: Some(Duration::from_secs(10)),
+            silent_member_timeout: Some(Duration::from_secs(3)),
             leave_timeout: Duration::from_secs(1),
         }
     }

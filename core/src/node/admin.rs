@@ -25,6 +25,8 @@ pub(crate) struct AdminQueue {
     pub(crate) join_hint: Option<(NodeId, Address)>,
     /// Redirects followed since the last housekeeping round.
     pub(crate) join_redirects: u32,
+    /// When a member of the cluster being joined last answered a probe.
+    pub(crate) member_seen_at: Option<crate::time::Instant>,
 }
 
 impl AdminQueue {
@@ -110,7 +112,9 @@ impl ClusterCore {
         self.admin.leaves.retain(|id| cfg.contains(*id));
         self.admin.replaced.retain(|id| cfg.contains(*id));
         self.admin.joins.retain(|id, _| !cfg.contains(*id));
-        if let Some(id) = self.admin.leaves.iter().chain(self.admin.replaced.iter()).next() {
+        // Members replaced by a new process go first: they are certainly dead, and
+        // removing them restores fault tolerance.
+        if let Some(id) = self.admin.replaced.first() {
             return Some(Change::Remove { id: *id });
         }
         // Members gone from discovery and silent for the grace period, or silent for
@@ -136,6 +140,14 @@ impl ClusterCore {
         if let Some((_, id)) = dead {
             return Some(Change::Remove { id });
         }
+        // A leaving member goes next, unless removing it would leave the remaining
+        // voters without a live majority while a promotion or a join could first
+        // restore one (the leaver keeps answering until its removal commits).
+        let leaver = self.admin.leaves.first().copied();
+        let leave_now = leaver.filter(|id| self.removal_keeps_live_quorum(now, *id));
+        if let Some(id) = leave_now {
+            return Some(Change::Remove { id });
+        }
         // Promote a caught-up, responsive non-voter while there is room (P9).
         if cfg.voter_count() < self.cfg.max_voters {
             let commit = self.log.commit_index();
@@ -150,8 +162,29 @@ impl ClusterCore {
                 return Some(Change::Promote { id: *id });
             }
         }
-        let (id, (addr, name)) = self.admin.joins.pop_first()?;
-        Some(Change::AddLearner { id, addr, name })
+        if let Some((id, (addr, name))) = self.admin.joins.pop_first() {
+            return Some(Change::AddLearner { id, addr, name });
+        }
+        leaver.map(|id| Change::Remove { id })
+    }
+
+    /// Whether the voters left after removing `id` would still have a majority that
+    /// the leader heard from within the minimum election timeout.
+    fn removal_keeps_live_quorum(&self, now: Instant, id: NodeId) -> bool {
+        let RaftRole::Leader(l) = &self.role else { return false };
+        let cfg = self.log.effective();
+        let window = self.cfg.election_timeout_min;
+        let remaining: Vec<NodeId> = cfg.voters().filter(|v| *v != id).collect();
+        let live = remaining
+            .iter()
+            .filter(|v| {
+                **v == self.me.id
+                    || l.progress.get(v).is_some_and(|p| {
+                        p.acked_sent_at.is_some() && now.saturating_duration_since(p.last_heard) < window
+                    })
+            })
+            .count();
+        live > remaining.len() / 2
     }
 
     /// After the leader's commit index moved.

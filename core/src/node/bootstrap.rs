@@ -22,6 +22,10 @@ use tracing::info;
 pub(crate) struct Support {
     pub(crate) id: NodeId,
     pub(crate) round: u64,
+    /// Where the candidate listens.
+    pub(crate) addr: Address,
+    /// When support was last confirmed (granted, or the candidate answered a probe).
+    pub(crate) heard_at: Instant,
 }
 
 /// This node's own attempt to found the cluster.
@@ -60,10 +64,17 @@ impl ClusterCore {
         if now < self.boot.next_eval {
             return;
         }
+        // Only peers that answered recently count: a crashed node must not hold the
+        // smallest id forever.
+        let recent = self.cfg.probe_interval * 4;
         let fresh: BTreeMap<NodeId, Address> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.listed && p.fresh)
+            .filter(|(_, p)| {
+                p.listed
+                    && p.fresh
+                    && p.answered_at.is_some_and(|t| now.saturating_duration_since(t) <= recent)
+            })
             .filter_map(|(a, p)| p.id.map(|id| (id, a.clone())))
             .collect();
         if fresh.len() + 1 < self.cfg.min_nodes {
@@ -79,7 +90,8 @@ impl ClusterCore {
         let mut grants = BTreeMap::new();
         grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
         info!(round, view = fresh.len() + 1, "standing as bootstrap candidate");
-        self.boot.supports = Some(Support { id: self.me.id, round });
+        self.boot.supports =
+            Some(Support { id: self.me.id, round, addr: self.me.addr.clone(), heard_at: now });
         self.boot.candidacy =
             Some(Candidacy { round, deadline: now + wait, grants, asked: fresh.clone() });
         for (id, addr) in fresh {
@@ -88,17 +100,19 @@ impl ClusterCore {
         self.maybe_found(now);
     }
 
-    pub(crate) fn on_bootstrap_request(&mut self, from: NodeId, from_addr: Address, round: u64) {
+    pub(crate) fn on_bootstrap_request(&mut self, now: Instant, from: NodeId, from_addr: Address, round: u64) {
         let granted = self.cluster.is_none()
             && self.joining.is_none()
             && match &mut self.boot.supports {
                 None => {
-                    self.boot.supports = Some(Support { id: from, round });
+                    let addr = from_addr.clone();
+                    self.boot.supports = Some(Support { id: from, round, addr, heard_at: now });
                     info!(candidate = %from, round, "supporting bootstrap candidate");
                     true
                 }
                 Some(s) if s.id == from => {
                     s.round = s.round.max(round);
+                    s.heard_at = now;
                     true
                 }
                 Some(_) => false,
@@ -120,6 +134,31 @@ impl ClusterCore {
     pub(crate) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
         if self.boot.supports.as_ref().is_some_and(|s| s.id == from && s.round <= round) {
             info!(candidate = %from, round, "bootstrap candidate withdrew; support released");
+            self.boot.supports = None;
+        }
+    }
+
+    /// A supporter releases a candidate that is provably gone: another process answers
+    /// at its address, or discovery has not listed it for the removal grace period,
+    /// or it has been silent for `silent_member_timeout`. The candidate cannot have
+    /// founded a cluster that any live node knows of without this node hearing of it,
+    /// since this node would be a member. See PROTOCOL.md, P4.
+    pub(crate) fn release_gone_candidate(&mut self, now: Instant) {
+        let Some(s) = &self.boot.supports else { return };
+        if s.id == self.me.id {
+            return;
+        }
+        let peer = self.peers.get(&s.addr);
+        let replaced = peer.and_then(|p| p.id).is_some_and(|id| id != s.id);
+        let unlisted = peer.and_then(|p| p.unlisted_since).is_some_and(|t| {
+            now.saturating_duration_since(t) >= self.cfg.removal_grace
+        });
+        let silent = self
+            .cfg
+            .silent_member_timeout
+            .is_some_and(|t| now.saturating_duration_since(s.heard_at) >= t);
+        if replaced || unlisted || silent {
+            info!(candidate = %s.id, replaced, unlisted, silent, "bootstrap candidate is gone; support released");
             self.boot.supports = None;
         }
     }

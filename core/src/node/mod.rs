@@ -77,6 +77,8 @@ pub(crate) struct Peer {
     pub(crate) unlisted_since: Option<Instant>,
     /// Its latest probe answer said it is fresh (not in a cluster).
     pub(crate) fresh: bool,
+    /// When it last answered a probe.
+    pub(crate) answered_at: Option<Instant>,
 }
 
 /// The Raft role.
@@ -433,7 +435,14 @@ impl ClusterCore {
         for (addr, name) in listed {
             let peer = self.peers.entry(addr.clone()).or_insert_with(|| {
                 new_addrs.push(addr.clone());
-                Peer { id: None, name: None, listed: false, unlisted_since: None, fresh: false }
+                Peer {
+                    id: None,
+                    name: None,
+                    listed: false,
+                    unlisted_since: None,
+                    fresh: false,
+                    answered_at: None,
+                }
             });
             peer.listed = true;
             peer.unlisted_since = None;
@@ -467,7 +476,7 @@ impl ClusterCore {
                 Ok(())
             }
             Message::BootstrapRequest { round } => {
-                self.on_bootstrap_request(from, from_addr, round);
+                self.on_bootstrap_request(now, from, from_addr, round);
                 Ok(())
             }
             Message::BootstrapReply { round, granted } => {
@@ -487,7 +496,7 @@ impl ClusterCore {
                 Ok(())
             }
             Message::NotLeader { leader } => {
-                self.on_not_leader(leader);
+                self.on_not_leader(now, leader);
                 Ok(())
             }
             Message::PreVote(req) => {
@@ -586,17 +595,24 @@ impl ClusterCore {
             listed: false,
             unlisted_since: Some(now),
             fresh: false,
+            answered_at: None,
         });
         peer.id = Some(from);
+        if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
+            s.heard_at = now;
+        }
+        let peer = self.peers.get_mut(&from_addr).unwrap_or_else(|| unreachable!());
         if ack.name.is_some() {
             peer.name = ack.name;
         }
         peer.fresh = matches!(ack.state, ProbeState::Fresh { .. });
+        peer.answered_at = Some(now);
         match (ack.state, cluster) {
             (ProbeState::Member { term, leader, your_config }, Some(cluster)) => {
                 if self.cluster.is_some() {
                     return;
                 }
+                self.admin.member_seen_at = Some(now);
                 if let Some(snap) = your_config {
                     info!(%cluster, "a probed member says this node is in its configuration; adopting it");
                     self.adopt_cluster(now, cluster, term, &snap, leader);
@@ -633,7 +649,7 @@ impl ClusterCore {
         self.members_dirty = true;
     }
 
-    fn on_not_leader(&mut self, leader: Option<(NodeId, Address)>) {
+    fn on_not_leader(&mut self, now: Instant, leader: Option<(NodeId, Address)>) {
         let Some((id, addr)) = leader else { return };
         if id == self.me.id {
             return;
@@ -643,7 +659,7 @@ impl ClusterCore {
                 l.redirects += 1;
                 self.send(addr, Some(id), Message::Leave);
             }
-        } else if self.wants_to_join() && self.admin.join_redirects < 8 {
+        } else if self.wants_to_join(now) && self.admin.join_redirects < 8 {
             self.admin.join_redirects += 1;
             self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
         }
@@ -698,6 +714,17 @@ impl ClusterCore {
             for (_, addr) in addrs {
                 self.send(addr, None, Message::Probe);
             }
+            // A cluster none of whose members has answered for a while is gone (every
+            // member was replaced at once): stop waiting to join it.
+            let abandon = self.cfg.bootstrap_timeout * 2;
+            if self.joining.is_some()
+                && self.admin.member_seen_at.is_none_or(|t| now.saturating_duration_since(t) > abandon)
+            {
+                warn!(cluster = ?self.joining, "no member of the cluster being joined answers; giving up on it");
+                self.joining = None;
+                self.admin.join_hint = None;
+            }
+            self.release_gone_candidate(now);
             if let (Some(_), Some((id, addr))) = (self.joining, self.admin.join_hint.clone()) {
                 self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
             } else if now >= self.boot.next_eval {
@@ -705,7 +732,7 @@ impl ClusterCore {
             }
             return;
         }
-        if self.wants_to_join() {
+        if self.wants_to_join(now) {
             let target = self
                 .leader
                 .clone()
@@ -733,7 +760,7 @@ impl ClusterCore {
     /// A node in a cluster wants to (re-)join when it is not in the configuration it
     /// knows, or it has heard from no leader for a long while (it may have been
     /// removed while it was away).
-    fn wants_to_join(&self) -> bool {
+    fn wants_to_join(&self, now: Instant) -> bool {
         if self.cluster.is_none() {
             return self.joining.is_some();
         }
@@ -743,7 +770,10 @@ impl ClusterCore {
         if !self.log.effective().contains(self.me.id) {
             return true;
         }
-        false
+        // Removed while away, it would never hear of it: a leader answers the join of
+        // a current member with an append, so asking is harmless.
+        let quiet = self.cfg.election_timeout_max * 4;
+        self.last_leader_contact.is_none_or(|t| now.saturating_duration_since(t) > quiet)
     }
 
     pub(crate) fn request_join(&mut self, now: Instant, cluster: ClusterId, leader: (NodeId, Address)) {

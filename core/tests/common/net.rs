@@ -105,6 +105,8 @@ pub struct Net {
     pub trace: Vec<String>,
     pub record_trace: bool,
     pub messages: u64,
+    /// When non-zero, every new node gets a clock drift drawn from ±this (ppm).
+    pub random_drift_ppm: i64,
 }
 
 impl Net {
@@ -126,6 +128,7 @@ impl Net {
             trace: Vec::new(),
             record_trace: true,
             messages: 0,
+            random_drift_ppm: 0,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -164,7 +167,9 @@ impl Net {
         let slot = self.nodes.len();
         let name = format!("n{}", slot + 1);
         let addr = Address::new(format!("{name}:7946"));
-        self.start_node(slot, name, addr, 0)
+        let d = self.random_drift_ppm;
+        let drift = if d > 0 { self.rng.range(0, 2 * d as u64 + 1) as i64 - d } else { 0 };
+        self.start_node(slot, name, addr, drift)
     }
 
     fn start_node(&mut self, slot: usize, name: String, addr: Address, drift: i64) -> usize {
@@ -195,6 +200,7 @@ impl Net {
             self.nodes[slot] = node;
         }
         self.by_addr.insert(addr, slot);
+        self.unlisted.remove(&slot);
         self.checker.node_started(slot, id);
         self.note(format!("{name} starts"));
         let list = self.discovery_for(slot);
