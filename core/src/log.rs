@@ -19,6 +19,8 @@ pub(crate) struct Log {
     commit: u64,
     committed: Membership,
     effective: Membership,
+    /// The effective configuration's voters, cached: read on every acknowledgement.
+    voters: Vec<crate::id::NodeId>,
 }
 
 /// Whether an append's previous entry is in this log.
@@ -32,7 +34,23 @@ pub(crate) enum Match {
 impl Log {
     pub(crate) fn new(base: Snapshot) -> Self {
         let m = base.membership.clone();
-        Log { commit: base.index, base, tail: Vec::new(), committed: m.clone(), effective: m }
+        let voters = m.voters().collect();
+        Log { commit: base.index, base, tail: Vec::new(), committed: m.clone(), effective: m, voters }
+    }
+
+    /// The effective configuration's voters, in id order.
+    pub(crate) fn voters(&self) -> &[crate::id::NodeId] {
+        &self.voters
+    }
+
+    /// A majority of the effective voters.
+    pub(crate) fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn refresh_voters(&mut self) {
+        self.voters.clear();
+        self.voters.extend(self.effective.voters());
     }
 
     /// The committed configuration as a snapshot, for a follower too far behind.
@@ -134,6 +152,7 @@ impl Log {
                 effective.apply(&e.change);
             }
             self.effective = effective;
+            self.refresh_voters();
         }
         changed
     }
@@ -142,6 +161,9 @@ impl Log {
     pub(crate) fn push(&mut self, term: u64, change: Change) -> u64 {
         let index = self.last_index() + 1;
         self.effective.apply(&change);
+        if !matches!(change, Change::Noop | Change::AddLearner { .. }) {
+            self.refresh_voters();
+        }
         self.tail.push(Entry { term, index, change });
         index
     }
@@ -196,6 +218,7 @@ impl Log {
             self.effective.apply(&e.change);
         }
         self.tail = keep;
+        self.refresh_voters();
         true
     }
 }

@@ -12,6 +12,9 @@ use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
+/// The most uncommitted admissions of non-voters the leader keeps in its log.
+const MAX_LEARNERS_IN_FLIGHT: u64 = 64;
+
 /// Requests waiting for the leader, and the joiner's bookkeeping.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AdminQueue {
@@ -89,15 +92,31 @@ impl ClusterCore {
         self.send(addr, Some(id), Message::Snapshot(msg));
     }
 
-    /// Proposes the most urgent change, if the log is fully committed.
+    /// Proposes the most urgent change if the log is fully committed. While entries
+    /// are in flight, only admissions of non-voters are added: they change no quorum,
+    /// so a thousand joiners need not wait for one commit each.
     pub(crate) fn propose_next_change(&mut self, now: Instant) {
         let RaftRole::Leader(l) = &self.role else { return };
-        if l.lease_revoked || self.log.commit_index() != self.log.last_index() {
+        if l.lease_revoked {
             return;
         }
-        let Some(change) = self.next_change(now) else { return };
-        info!(?change, "proposing configuration change");
-        self.log.push(self.term, change);
+        let in_flight = self.log.last_index() - self.log.commit_index();
+        if in_flight == 0 {
+            let Some(change) = self.next_change(now) else { return };
+            info!(?change, "proposing configuration change");
+            self.log.push(self.term, change);
+        }
+        let mut admitted = 0;
+        while in_flight + admitted < MAX_LEARNERS_IN_FLIGHT && self.admin.leaves.is_empty() {
+            let effective = self.log.effective();
+            self.admin.joins.retain(|id, _| !effective.contains(*id));
+            let Some((id, (addr, name))) = self.admin.joins.pop_first() else { break };
+            self.log.push(self.term, Change::AddLearner { id, addr, name });
+            admitted += 1;
+        }
+        if admitted > 0 {
+            info!(admitted, "admitting non-voting members");
+        }
         self.sync_progress(now);
         if self.maybe_commit() {
             self.after_commit(now);

@@ -66,7 +66,7 @@ impl ClusterCore {
         }
         // Only peers that answered recently count: a crashed node must not hold the
         // smallest id forever.
-        let recent = self.cfg.probe_interval * 4;
+        let recent = self.cfg.probe_interval * (super::PROBE_SWEEP_ROUNDS as u32 + 2);
         let fresh: BTreeMap<NodeId, Address> = self
             .peers
             .iter()
@@ -78,6 +78,20 @@ impl ClusterCore {
             .filter_map(|(a, p)| p.id.map(|id| (id, a.clone())))
             .collect();
         if fresh.len() + 1 < self.cfg.min_nodes {
+            return;
+        }
+        // Join rather than found: not while a member of a cluster answered recently,
+        // nor before every listed peer has answered or had two rounds to answer.
+        if self.admin.member_seen_at.is_some_and(|t| now.saturating_duration_since(t) <= recent) {
+            return;
+        }
+        let patience = self.cfg.probe_interval * 2;
+        let unheard = self.peers.values().any(|p| {
+            p.listed
+                && p.answered_at.is_none()
+                && p.first_probed_at.is_none_or(|t| now.saturating_duration_since(t) < patience)
+        });
+        if unheard {
             return;
         }
         if fresh.keys().next().is_some_and(|smallest| *smallest < self.me.id) {

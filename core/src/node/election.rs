@@ -150,9 +150,9 @@ impl ClusterCore {
     }
 
     fn check_votes(&mut self, now: Instant) {
-        let quorum = self.log.effective().quorum();
-        let effective = self.log.effective();
-        let count = |g: &BTreeSet<NodeId>| g.iter().filter(|id| effective.is_voter(**id)).count();
+        let quorum = self.log.quorum();
+        let voters = self.log.voters();
+        let count = |g: &BTreeSet<NodeId>| g.iter().filter(|id| voters.binary_search(id).is_ok()).count();
         match &self.role {
             RaftRole::PreCandidate { granted } if count(granted) >= quorum => {
                 self.start_election(now, false);

@@ -23,8 +23,10 @@ use tracing::{debug, info, warn};
 
 pub(crate) use admin::AdminQueue;
 
-/// The most probes a fresh node sends per housekeeping round.
+/// The fewest probes a fresh node sends per housekeeping round.
 const PROBE_FANOUT: usize = 16;
+/// A fresh node probes every listed peer at least once in this many rounds.
+pub(crate) const PROBE_SWEEP_ROUNDS: usize = 8;
 pub(crate) use bootstrap::Bootstrap;
 pub(crate) use leave::Leaving;
 
@@ -79,6 +81,8 @@ pub(crate) struct Peer {
     pub(crate) fresh: bool,
     /// When it last answered a probe.
     pub(crate) answered_at: Option<Instant>,
+    /// When this node first probed it.
+    pub(crate) first_probed_at: Option<Instant>,
 }
 
 /// The Raft role.
@@ -442,6 +446,7 @@ impl ClusterCore {
                     unlisted_since: None,
                     fresh: false,
                     answered_at: None,
+                    first_probed_at: None,
                 }
             });
             peer.listed = true;
@@ -453,7 +458,7 @@ impl ClusterCore {
         // Probe newcomers at once rather than at the next housekeeping round.
         if self.cluster.is_none() {
             for addr in new_addrs.into_iter().take(PROBE_FANOUT) {
-                self.send(addr, None, Message::Probe);
+                self.probe(now, addr);
             }
         }
     }
@@ -564,6 +569,13 @@ impl ClusterCore {
         }
     }
 
+    fn probe(&mut self, now: Instant, addr: Address) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.first_probed_at.get_or_insert(now);
+        }
+        self.send(addr, None, Message::Probe);
+    }
+
     fn on_probe(&mut self, from: NodeId, from_addr: Address) {
         let state = match self.cluster {
             None => ProbeState::Fresh { supports: self.boot.supports.as_ref().map(|s| s.id) },
@@ -596,6 +608,7 @@ impl ClusterCore {
             unlisted_since: Some(now),
             fresh: false,
             answered_at: None,
+            first_probed_at: None,
         });
         peer.id = Some(from);
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
@@ -620,8 +633,9 @@ impl ClusterCore {
                     self.request_join(now, cluster, leader.unwrap_or((from, from_addr)));
                 }
             }
-            (ProbeState::Fresh { .. }, _) => self.evaluate_bootstrap(now),
-            (ProbeState::Member { .. }, None) => {}
+            // Bootstrap is evaluated once per housekeeping round, not per answer: the
+            // evaluation looks at every peer.
+            (ProbeState::Fresh { .. }, _) | (ProbeState::Member { .. }, None) => {}
         }
     }
 
@@ -705,14 +719,15 @@ impl ClusterCore {
                 .filter(|(_, p)| p.listed)
                 .map(|(a, p)| (p.id.is_some(), a.clone()))
                 .collect();
-            if addrs.len() > PROBE_FANOUT {
+            let fanout = PROBE_FANOUT.max(addrs.len().div_ceil(PROBE_SWEEP_ROUNDS));
+            if addrs.len() > fanout {
                 let start = self.rng.range(0, addrs.len() as u64) as usize;
                 addrs.rotate_left(start);
                 addrs.sort_by_key(|(answered, _)| *answered);
-                addrs.truncate(PROBE_FANOUT);
+                addrs.truncate(fanout);
             }
             for (_, addr) in addrs {
-                self.send(addr, None, Message::Probe);
+                self.probe(now, addr);
             }
             // A cluster none of whose members has answered for a while is gone (every
             // member was replaced at once): stop waiting to join it.

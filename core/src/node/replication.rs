@@ -125,16 +125,17 @@ impl ClusterCore {
         if now.saturating_duration_since(l.became_at) < window {
             return true;
         }
-        let cfg = self.log.effective();
-        let mut heard = usize::from(cfg.is_voter(self.me.id));
-        for id in cfg.voters() {
-            if let Some(p) = l.progress.get(&id) {
+        let mut heard = 0;
+        for id in self.log.voters() {
+            if *id == self.me.id {
+                heard += 1;
+            } else if let Some(p) = l.progress.get(id) {
                 if now.saturating_duration_since(p.last_heard) < window {
                     heard += 1;
                 }
             }
         }
-        heard >= cfg.quorum()
+        heard >= self.log.quorum()
     }
 
     /// Sends every target what it is missing, or a heartbeat.
@@ -214,17 +215,15 @@ impl ClusterCore {
         if l.lease_revoked {
             return;
         }
-        let cfg = self.log.effective();
         self.scratch.clear();
-        if cfg.is_voter(self.me.id) {
-            self.scratch.push(Instant::MAX);
-        }
-        for id in cfg.voters() {
-            if let Some(t) = l.progress.get(&id).and_then(|p| p.acked_sent_at) {
+        for id in self.log.voters() {
+            if *id == self.me.id {
+                self.scratch.push(Instant::MAX);
+            } else if let Some(t) = l.progress.get(id).and_then(|p| p.acked_sent_at) {
                 self.scratch.push(t);
             }
         }
-        let q = cfg.quorum();
+        let q = self.log.quorum();
         if self.scratch.len() < q {
             return;
         }
@@ -242,20 +241,19 @@ impl ClusterCore {
     /// Commits the highest entry of this term stored on a majority of voters.
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let RaftRole::Leader(l) = &self.role else { return false };
-        let cfg = self.log.effective();
         let last = self.log.last_index();
         let mut idx = last;
         while idx > self.log.commit_index() {
             if self.log.term_at(idx) != Some(self.term) {
                 break;
             }
-            let mut count = usize::from(cfg.is_voter(self.me.id));
-            for id in cfg.voters() {
-                if l.progress.get(&id).is_some_and(|p| p.matched >= idx) {
-                    count += 1;
-                }
-            }
-            if count >= cfg.quorum() {
+            let count = self
+                .log
+                .voters()
+                .iter()
+                .filter(|id| **id == self.me.id || l.progress.get(id).is_some_and(|p| p.matched >= idx))
+                .count();
+            if count >= self.log.quorum() {
                 let changed = self.log.commit_to(idx);
                 if changed {
                     self.members_dirty = true;

@@ -41,7 +41,7 @@ impl Checker {
         self.violations.push(Violation { at_ms: real / 1_000_000, what });
     }
 
-    pub fn after_event(&mut self, real: u64, slot: usize, nodes: &[Node], locals: &[Instant]) {
+    pub fn after_event(&mut self, real: u64, slot: usize, nodes: &[Node], local: &dyn Fn(usize) -> Instant) {
         let node = &nodes[slot];
         let core = &node.core;
         let id = core.identity().id;
@@ -71,7 +71,7 @@ impl Checker {
         let mut primaries = Vec::new();
         for &s in &self.leader_slots {
             let n = &nodes[s];
-            if n.alive && n.core.is_primary(locals[s]) {
+            if n.alive && n.core.is_primary(local(s)) {
                 primaries.push(s);
             }
         }
@@ -81,7 +81,7 @@ impl Checker {
         }
         for s in primaries {
             let c = &nodes[s].core;
-            let Some(token) = c.fencing_token(locals[s]) else { continue };
+            let Some(token) = c.fencing_token(local(s)) else { continue };
             let pid = c.identity().id;
             match self.last_primary.get(&token.cluster) {
                 Some(&(last_id, last_term)) if last_id != pid && token.term <= last_term => {

@@ -149,10 +149,7 @@ impl Net {
     }
 
     pub fn local(&self, slot: usize, real: u64) -> Instant {
-        let n = &self.nodes[slot];
-        let elapsed = real.saturating_sub(n.started_real) as i128;
-        let skew = elapsed * n.drift_ppm as i128 / 1_000_000;
-        Instant::from_nanos((n.offset as i128 + elapsed + skew).max(0) as u64)
+        local_time(&self.nodes[slot], real)
     }
 
     fn real_of(&self, slot: usize, local: Instant) -> u64 {
@@ -325,8 +322,9 @@ impl Net {
         }
         self.arm_timer(slot);
         let real = self.now;
-        let locals: Vec<Instant> = (0..self.nodes.len()).map(|s| self.local(s, real)).collect();
-        self.checker.after_event(real, slot, &self.nodes, &locals);
+        let nodes = &self.nodes;
+        let local = |s: usize| local_time(&nodes[s], real);
+        self.checker.after_event(real, slot, nodes, &local);
     }
 
     fn arm_timer(&mut self, slot: usize) {
@@ -353,6 +351,7 @@ impl Net {
                     self.schedule(at, Event::Deliver { to: dst, env: msg.clone() });
                 }
             }
+            Command::RoleChanged { .. } if !self.record_trace => {}
             Command::RoleChanged { role, term, primary } => {
                 let name = self.nodes[slot].name.clone();
                 let p = primary.map(|p| self.name_of(p.id)).unwrap_or_else(|| "-".into());
@@ -363,6 +362,7 @@ impl Net {
                 };
                 self.note(line);
             }
+            Command::MembersChanged(_) if !self.record_trace => {}
             Command::MembersChanged(list) => {
                 let name = self.nodes[slot].name.clone();
                 let mut names: Vec<String> = list
@@ -509,4 +509,11 @@ impl Net {
     pub fn slot_of_id(&self, id: NodeId) -> Option<usize> {
         self.nodes.iter().position(|n| n.core.identity().id == id)
     }
+}
+
+/// A node's clock at real time `real`: its offset plus elapsed time scaled by drift.
+fn local_time(n: &Node, real: u64) -> Instant {
+    let elapsed = real.saturating_sub(n.started_real) as i128;
+    let skew = elapsed * n.drift_ppm as i128 / 1_000_000;
+    Instant::from_nanos((n.offset as i128 + elapsed + skew).max(0) as u64)
 }
