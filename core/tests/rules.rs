@@ -1,0 +1,337 @@
+//! One test per protocol rule, named for the behaviour. Most drive a single core by
+//! hand so the rule is visible in the test; a few use the in-memory network.
+
+mod common;
+
+use cluster_mode_core::message::{AppendReply, VoteRequest};
+use cluster_mode_core::{
+    Address, ClusterCore, ClusterId, Command, Config, Discovered, Envelope, Identity, Input,
+    Instant, Message, NodeId, Rejected, Role, PROTOCOL_VERSION,
+};
+use common::Net;
+use std::time::Duration;
+
+fn ms(v: u64) -> Instant {
+    Instant::from_millis(v)
+}
+
+/// A settled three-node network and the slots of its primary and one follower.
+fn settled3(seed: u64) -> (Net, usize, usize) {
+    let mut net = Net::with_nodes(seed, Config::fast_test(), 3);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(100);
+    let p = net.the_primary().expect("primary");
+    let f = (0..3).find(|s| *s != p).unwrap();
+    (net, p, f)
+}
+
+fn envelope_from(net: &Net, from: usize, to: usize, msg: Message) -> Envelope {
+    let f = &net.nodes[from].core;
+    Envelope {
+        version: PROTOCOL_VERSION,
+        cluster: f.cluster(),
+        from: f.identity().id,
+        from_addr: f.identity().addr.clone(),
+        to: Some(net.nodes[to].core.identity().id),
+        msg,
+    }
+}
+
+fn sends(core: &mut ClusterCore) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    while let Some(c) = core.poll_command() {
+        if let Command::Send { msg, .. } = c {
+            out.push(msg);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_follower_that_heard_from_the_leader_recently_refuses_to_vote_and_keeps_its_term() {
+    let (mut net, _p, f) = settled3(21);
+    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
+    let term = net.nodes[f].core.term();
+    let req = VoteRequest { term: term + 5, last_index: 999, last_term: term + 4, transfer: false };
+    let env = envelope_from(&net, other, f, Message::Vote(req));
+    let now = net.local(f, net.now);
+    let core = &mut net.nodes[f].core;
+    core.handle(now, Input::Message(env)).unwrap();
+    let replies = sends(core);
+    assert!(matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if !r.granted));
+    assert_eq!(core.term(), term, "leader stickiness ignores the higher term");
+}
+
+#[test]
+fn a_pre_vote_never_changes_the_voters_term() {
+    let (mut net, _p, f) = settled3(22);
+    let term = net.nodes[f].core.term();
+    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
+    let req = VoteRequest { term: term + 1, last_index: 999, last_term: term, transfer: false };
+    let env = envelope_from(&net, other, f, Message::PreVote(req));
+    let now = net.local(f, net.now) + Duration::from_secs(5); // long after the leader was heard
+    net.nodes[f].core.handle(now, Input::Message(env)).unwrap();
+    let replies = sends(&mut net.nodes[f].core);
+    assert!(matches!(&replies[..], [Envelope { msg: Message::PreVoteReply(r), .. }] if r.granted));
+    assert_eq!(net.nodes[f].core.term(), term);
+}
+
+#[test]
+fn a_voter_grants_one_vote_per_term() {
+    let (mut net, p, f) = settled3(23);
+    let term = net.nodes[f].core.term();
+    let other = (0..3).find(|s| *s != f && *s != p).unwrap();
+    let later = net.local(f, net.now) + Duration::from_secs(5);
+    let req = VoteRequest { term: term + 1, last_index: 999, last_term: term, transfer: false };
+    let first = envelope_from(&net, other, f, Message::Vote(req.clone()));
+    let second = envelope_from(&net, p, f, Message::Vote(req));
+    net.nodes[f].core.handle(later, Input::Message(first)).unwrap();
+    net.nodes[f].core.handle(later, Input::Message(second)).unwrap();
+    let grants: Vec<bool> = sends(&mut net.nodes[f].core)
+        .into_iter()
+        .filter_map(|e| match e.msg {
+            Message::VoteReply(r) => Some(r.granted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grants, vec![true, false]);
+}
+
+#[test]
+fn a_candidate_with_a_stale_log_gets_no_vote() {
+    let (mut net, _p, f) = settled3(24);
+    let term = net.nodes[f].core.term();
+    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
+    let later = net.local(f, net.now) + Duration::from_secs(5);
+    let req = VoteRequest { term: term + 1, last_index: 0, last_term: 0, transfer: false };
+    let env = envelope_from(&net, other, f, Message::Vote(req));
+    net.nodes[f].core.handle(later, Input::Message(env)).unwrap();
+    let replies = sends(&mut net.nodes[f].core);
+    assert!(matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if !r.granted));
+}
+
+#[test]
+fn a_leader_cut_off_from_the_majority_steps_down_within_an_election_timeout() {
+    let (mut net, p, _) = settled3(25);
+    net.isolate(p);
+    let cfg = Config::fast_test();
+    net.run_for((cfg.election_timeout_min + cfg.heartbeat_interval * 2).as_millis() as u64);
+    assert!(!net.nodes[p].core.is_leader());
+}
+
+#[test]
+fn the_lease_ends_lease_duration_after_the_last_acknowledged_heartbeat_was_sent() {
+    let (mut net, p, _) = settled3(26);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let until = net.nodes[p].core.status(now).lease_until.expect("leader");
+    let lease = Config::fast_test().lease_duration;
+    assert!(until > now && until <= now + lease);
+    assert!(net.nodes[p].core.is_primary(now));
+    assert!(!net.nodes[p].core.is_primary(until), "the lease is over at its end");
+}
+
+#[test]
+fn a_paused_primary_is_not_primary_when_it_resumes() {
+    let (mut net, p, _) = settled3(27);
+    net.pause(p);
+    net.run_for(1_000);
+    let now = net.local(p, net.now);
+    assert!(!net.nodes[p].core.is_primary(now), "lease checked against the clock at the call");
+    assert_eq!(net.primaries().len(), 1, "the others elected a new primary");
+}
+
+#[test]
+fn fencing_tokens_increase_from_one_primary_to_the_next() {
+    let (mut net, p, _) = settled3(28);
+    let t1 = net.nodes[p].core.fencing_token(net.local(p, net.now)).unwrap();
+    net.crash(p);
+    net.run_until_settled(3_000).expect("failover");
+    let q = net.the_primary().unwrap();
+    let t2 = net.nodes[q].core.fencing_token(net.local(q, net.now)).unwrap();
+    assert_eq!(t1.cluster, t2.cluster);
+    assert!(t2 > t1);
+}
+
+#[test]
+fn a_message_for_a_previous_process_at_this_address_is_rejected() {
+    let (mut net, p, f) = settled3(29);
+    let mut env = envelope_from(&net, p, f, Message::Probe);
+    env.to = Some(NodeId(12345));
+    let now = net.local(f, net.now);
+    assert_eq!(net.nodes[f].core.handle(now, Input::Message(env)), Err(Rejected::NotForMe));
+}
+
+#[test]
+fn a_message_from_another_cluster_is_rejected_and_changes_nothing() {
+    let (mut net, p, f) = settled3(30);
+    let term = net.nodes[f].core.term();
+    let req = VoteRequest { term: term + 9, last_index: 99, last_term: term + 9, transfer: true };
+    let mut env = envelope_from(&net, p, f, Message::Vote(req));
+    env.cluster = Some(ClusterId(7));
+    let now = net.local(f, net.now);
+    let r = net.nodes[f].core.handle(now, Input::Message(env));
+    assert!(matches!(r, Err(Rejected::ForeignCluster { .. })));
+    assert_eq!(net.nodes[f].core.term(), term);
+    assert!(sends(&mut net.nodes[f].core).is_empty());
+}
+
+#[test]
+fn a_message_with_another_protocol_version_is_rejected() {
+    let (mut net, p, f) = settled3(31);
+    let mut env = envelope_from(&net, p, f, Message::Probe);
+    env.version = PROTOCOL_VERSION + 1;
+    let now = net.local(f, net.now);
+    assert_eq!(net.nodes[f].core.handle(now, Input::Message(env.clone())), Err(Rejected::Version(2)));
+    assert!(Envelope::decode(&env.encode()).is_err());
+}
+
+#[test]
+fn an_append_whose_entries_do_not_follow_prev_index_is_rejected() {
+    let (mut net, p, f) = settled3(32);
+    let term = net.nodes[p].core.term();
+    let append = cluster_mode_core::message::Append {
+        term,
+        prev_index: 1,
+        prev_term: 1,
+        entries: vec![cluster_mode_core::Entry { term, index: 7, change: cluster_mode_core::Change::Noop }],
+        commit: 0,
+        sent_at: ms(0),
+    };
+    let env = envelope_from(&net, p, f, Message::Append(append));
+    let now = net.local(f, net.now);
+    assert!(matches!(net.nodes[f].core.handle(now, Input::Message(env)), Err(Rejected::Invalid(_))));
+}
+
+#[test]
+fn a_stale_append_reply_does_not_extend_the_lease() {
+    let (mut net, p, f) = settled3(33);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let until = net.nodes[p].core.status(now).lease_until.unwrap();
+    // A reply echoing a send time from before this term began.
+    let reply = AppendReply { term: net.nodes[p].core.term(), success: true, index: 0, sent_at: ms(0) };
+    let env = envelope_from(&net, f, p, Message::AppendReply(reply));
+    net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
+    assert_eq!(net.nodes[p].core.status(now).lease_until.unwrap(), until);
+}
+
+#[test]
+fn a_leaving_primary_gives_up_its_lease_at_once() {
+    let (mut net, p, _) = settled3(34);
+    let now = net.local(p, net.now);
+    net.nodes[p].core.handle(now, Input::Leave).unwrap();
+    assert!(!net.nodes[p].core.is_primary(now));
+    let cmds = sends(&mut net.nodes[p].core);
+    assert!(cmds.iter().any(|e| matches!(e.msg, Message::TimeoutNow { .. })));
+}
+
+#[test]
+fn a_timeout_now_for_an_old_term_is_ignored() {
+    let (mut net, p, f) = settled3(35);
+    let term = net.nodes[f].core.term();
+    let env = envelope_from(&net, p, f, Message::TimeoutNow { term: term - 1 });
+    let now = net.local(f, net.now);
+    net.nodes[f].core.handle(now, Input::Message(env)).unwrap();
+    assert_eq!(net.nodes[f].core.term(), term);
+    assert!(sends(&mut net.nodes[f].core).is_empty());
+}
+
+#[test]
+fn an_empty_discovery_answer_after_a_full_one_unlists_nobody() {
+    let me = Identity::new(NodeId(1), "a:1");
+    let mut core = ClusterCore::new(me, Config::fast_test(), 1, ms(0)).unwrap();
+    core.handle(ms(0), Input::Discovery(vec![Discovered::new("b:1"), Discovered::new("c:1")])).unwrap();
+    let probes = sends(&mut core).len();
+    assert_eq!(probes, 2);
+    core.handle(ms(10), Input::Discovery(Vec::new())).unwrap();
+    core.handle(ms(20), Input::DiscoveryFailed("dns timeout".into())).unwrap();
+    // Still probing both at the next housekeeping round: neither was forgotten.
+    core.handle(ms(100), Input::Tick).unwrap();
+    let targets: Vec<Address> = {
+        let mut t = Vec::new();
+        while let Some(c) = core.poll_command() {
+            if let Command::Send { to, .. } = c {
+                t.push(to);
+            }
+        }
+        t
+    };
+    assert!(targets.contains(&Address::new("b:1")) && targets.contains(&Address::new("c:1")));
+}
+
+#[test]
+fn a_node_that_finds_an_existing_cluster_joins_it_as_a_non_voter_first() {
+    let (mut net, p, _) = settled3(36);
+    let newcomer = net.add_node();
+    let id = net.nodes[newcomer].core.identity().id;
+    let mut saw_non_voter = false;
+    for _ in 0..100 {
+        net.run_for(5);
+        let m = net.nodes[p].core.effective_members();
+        if m.contains(id) && !m.is_voter(id) {
+            saw_non_voter = true;
+        }
+        if m.is_voter(id) {
+            break;
+        }
+    }
+    assert!(saw_non_voter, "admitted as a non-voter before promotion");
+    net.run_for(100);
+    assert!(net.nodes[p].core.members().is_voter(id), "then promoted");
+}
+
+#[test]
+fn past_max_voters_members_join_as_non_voters() {
+    let cfg = Config::fast_test().with_max_voters(3);
+    let mut net = Net::with_nodes(37, cfg, 5);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(300);
+    let p = net.the_primary().unwrap();
+    let m = net.nodes[p].core.members();
+    assert_eq!((m.members.len(), m.voter_count()), (5, 3));
+}
+
+#[test]
+fn when_a_voter_is_removed_the_leader_promotes_a_non_voter() {
+    let mut cfg = Config::fast_test().with_max_voters(3);
+    cfg.removal_grace = Duration::from_millis(200);
+    let mut net = Net::with_nodes(38, cfg, 4);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(300);
+    let p = net.the_primary().unwrap();
+    let victim = {
+        let m = net.nodes[p].core.members();
+        (0..4).find(|s| *s != p && m.is_voter(net.nodes[*s].core.identity().id)).unwrap()
+    };
+    net.crash(victim);
+    net.unlist(victim);
+    net.run_for(1_000);
+    let p = net.the_primary().unwrap();
+    let m = net.nodes[p].core.members();
+    assert_eq!((m.members.len(), m.voter_count()), (3, 3));
+}
+
+#[test]
+fn a_new_process_at_a_members_address_replaces_it() {
+    let (mut net, p, f) = settled3(39);
+    let old = net.nodes[f].core.identity().id;
+    net.crash(f);
+    net.restart(f);
+    net.run_until_settled(3_000).expect("settles");
+    let p = net.the_primary().unwrap_or(p);
+    let m = net.nodes[p].core.members();
+    assert!(!m.contains(old));
+    assert!(m.contains(net.nodes[f].core.identity().id));
+}
+
+#[test]
+fn a_node_that_left_handles_nothing_more() {
+    let (mut net, _p, f) = settled3(40);
+    net.leave(f);
+    net.run_for(500);
+    assert!(net.nodes[f].left);
+    let now = net.local(f, net.now);
+    assert_eq!(net.nodes[f].core.status(now).role, Role::Inactive);
+    assert_eq!(net.nodes[f].core.poll_timeout(), None);
+}

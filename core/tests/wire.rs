@@ -1,0 +1,104 @@
+//! The wire format: every byte string decodes to an envelope or an error, never a
+//! panic; valid frames round-trip; mutated frames are either rejected or decode to
+//! something the core then judges on its own.
+
+use cluster_mode_core::message::{Append, AppendReply, ProbeAck, ProbeState, VoteRequest};
+use cluster_mode_core::{
+    Address, Change, ClusterId, DecodeError, Entry, Envelope, Instant, Member, Membership,
+    Message, NodeId, Snapshot, PROTOCOL_VERSION,
+};
+use proptest::prelude::*;
+
+fn sample_messages() -> Vec<Message> {
+    let mut m = Membership::default();
+    m.members.insert(NodeId(3), Member { addr: Address::new("10.0.0.3:7946"), name: Some("pod-3".into()), voter: true });
+    vec![
+        Message::Probe,
+        Message::ProbeAck(ProbeAck {
+            name: Some("pod-1".into()),
+            state: ProbeState::Member {
+                term: 4,
+                leader: Some((NodeId(3), Address::new("10.0.0.3:7946"))),
+                your_config: Some(Snapshot { index: 9, term: 4, membership: m }),
+            },
+        }),
+        Message::Vote(VoteRequest { term: 5, last_index: 9, last_term: 4, transfer: false }),
+        Message::Append(Append {
+            term: 5,
+            prev_index: 9,
+            prev_term: 4,
+            entries: vec![Entry { term: 5, index: 10, change: Change::Promote { id: NodeId(8) } }],
+            commit: 9,
+            sent_at: Instant::from_millis(1234),
+        }),
+        Message::AppendReply(AppendReply { term: 5, success: true, index: 10, sent_at: Instant::from_millis(1234) }),
+        Message::TimeoutNow { term: 5 },
+        Message::Join { name: None },
+    ]
+}
+
+fn envelope(msg: Message) -> Envelope {
+    Envelope {
+        version: PROTOCOL_VERSION,
+        cluster: Some(ClusterId(0xfeed)),
+        from: NodeId(u128::MAX - 1),
+        from_addr: Address::new("10.0.0.1:7946"),
+        to: Some(NodeId(2)),
+        msg,
+    }
+}
+
+#[test]
+fn every_message_round_trips() {
+    for msg in sample_messages() {
+        let env = envelope(msg);
+        assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+}
+
+#[test]
+fn a_frame_from_a_newer_protocol_says_so() {
+    let mut env = envelope(Message::Probe);
+    env.version = PROTOCOL_VERSION + 1;
+    assert_eq!(Envelope::decode(&env.encode()), Err(DecodeError::UnsupportedVersion(PROTOCOL_VERSION + 1)));
+}
+
+#[test]
+fn an_oversized_frame_is_refused_before_parsing() {
+    let big = vec![0u8; cluster_mode_core::message::MAX_FRAME_LEN + 1];
+    assert!(matches!(Envelope::decode(&big), Err(DecodeError::TooLarge(_))));
+}
+
+#[test]
+fn a_truncated_frame_is_malformed() {
+    let mut bytes = envelope(Message::Probe).encode();
+    // Half a frame, and a bare version byte.
+    bytes.truncate(bytes.len() / 2);
+    assert!(matches!(Envelope::decode(&bytes), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Envelope::decode(&[1]), Err(DecodeError::Malformed(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Envelope::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(
+        which in 0usize..7,
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = envelope(sample_messages()[which].clone()).encode();
+        for (pos, val) in flips {
+            let i = pos % bytes.len();
+            bytes[i] ^= val;
+        }
+        let _ = Envelope::decode(&bytes);
+        let keep = cut % (bytes.len() + 1);
+        let _ = Envelope::decode(&bytes[..keep]);
+    }
+}
