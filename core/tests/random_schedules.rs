@@ -221,7 +221,8 @@ fn replay() {
     let (mut net, log) = run(seed);
     net.run_until_settled(LIVENESS_BOUND_MS);
     println!("faults: {log:#?}\n{}", net.trace_text());
-    println!("violations: {:?}", net.checker.violations);
+    let v = &net.checker.violations;
+    println!("{} violations; the first: {:?}", v.len(), &v[..v.len().min(5)]);
 }
 
 /// Debug aid: `SCHEDULE_SEED=N DUMP_FROM_MS=T` prints every node's state every 10 ms.

@@ -81,11 +81,16 @@ impl ClusterCore {
             return;
         }
         // Join rather than found: not while a member of a cluster answered recently,
-        // nor before every listed peer has answered or had two rounds to answer.
+        // nor while a listed peer has never answered: it may be a paused member of a
+        // cluster, perhaps its only one. It gets `silent_member_timeout` to answer.
         if self.admin.member_seen_at.is_some_and(|t| now.saturating_duration_since(t) <= recent) {
             return;
         }
-        let patience = self.cfg.probe_interval * 2;
+        let patience = self
+            .cfg
+            .silent_member_timeout
+            .unwrap_or(self.cfg.removal_grace)
+            .max(self.cfg.probe_interval * 2);
         let unheard = self.peers.values().any(|p| {
             p.listed
                 && p.answered_at.is_none()
