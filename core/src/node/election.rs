@@ -111,10 +111,12 @@ impl ClusterCore {
             if req.term > self.term {
                 self.become_follower(now, req.term, None);
             }
+            // Granted without consulting this node's own configuration (Raft thesis
+            // 4.2.2): a member promoted in the candidate's log may not know it yet,
+            // and the candidate counts only the voters of its own configuration.
             let granted = req.term == self.term
                 && self.voted_for.is_none_or(|v| v == from)
-                && up_to_date
-                && self.log.effective().is_voter(self.me.id);
+                && up_to_date;
             if granted {
                 self.voted_for = Some(from);
                 self.reset_election_timer(now);
