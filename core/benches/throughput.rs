@@ -34,18 +34,51 @@ fn addr(i: usize) -> Address {
 }
 
 fn env(from: usize, msg: Message) -> Envelope {
-    Envelope { version: PROTOCOL_VERSION, cluster: Some(CLUSTER), from: id(from), from_addr: addr(from), to: Some(ME), msg }
+    Envelope {
+        version: PROTOCOL_VERSION,
+        cluster: Some(CLUSTER),
+        from: id(from),
+        from_addr: addr(from),
+        to: Some(ME),
+        msg,
+    }
 }
 
 /// A follower (member 0) of a cluster of `n` members led by member 1.
 fn follower(n: usize) -> ClusterCore {
     let mut membership = Membership::default();
     for i in 0..n {
-        membership.members.insert(id(i), Member { addr: addr(i), name: None, voter: i < 5 });
+        membership.members.insert(
+            id(i),
+            Member {
+                addr: addr(i),
+                name: None,
+                voter: i < 5,
+            },
+        );
     }
-    let mut core = ClusterCore::new(Identity::new(ME, addr(0)), Config::datacenter(), 7, Instant::ZERO).unwrap();
-    let snap = SnapshotMsg { term: 1, snapshot: Snapshot { index: 1, term: 1, membership }, entries: Vec::new(), sent_at: Instant::ZERO };
-    core.handle(Instant::ZERO, Input::Message(env(1, Message::Snapshot(snap)))).unwrap();
+    let mut core = ClusterCore::new(
+        Identity::new(ME, addr(0)),
+        Config::datacenter(),
+        7,
+        Instant::ZERO,
+    )
+    .unwrap();
+    let snap = SnapshotMsg {
+        term: 1,
+        snapshot: Snapshot {
+            index: 1,
+            term: 1,
+            membership,
+        },
+        entries: Vec::new(),
+        sent_at: Instant::ZERO,
+    };
+    core.handle(
+        Instant::ZERO,
+        Input::Message(env(1, Message::Snapshot(snap))),
+    )
+    .unwrap();
     while core.poll_command().is_some() {}
     core
 }
@@ -56,19 +89,33 @@ fn leader(n: usize) -> (ClusterCore, Instant) {
     let mut now = Instant::from_millis(2_000); // past any election timeout
     core.handle(now, Input::Tick).unwrap();
     for v in 1..5 {
-        let r = VoteReply { term: core.term() + 1, granted: true };
-        core.handle(now, Input::Message(env(v, Message::PreVoteReply(r)))).unwrap();
+        let r = VoteReply {
+            term: core.term() + 1,
+            granted: true,
+        };
+        core.handle(now, Input::Message(env(v, Message::PreVoteReply(r))))
+            .unwrap();
     }
     for v in 1..5 {
-        let r = VoteReply { term: core.term(), granted: true };
-        core.handle(now, Input::Message(env(v, Message::VoteReply(r)))).unwrap();
+        let r = VoteReply {
+            term: core.term(),
+            granted: true,
+        };
+        core.handle(now, Input::Message(env(v, Message::VoteReply(r))))
+            .unwrap();
     }
     assert!(core.is_leader(), "bench setup: election failed");
     // Let everyone acknowledge the new term's entry.
     let last = core.commit_index() + 1;
     for m in 1..n {
-        let r = AppendReply { term: core.term(), success: true, index: last, sent_at: now };
-        core.handle(now, Input::Message(env(m, Message::AppendReply(r)))).unwrap();
+        let r = AppendReply {
+            term: core.term(),
+            success: true,
+            index: last,
+            sent_at: now,
+        };
+        core.handle(now, Input::Message(env(m, Message::AppendReply(r))))
+            .unwrap();
     }
     while core.poll_command().is_some() {}
     now = now + Duration::from_millis(1);
@@ -86,7 +133,19 @@ fn drain(core: &mut ClusterCore) -> u64 {
 
 fn bench_follower(n: usize) -> (f64, f64) {
     let mut core = follower(n);
-    let hb = |t: Instant| env(1, Message::Append(Append { term: 1, prev_index: 1, prev_term: 1, entries: Vec::new(), commit: 1, sent_at: t }));
+    let hb = |t: Instant| {
+        env(
+            1,
+            Message::Append(Append {
+                term: 1,
+                prev_index: 1,
+                prev_term: 1,
+                entries: Vec::new(),
+                commit: 1,
+                sent_at: t,
+            }),
+        )
+    };
     let mut now = Instant::from_millis(1);
     let msg = hb(now);
     // Warm up (queues reach their steady capacity).
@@ -112,7 +171,17 @@ fn bench_leader(n: usize) -> (f64, f64) {
     let term = core.term();
     let commit = core.commit_index();
     let mut replies: Vec<Envelope> = (1..n)
-        .map(|m| env(m, Message::AppendReply(AppendReply { term, success: true, index: commit, sent_at: now })))
+        .map(|m| {
+            env(
+                m,
+                Message::AppendReply(AppendReply {
+                    term,
+                    success: true,
+                    index: commit,
+                    sent_at: now,
+                }),
+            )
+        })
         .collect();
     let rounds = (2_000_000 / n).max(20) as u64;
     let mut handled = 0u64;
@@ -142,14 +211,27 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list
     }
-    println!("{:<34} {:>16} {:>18}", "case", "messages/s", "allocs/message");
+    println!(
+        "{:<34} {:>16} {:>18}",
+        "case", "messages/s", "allocs/message"
+    );
     for n in [5, 1000] {
         let (rate, allocs) = bench_follower(n);
-        println!("{:<34} {:>16.0} {:>18.3}", format!("follower heartbeat, {n} members"), rate, allocs);
+        println!(
+            "{:<34} {:>16.0} {:>18.3}",
+            format!("follower heartbeat, {n} members"),
+            rate,
+            allocs
+        );
     }
     for n in [5, 1000] {
         let (rate, allocs) = bench_leader(n);
-        println!("{:<34} {:>16.0} {:>18.3}", format!("leader round (send + ack), {n} members"), rate, allocs);
+        println!(
+            "{:<34} {:>16.0} {:>18.3}",
+            format!("leader round (send + ack), {n} members"),
+            rate,
+            allocs
+        );
     }
     // Frame size with realistic ids: random 128-bit node and cluster ids.
     let hb = Envelope {
@@ -158,7 +240,17 @@ fn main() {
         from: NodeId(0xd1e2_73a4_95b6_c7d8_e9f0_0a1b_2c3d_4e5f),
         from_addr: Address::new("10.12.34.56:7946"),
         to: Some(NodeId(0x7a8b_9cad_becf_d0e1_f203_1425_3647_5869)),
-        msg: Message::Append(Append { term: 3, prev_index: 17, prev_term: 3, entries: Vec::new(), commit: 17, sent_at: Instant::from_nanos(86_400_000_000_000) }),
+        msg: Message::Append(Append {
+            term: 3,
+            prev_index: 17,
+            prev_term: 3,
+            entries: Vec::new(),
+            commit: 17,
+            sent_at: Instant::from_nanos(86_400_000_000_000),
+        }),
     };
-    println!("heartbeat frame: {} bytes (postcard, random 128-bit ids)", hb.encode().len());
+    println!(
+        "heartbeat frame: {} bytes (postcard, random 128-bit ids)",
+        hb.encode().len()
+    );
 }

@@ -269,14 +269,26 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(fn(&mut Config), &str)> = vec![
-            (|c| c.heartbeat_interval = Duration::ZERO, "heartbeat_interval"),
-            (|c| c.election_timeout_max = c.election_timeout_min, "election_timeout_max"),
-            (|c| c.election_timeout_min = c.heartbeat_interval, "election_timeout_min"),
+            (
+                |c| c.heartbeat_interval = Duration::ZERO,
+                "heartbeat_interval",
+            ),
+            (
+                |c| c.election_timeout_max = c.election_timeout_min,
+                "election_timeout_max",
+            ),
+            (
+                |c| c.election_timeout_min = c.heartbeat_interval,
+                "election_timeout_min",
+            ),
             (|c| c.min_nodes = 0, "min_nodes"),
             (|c| c.max_voters = 0, "max_voters"),
             (|c| c.max_clock_drift_ppm = 600_000, "max_clock_drift_ppm"),
             (|c| c.removal_grace = Duration::ZERO, "removal_grace"),
-            (|c| c.silent_member_timeout = Some(Duration::from_millis(1)), "silent_member_timeout"),
+            (
+                |c| c.silent_member_timeout = Some(Duration::from_millis(1)),
+                "silent_member_timeout",
+            ),
         ];
         for (mutate, field) in cases {
             let mut c = Config::datacenter();

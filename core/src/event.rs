@@ -1,8 +1,8 @@
 //! What goes into the core ([`Input`]) and what comes out ([`Command`]).
 
 use crate::id::{Address, NodeId};
-use crate::message::Envelope;
 use crate::membership::Member;
+use crate::message::Envelope;
 use crate::status::{PrimaryInfo, Role};
 
 /// One address found by discovery.
@@ -17,7 +17,10 @@ pub struct Discovered {
 impl Discovered {
     /// A discovered address without a name.
     pub fn new(addr: impl Into<Address>) -> Self {
-        Discovered { addr: addr.into(), name: None }
+        Discovered {
+            addr: addr.into(),
+            name: None,
+        }
     }
 }
 

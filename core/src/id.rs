@@ -109,7 +109,11 @@ pub struct Identity {
 impl Identity {
     /// An identity without a name.
     pub fn new(id: NodeId, addr: impl Into<Address>) -> Self {
-        Identity { id, addr: addr.into(), name: None }
+        Identity {
+            id,
+            addr: addr.into(),
+            name: None,
+        }
     }
 
     /// Sets the human-readable name.

@@ -35,7 +35,14 @@ impl Log {
     pub(crate) fn new(base: Snapshot) -> Self {
         let m = base.membership.clone();
         let voters = m.voters().collect();
-        Log { commit: base.index, base, tail: Vec::new(), committed: m.clone(), effective: m, voters }
+        Log {
+            commit: base.index,
+            base,
+            tail: Vec::new(),
+            committed: m.clone(),
+            effective: m,
+            voters,
+        }
     }
 
     /// The effective configuration's voters, in id order.
@@ -118,8 +125,12 @@ impl Log {
         }
         match self.term_at(prev_index) {
             Some(t) if t == prev_term => Match::Yes,
-            Some(_) => Match::No { hint: prev_index.saturating_sub(1).max(self.commit) },
-            None => Match::No { hint: self.last_index() },
+            Some(_) => Match::No {
+                hint: prev_index.saturating_sub(1).max(self.commit),
+            },
+            None => Match::No {
+                hint: self.last_index(),
+            },
         }
     }
 
@@ -164,7 +175,11 @@ impl Log {
         if !matches!(change, Change::Noop | Change::AddLearner { .. }) {
             self.refresh_voters();
         }
-        self.tail.push(Entry { term, index, change });
+        self.tail.push(Entry {
+            term,
+            index,
+            change,
+        });
         index
     }
 
@@ -229,11 +244,19 @@ mod tests {
     use crate::id::{Address, NodeId};
 
     fn add(id: u128) -> Change {
-        Change::AddLearner { id: NodeId(id), addr: Address::new(format!("n{id}")), name: None }
+        Change::AddLearner {
+            id: NodeId(id),
+            addr: Address::new(format!("n{id}")),
+            name: None,
+        }
     }
 
     fn empty() -> Log {
-        Log::new(Snapshot { index: 1, term: 1, membership: Membership::default() })
+        Log::new(Snapshot {
+            index: 1,
+            term: 1,
+            membership: Membership::default(),
+        })
     }
 
     #[test]
@@ -244,14 +267,21 @@ mod tests {
         assert!(!log.committed().contains(NodeId(5)));
         assert!(log.commit_to(2));
         assert!(log.committed().contains(NodeId(5)));
-        assert_eq!((log.last_index(), log.last_term(), log.commit_index()), (2, 1, 2));
+        assert_eq!(
+            (log.last_index(), log.last_term(), log.commit_index()),
+            (2, 1, 2)
+        );
     }
 
     #[test]
     fn conflicting_uncommitted_entry_is_replaced_and_config_rolls_back() {
         let mut log = empty();
         log.push(1, add(5));
-        let from_new_leader = [Entry { term: 2, index: 2, change: Change::Noop }];
+        let from_new_leader = [Entry {
+            term: 2,
+            index: 2,
+            change: Change::Noop,
+        }];
         assert!(log.append_from_leader(&from_new_leader));
         assert!(!log.effective().contains(NodeId(5)));
         assert_eq!(log.last_term(), 2);
@@ -262,7 +292,11 @@ mod tests {
         let mut log = empty();
         log.push(1, add(5));
         log.commit_to(2);
-        let bogus = [Entry { term: 9, index: 2, change: Change::Noop }];
+        let bogus = [Entry {
+            term: 9,
+            index: 2,
+            change: Change::Noop,
+        }];
         assert!(!log.append_from_leader(&bogus));
         assert!(log.committed().contains(NodeId(5)));
     }
@@ -285,7 +319,10 @@ mod tests {
         log.commit_to(201);
         assert_eq!(log.base_index(), 201 - KEEP_COMMITTED as u64);
         assert_eq!(log.committed().members.len(), 200);
-        assert_eq!(log.entries_after(log.base_index(), usize::MAX).len(), KEEP_COMMITTED);
+        assert_eq!(
+            log.entries_after(log.base_index(), usize::MAX).len(),
+            KEEP_COMMITTED
+        );
     }
 
     #[test]
@@ -295,11 +332,19 @@ mod tests {
         log.push(1, add(6));
         let mut m = Membership::default();
         m.apply(&add(5));
-        assert!(log.install(&Snapshot { index: 2, term: 1, membership: m }));
+        assert!(log.install(&Snapshot {
+            index: 2,
+            term: 1,
+            membership: m
+        }));
         assert_eq!(log.last_index(), 3);
         assert!(log.effective().contains(NodeId(6)));
         assert!(!log.committed().contains(NodeId(6)));
-        let stale = Snapshot { index: 2, term: 1, membership: Membership::default() };
+        let stale = Snapshot {
+            index: 2,
+            term: 1,
+            membership: Membership::default(),
+        };
         assert!(!log.install(&stale));
     }
 }

@@ -35,7 +35,10 @@ impl Membership {
 
     /// The voting members' ids, in order.
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members.iter().filter(|(_, m)| m.voter).map(|(id, _)| *id)
+        self.members
+            .iter()
+            .filter(|(_, m)| m.voter)
+            .map(|(id, _)| *id)
     }
 
     /// How many members vote.
@@ -50,7 +53,10 @@ impl Membership {
 
     /// The member whose address is `addr`, if any.
     pub fn by_addr(&self, addr: &Address) -> Option<NodeId> {
-        self.members.iter().find(|(_, m)| &m.addr == addr).map(|(id, _)| *id)
+        self.members
+            .iter()
+            .find(|(_, m)| &m.addr == addr)
+            .map(|(id, _)| *id)
     }
 
     /// Applies one change. Changes that do not apply (adding a present member,

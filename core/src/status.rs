@@ -56,7 +56,12 @@ pub struct MemberStatus {
 
 impl MemberStatus {
     pub(crate) fn new(id: NodeId, m: &Member) -> Self {
-        MemberStatus { id, addr: m.addr.clone(), name: m.name.clone(), voter: m.voter }
+        MemberStatus {
+            id,
+            addr: m.addr.clone(),
+            name: m.name.clone(),
+            voter: m.voter,
+        }
     }
 }
 

@@ -27,7 +27,11 @@ fn until_new_primary(net: &mut Net, old: usize) -> u64 {
                 return (net.now - start) / 1_000_000;
             }
         }
-        assert!(net.now - start < 10_000_000_000, "seed {}: no new primary within 10 s", net.seed);
+        assert!(
+            net.now - start < 10_000_000_000,
+            "seed {}: no new primary within 10 s",
+            net.seed
+        );
     }
 }
 
@@ -44,10 +48,17 @@ fn crash_failover_with_default_timings() {
         let old = net.the_primary().unwrap();
         net.crash(old);
         times.push(until_new_primary(&mut net, old));
-        assert!(net.checker.violations.is_empty(), "seed {}: {:?}", net.seed, net.checker.violations);
+        assert!(
+            net.checker.violations.is_empty(),
+            "seed {}: {:?}",
+            net.seed,
+            net.checker.violations
+        );
     }
     let (p50, p99, max) = percentiles(times);
-    println!("crash failover (datacenter config, 100 seeds): p50 {p50} ms, p99 {p99} ms, max {max} ms");
+    println!(
+        "crash failover (datacenter config, 100 seeds): p50 {p50} ms, p99 {p99} ms, max {max} ms"
+    );
     let bound = (cfg.election_timeout_max * 2 + cfg.heartbeat_interval).as_millis() as u64;
     assert!(max <= bound, "failover {max} ms exceeds {bound} ms");
 }
@@ -64,7 +75,12 @@ fn graceful_handover_with_default_timings() {
         let old = net.the_primary().unwrap();
         net.leave(old);
         gaps.push(until_new_primary(&mut net, old));
-        assert!(net.checker.violations.is_empty(), "seed {}: {:?}", net.seed, net.checker.violations);
+        assert!(
+            net.checker.violations.is_empty(),
+            "seed {}: {:?}",
+            net.seed,
+            net.checker.violations
+        );
     }
     let (p50, p99, max) = percentiles(gaps);
     println!("graceful handover gap (datacenter config, 100 seeds): p50 {p50} ms, p99 {p99} ms, max {max} ms");

@@ -138,7 +138,12 @@ fn liveness_owed(net: &Net) -> bool {
     let latest = live
         .iter()
         .filter(|s| net.nodes[**s].core.cluster().is_some())
-        .max_by_key(|s| (net.nodes[**s].core.term(), net.nodes[**s].core.commit_index()));
+        .max_by_key(|s| {
+            (
+                net.nodes[**s].core.term(),
+                net.nodes[**s].core.commit_index(),
+            )
+        });
     match latest {
         Some(s) => {
             let m = net.nodes[*s].core.members();
@@ -158,12 +163,18 @@ fn check(seed: u64) -> Result<Option<u64>, String> {
         "replay: SCHEDULE_SEED={seed} cargo test -p cluster-mode-core --test random_schedules replay -- --nocapture"
     );
     if let Some(v) = net.checker.violations.first() {
-        return Err(format!("seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}", v.what, v.at_ms));
+        return Err(format!(
+            "seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}",
+            v.what, v.at_ms
+        ));
     }
     let owed = liveness_owed(&net);
     let settled = net.run_until_settled(LIVENESS_BOUND_MS);
     if let Some(v) = net.checker.violations.first() {
-        return Err(format!("seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}", v.what, v.at_ms));
+        return Err(format!(
+            "seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}",
+            v.what, v.at_ms
+        ));
     }
     // A leave requested during the faults may complete later and take the live
     // majority with it; liveness is owed only if a majority is still there.
@@ -195,7 +206,10 @@ proptest! {
 fn fixed_seeds_keep_every_invariant() {
     let mut settle_times = Vec::new();
     // SCHEDULE_SEEDS=N widens the sweep (e.g. 10000 in release mode).
-    let count = std::env::var("SCHEDULE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200u64);
+    let count = std::env::var("SCHEDULE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200u64);
     for seed in 0..count {
         if let Some(t) = check(seed).unwrap_or_else(|e| panic!("{e}")) {
             settle_times.push(t);
@@ -215,27 +229,41 @@ fn fixed_seeds_keep_every_invariant() {
 /// Replays one seed with its full trace: `SCHEDULE_SEED=N`.
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("SCHEDULE_SEED").ok().and_then(|s| s.parse().ok()) else {
+    let Some(seed) = std::env::var("SCHEDULE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
         return;
     };
     let (mut net, log) = run(seed);
     net.run_until_settled(LIVENESS_BOUND_MS);
     println!("faults: {log:#?}\n{}", net.trace_text());
     let v = &net.checker.violations;
-    println!("{} violations; the first: {:?}", v.len(), &v[..v.len().min(5)]);
+    println!(
+        "{} violations; the first: {:?}",
+        v.len(),
+        &v[..v.len().min(5)]
+    );
 }
 
 /// Debug aid: `SCHEDULE_SEED=N DUMP_FROM_MS=T` prints every node's state every 10 ms.
 #[test]
 fn dump() {
     let (Some(seed), Some(from)) = (
-        std::env::var("SCHEDULE_SEED").ok().and_then(|s| s.parse().ok()),
-        std::env::var("DUMP_FROM_MS").ok().and_then(|s| s.parse::<u64>().ok()),
+        std::env::var("SCHEDULE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok()),
+        std::env::var("DUMP_FROM_MS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok()),
     ) else {
         return;
     };
     let filter = std::env::var("DUMP_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
     let (mut net, _) = run(seed);
     net.run_until(from);
     for _ in 0..40 {

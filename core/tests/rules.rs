@@ -50,24 +50,42 @@ fn sends(core: &mut ClusterCore) -> Vec<Envelope> {
 #[test]
 fn a_follower_that_heard_from_the_leader_recently_refuses_to_vote_and_keeps_its_term() {
     let (mut net, _p, f) = settled3(21);
-    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
+    let other = (0..3)
+        .find(|s| *s != f && !net.nodes[*s].core.is_leader())
+        .unwrap();
     let term = net.nodes[f].core.term();
-    let req = VoteRequest { term: term + 5, last_index: 999, last_term: term + 4, transfer: false };
+    let req = VoteRequest {
+        term: term + 5,
+        last_index: 999,
+        last_term: term + 4,
+        transfer: false,
+    };
     let env = envelope_from(&net, other, f, Message::Vote(req));
     let now = net.local(f, net.now);
     let core = &mut net.nodes[f].core;
     core.handle(now, Input::Message(env)).unwrap();
     let replies = sends(core);
     assert!(matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if !r.granted));
-    assert_eq!(core.term(), term, "leader stickiness ignores the higher term");
+    assert_eq!(
+        core.term(),
+        term,
+        "leader stickiness ignores the higher term"
+    );
 }
 
 #[test]
 fn a_pre_vote_never_changes_the_voters_term() {
     let (mut net, _p, f) = settled3(22);
     let term = net.nodes[f].core.term();
-    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
-    let req = VoteRequest { term: term + 1, last_index: 999, last_term: term, transfer: false };
+    let other = (0..3)
+        .find(|s| *s != f && !net.nodes[*s].core.is_leader())
+        .unwrap();
+    let req = VoteRequest {
+        term: term + 1,
+        last_index: 999,
+        last_term: term,
+        transfer: false,
+    };
     let env = envelope_from(&net, other, f, Message::PreVote(req));
     let now = net.local(f, net.now) + Duration::from_secs(5); // long after the leader was heard
     net.nodes[f].core.handle(now, Input::Message(env)).unwrap();
@@ -82,11 +100,22 @@ fn a_voter_grants_one_vote_per_term() {
     let term = net.nodes[f].core.term();
     let other = (0..3).find(|s| *s != f && *s != p).unwrap();
     let later = net.local(f, net.now) + Duration::from_secs(5);
-    let req = VoteRequest { term: term + 1, last_index: 999, last_term: term, transfer: false };
+    let req = VoteRequest {
+        term: term + 1,
+        last_index: 999,
+        last_term: term,
+        transfer: false,
+    };
     let first = envelope_from(&net, other, f, Message::Vote(req.clone()));
     let second = envelope_from(&net, p, f, Message::Vote(req));
-    net.nodes[f].core.handle(later, Input::Message(first)).unwrap();
-    net.nodes[f].core.handle(later, Input::Message(second)).unwrap();
+    net.nodes[f]
+        .core
+        .handle(later, Input::Message(first))
+        .unwrap();
+    net.nodes[f]
+        .core
+        .handle(later, Input::Message(second))
+        .unwrap();
     let grants: Vec<bool> = sends(&mut net.nodes[f].core)
         .into_iter()
         .filter_map(|e| match e.msg {
@@ -101,11 +130,21 @@ fn a_voter_grants_one_vote_per_term() {
 fn a_candidate_with_a_stale_log_gets_no_vote() {
     let (mut net, _p, f) = settled3(24);
     let term = net.nodes[f].core.term();
-    let other = (0..3).find(|s| *s != f && !net.nodes[*s].core.is_leader()).unwrap();
+    let other = (0..3)
+        .find(|s| *s != f && !net.nodes[*s].core.is_leader())
+        .unwrap();
     let later = net.local(f, net.now) + Duration::from_secs(5);
-    let req = VoteRequest { term: term + 1, last_index: 0, last_term: 0, transfer: false };
+    let req = VoteRequest {
+        term: term + 1,
+        last_index: 0,
+        last_term: 0,
+        transfer: false,
+    };
     let env = envelope_from(&net, other, f, Message::Vote(req));
-    net.nodes[f].core.handle(later, Input::Message(env)).unwrap();
+    net.nodes[f]
+        .core
+        .handle(later, Input::Message(env))
+        .unwrap();
     let replies = sends(&mut net.nodes[f].core);
     assert!(matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if !r.granted));
 }
@@ -128,7 +167,10 @@ fn the_lease_ends_lease_duration_after_the_last_acknowledged_heartbeat_was_sent(
     let lease = Config::fast_test().lease_duration;
     assert!(until > now && until <= now + lease);
     assert!(net.nodes[p].core.is_primary(now));
-    assert!(!net.nodes[p].core.is_primary(until), "the lease is over at its end");
+    assert!(
+        !net.nodes[p].core.is_primary(until),
+        "the lease is over at its end"
+    );
 }
 
 #[test]
@@ -137,18 +179,27 @@ fn a_paused_primary_is_not_primary_when_it_resumes() {
     net.pause(p);
     net.run_for(1_000);
     let now = net.local(p, net.now);
-    assert!(!net.nodes[p].core.is_primary(now), "lease checked against the clock at the call");
+    assert!(
+        !net.nodes[p].core.is_primary(now),
+        "lease checked against the clock at the call"
+    );
     assert_eq!(net.primaries().len(), 1, "the others elected a new primary");
 }
 
 #[test]
 fn fencing_tokens_increase_from_one_primary_to_the_next() {
     let (mut net, p, _) = settled3(28);
-    let t1 = net.nodes[p].core.fencing_token(net.local(p, net.now)).unwrap();
+    let t1 = net.nodes[p]
+        .core
+        .fencing_token(net.local(p, net.now))
+        .unwrap();
     net.crash(p);
     net.run_until_settled(3_000).expect("failover");
     let q = net.the_primary().unwrap();
-    let t2 = net.nodes[q].core.fencing_token(net.local(q, net.now)).unwrap();
+    let t2 = net.nodes[q]
+        .core
+        .fencing_token(net.local(q, net.now))
+        .unwrap();
     assert_eq!(t1.cluster, t2.cluster);
     assert!(t2 > t1);
 }
@@ -159,14 +210,22 @@ fn a_message_for_a_previous_process_at_this_address_is_rejected() {
     let mut env = envelope_from(&net, p, f, Message::Probe);
     env.to = Some(NodeId(12345));
     let now = net.local(f, net.now);
-    assert_eq!(net.nodes[f].core.handle(now, Input::Message(env)), Err(Rejected::NotForMe));
+    assert_eq!(
+        net.nodes[f].core.handle(now, Input::Message(env)),
+        Err(Rejected::NotForMe)
+    );
 }
 
 #[test]
 fn a_message_from_another_cluster_is_rejected_and_changes_nothing() {
     let (mut net, p, f) = settled3(30);
     let term = net.nodes[f].core.term();
-    let req = VoteRequest { term: term + 9, last_index: 99, last_term: term + 9, transfer: true };
+    let req = VoteRequest {
+        term: term + 9,
+        last_index: 99,
+        last_term: term + 9,
+        transfer: true,
+    };
     let mut env = envelope_from(&net, p, f, Message::Vote(req));
     env.cluster = Some(ClusterId(7));
     let now = net.local(f, net.now);
@@ -182,7 +241,10 @@ fn a_message_with_another_protocol_version_is_rejected() {
     let mut env = envelope_from(&net, p, f, Message::Probe);
     env.version = PROTOCOL_VERSION + 1;
     let now = net.local(f, net.now);
-    assert_eq!(net.nodes[f].core.handle(now, Input::Message(env.clone())), Err(Rejected::Version(2)));
+    assert_eq!(
+        net.nodes[f].core.handle(now, Input::Message(env.clone())),
+        Err(Rejected::Version(2))
+    );
     assert!(Envelope::decode(&env.encode()).is_err());
 }
 
@@ -194,13 +256,20 @@ fn an_append_whose_entries_do_not_follow_prev_index_is_rejected() {
         term,
         prev_index: 1,
         prev_term: 1,
-        entries: vec![cluster_mode_core::Entry { term, index: 7, change: cluster_mode_core::Change::Noop }],
+        entries: vec![cluster_mode_core::Entry {
+            term,
+            index: 7,
+            change: cluster_mode_core::Change::Noop,
+        }],
         commit: 0,
         sent_at: ms(0),
     };
     let env = envelope_from(&net, p, f, Message::Append(append));
     let now = net.local(f, net.now);
-    assert!(matches!(net.nodes[f].core.handle(now, Input::Message(env)), Err(Rejected::Invalid(_))));
+    assert!(matches!(
+        net.nodes[f].core.handle(now, Input::Message(env)),
+        Err(Rejected::Invalid(_))
+    ));
 }
 
 #[test]
@@ -210,7 +279,12 @@ fn a_stale_append_reply_does_not_extend_the_lease() {
     let now = net.local(p, net.now);
     let until = net.nodes[p].core.status(now).lease_until.unwrap();
     // A reply echoing a send time from before this term began.
-    let reply = AppendReply { term: net.nodes[p].core.term(), success: true, index: 0, sent_at: ms(0) };
+    let reply = AppendReply {
+        term: net.nodes[p].core.term(),
+        success: true,
+        index: 0,
+        sent_at: ms(0),
+    };
     let env = envelope_from(&net, f, p, Message::AppendReply(reply));
     net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
     assert_eq!(net.nodes[p].core.status(now).lease_until.unwrap(), until);
@@ -223,7 +297,9 @@ fn a_leaving_primary_gives_up_its_lease_at_once() {
     net.nodes[p].core.handle(now, Input::Leave).unwrap();
     assert!(!net.nodes[p].core.is_primary(now));
     let cmds = sends(&mut net.nodes[p].core);
-    assert!(cmds.iter().any(|e| matches!(e.msg, Message::TimeoutNow { .. })));
+    assert!(cmds
+        .iter()
+        .any(|e| matches!(e.msg, Message::TimeoutNow { .. })));
 }
 
 #[test]
@@ -241,11 +317,16 @@ fn a_timeout_now_for_an_old_term_is_ignored() {
 fn an_empty_discovery_answer_after_a_full_one_unlists_nobody() {
     let me = Identity::new(NodeId(1), "a:1");
     let mut core = ClusterCore::new(me, Config::fast_test(), 1, ms(0)).unwrap();
-    core.handle(ms(0), Input::Discovery(vec![Discovered::new("b:1"), Discovered::new("c:1")])).unwrap();
+    core.handle(
+        ms(0),
+        Input::Discovery(vec![Discovered::new("b:1"), Discovered::new("c:1")]),
+    )
+    .unwrap();
     let probes = sends(&mut core).len();
     assert_eq!(probes, 2);
     core.handle(ms(10), Input::Discovery(Vec::new())).unwrap();
-    core.handle(ms(20), Input::DiscoveryFailed("dns timeout".into())).unwrap();
+    core.handle(ms(20), Input::DiscoveryFailed("dns timeout".into()))
+        .unwrap();
     // Still probing both at the next housekeeping round: neither was forgotten.
     core.handle(ms(100), Input::Tick).unwrap();
     let targets: Vec<Address> = {
@@ -302,7 +383,9 @@ fn when_a_voter_is_removed_the_leader_promotes_a_non_voter() {
     let p = net.the_primary().unwrap();
     let victim = {
         let m = net.nodes[p].core.members();
-        (0..4).find(|s| *s != p && m.is_voter(net.nodes[*s].core.identity().id)).unwrap()
+        (0..4)
+            .find(|s| *s != p && m.is_voter(net.nodes[*s].core.identity().id))
+            .unwrap()
     };
     net.crash(victim);
     net.unlist(victim);

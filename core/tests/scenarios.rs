@@ -9,7 +9,12 @@ use cluster_mode_core::Config;
 use common::Net;
 
 fn check_trace(name: &str, net: &Net) {
-    assert!(net.checker.violations.is_empty(), "seed {}: {:?}", net.seed, net.checker.violations);
+    assert!(
+        net.checker.violations.is_empty(),
+        "seed {}: {:?}",
+        net.seed,
+        net.checker.violations
+    );
     let path = format!("{}/tests/traces/{name}.txt", env!("CARGO_MANIFEST_DIR"));
     let actual = net.trace_text();
     if std::env::var_os("UPDATE_TRACES").is_some() {
@@ -20,7 +25,10 @@ fn check_trace(name: &str, net: &Net) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("missing {path}; run with UPDATE_TRACES=1 to create it"));
     if expected != actual {
-        let diff_at = expected.lines().zip(actual.lines()).position(|(a, b)| a != b);
+        let diff_at = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b);
         panic!(
             "trace {name} differs (first differing line {diff_at:?}); rerun with UPDATE_TRACES=1 and review the diff.\n--- actual ---\n{actual}"
         );
@@ -74,7 +82,10 @@ fn isolated_primary_steps_down_and_the_majority_elects_another() {
     net.isolate(old);
     net.run_for(400);
     let others: Vec<usize> = (0..3).filter(|s| *s != old).collect();
-    assert!(!net.nodes[old].core.is_leader(), "isolated leader must step down (CheckQuorum)");
+    assert!(
+        !net.nodes[old].core.is_leader(),
+        "isolated leader must step down (CheckQuorum)"
+    );
     let primaries = net.primaries();
     assert_eq!(primaries.len(), 1);
     assert!(others.contains(&primaries[0]));
@@ -93,10 +104,18 @@ fn healed_minority_does_not_disrupt_the_primary() {
     let follower = (0..5).find(|s| *s != p).unwrap();
     net.isolate(follower);
     net.run_for(1_000); // many election timeouts: PreVote keeps its term unchanged
-    assert_eq!(net.nodes[follower].core.term(), term, "pre-vote must not raise the term");
+    assert_eq!(
+        net.nodes[follower].core.term(),
+        term,
+        "pre-vote must not raise the term"
+    );
     net.heal();
     net.run_for(500);
-    assert_eq!(net.the_primary(), Some(p), "the primary must survive the heal");
+    assert_eq!(
+        net.the_primary(),
+        Some(p),
+        "the primary must survive the heal"
+    );
     assert_eq!(net.nodes[p].core.term(), term);
     assert!(net.settled());
     check_trace("minority_healed", &net);
@@ -115,7 +134,10 @@ fn graceful_leave_of_the_primary_hands_over_and_removes_it() {
     assert!(net.nodes[p].left, "leave must finish");
     let new = net.the_primary().expect("a new primary");
     assert_ne!(new, p);
-    assert!(!net.nodes[new].core.members().contains(pid), "the leaver must be removed");
+    assert!(
+        !net.nodes[new].core.members().contains(pid),
+        "the leaver must be removed"
+    );
     assert!(net.settled());
     check_trace("primary_leave", &net);
 }
@@ -132,10 +154,20 @@ fn rolling_restart_replaces_every_node_one_at_a_time() {
         // cluster has settled and removed the replaced identity.
         let gone = net.nodes[slot].core.identity().id;
         let mut waited = 0;
-        while !(net.settled() && !net.nodes[net.the_primary().unwrap()].core.members().contains(gone)) {
+        while !(net.settled()
+            && !net.nodes[net.the_primary().unwrap()]
+                .core
+                .members()
+                .contains(gone))
+        {
             net.run_for(10);
             waited += 10;
-            assert!(waited < 5_000, "did not settle after replacing n{}\n{}", slot + 1, net.trace_text());
+            assert!(
+                waited < 5_000,
+                "did not settle after replacing n{}\n{}",
+                slot + 1,
+                net.trace_text()
+            );
         }
     }
     let p = net.the_primary().unwrap();
@@ -179,7 +211,10 @@ fn a_new_node_joins_an_existing_cluster_instead_of_bootstrapping() {
     net.run_for(200); // promotion to voter follows admission
     assert_eq!(net.nodes[newcomer].core.cluster(), cluster);
     let p = net.the_primary().unwrap();
-    assert!(net.nodes[p].core.members().is_voter(net.nodes[newcomer].core.identity().id));
+    assert!(net.nodes[p]
+        .core
+        .members()
+        .is_voter(net.nodes[newcomer].core.identity().id));
     assert_eq!(net.checker.clusters(), 1);
     check_trace("join_existing", &net);
 }
@@ -202,7 +237,11 @@ fn discovery_errors_and_empty_answers_remove_nobody() {
     net.note("discovery answers empty everywhere".into());
     net.run_for(1_000);
     let p = net.the_primary().expect("primary kept");
-    assert_eq!(net.nodes[p].core.members().members.len(), 3, "nobody removed");
+    assert_eq!(
+        net.nodes[p].core.members().members.len(),
+        3,
+        "nobody removed"
+    );
     assert!(net.settled());
     check_trace("discovery_errors", &net);
 }
@@ -211,16 +250,39 @@ fn big_cluster(n: usize, seed: u64) -> (Net, u64) {
     // The data-centre profile: 50 ms heartbeats keep a thousand members affordable.
     // min_nodes above half the replicas: the assumption that rules out two clusters.
     let cfg = Config::datacenter().with_min_nodes(n / 2 + 1);
-    let netcfg = common::NetConfig { discovery_interval: std::time::Duration::from_secs(5), ..Default::default() };
+    let netcfg = common::NetConfig {
+        discovery_interval: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
     let mut net = Net::new(seed, cfg, netcfg);
     net.record_trace = false;
     for _ in 0..n {
         net.add_node();
     }
     let Some(took) = net.run_until_settled(60_000) else {
-        let in_cluster = net.nodes.iter().filter(|n| n.core.cluster().is_some()).count();
-        let leaders: Vec<String> = net.nodes.iter().filter(|n| n.core.is_leader()).map(|n| format!("{} {} members {}", n.name, n.core.term(), n.core.members().members.len())).collect();
-        let mut views: Vec<(usize, u64)> = net.nodes.iter().map(|n| (n.core.members().members.len(), n.core.commit_index())).collect();
+        let in_cluster = net
+            .nodes
+            .iter()
+            .filter(|n| n.core.cluster().is_some())
+            .count();
+        let leaders: Vec<String> = net
+            .nodes
+            .iter()
+            .filter(|n| n.core.is_leader())
+            .map(|n| {
+                format!(
+                    "{} {} members {}",
+                    n.name,
+                    n.core.term(),
+                    n.core.members().members.len()
+                )
+            })
+            .collect();
+        let mut views: Vec<(usize, u64)> = net
+            .nodes
+            .iter()
+            .map(|n| (n.core.members().members.len(), n.core.commit_index()))
+            .collect();
         views.sort();
         views.dedup();
         panic!("not settled: {in_cluster}/{n} in a cluster, primaries {:?}, leaders {leaders:?}, views {views:?}", net.primaries());
@@ -230,7 +292,11 @@ fn big_cluster(n: usize, seed: u64) -> (Net, u64) {
     assert_eq!(m.members.len(), n);
     assert_eq!(m.voter_count(), 5);
     assert_eq!(net.checker.clusters(), 1);
-    assert!(net.checker.violations.is_empty(), "{:?}", net.checker.violations);
+    assert!(
+        net.checker.violations.is_empty(),
+        "{:?}",
+        net.checker.violations
+    );
     (net, took)
 }
 

@@ -4,14 +4,21 @@
 
 use cluster_mode_core::message::{Append, AppendReply, ProbeAck, ProbeState, VoteRequest};
 use cluster_mode_core::{
-    Address, Change, ClusterId, DecodeError, Entry, Envelope, Instant, Member, Membership,
-    Message, NodeId, Snapshot, PROTOCOL_VERSION,
+    Address, Change, ClusterId, DecodeError, Entry, Envelope, Instant, Member, Membership, Message,
+    NodeId, Snapshot, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
 fn sample_messages() -> Vec<Message> {
     let mut m = Membership::default();
-    m.members.insert(NodeId(3), Member { addr: Address::new("10.0.0.3:7946"), name: Some("pod-3".into()), voter: true });
+    m.members.insert(
+        NodeId(3),
+        Member {
+            addr: Address::new("10.0.0.3:7946"),
+            name: Some("pod-3".into()),
+            voter: true,
+        },
+    );
     vec![
         Message::Probe,
         Message::ProbeAck(ProbeAck {
@@ -19,19 +26,37 @@ fn sample_messages() -> Vec<Message> {
             state: ProbeState::Member {
                 term: 4,
                 leader: Some((NodeId(3), Address::new("10.0.0.3:7946"))),
-                your_config: Some(Snapshot { index: 9, term: 4, membership: m }),
+                your_config: Some(Snapshot {
+                    index: 9,
+                    term: 4,
+                    membership: m,
+                }),
             },
         }),
-        Message::Vote(VoteRequest { term: 5, last_index: 9, last_term: 4, transfer: false }),
+        Message::Vote(VoteRequest {
+            term: 5,
+            last_index: 9,
+            last_term: 4,
+            transfer: false,
+        }),
         Message::Append(Append {
             term: 5,
             prev_index: 9,
             prev_term: 4,
-            entries: vec![Entry { term: 5, index: 10, change: Change::Promote { id: NodeId(8) } }],
+            entries: vec![Entry {
+                term: 5,
+                index: 10,
+                change: Change::Promote { id: NodeId(8) },
+            }],
             commit: 9,
             sent_at: Instant::from_millis(1234),
         }),
-        Message::AppendReply(AppendReply { term: 5, success: true, index: 10, sent_at: Instant::from_millis(1234) }),
+        Message::AppendReply(AppendReply {
+            term: 5,
+            success: true,
+            index: 10,
+            sent_at: Instant::from_millis(1234),
+        }),
         Message::TimeoutNow { term: 5 },
         Message::Join { name: None },
     ]
@@ -60,13 +85,19 @@ fn every_message_round_trips() {
 fn a_frame_from_a_newer_protocol_says_so() {
     let mut env = envelope(Message::Probe);
     env.version = PROTOCOL_VERSION + 1;
-    assert_eq!(Envelope::decode(&env.encode()), Err(DecodeError::UnsupportedVersion(PROTOCOL_VERSION + 1)));
+    assert_eq!(
+        Envelope::decode(&env.encode()),
+        Err(DecodeError::UnsupportedVersion(PROTOCOL_VERSION + 1))
+    );
 }
 
 #[test]
 fn an_oversized_frame_is_refused_before_parsing() {
     let big = vec![0u8; cluster_mode_core::message::MAX_FRAME_LEN + 1];
-    assert!(matches!(Envelope::decode(&big), Err(DecodeError::TooLarge(_))));
+    assert!(matches!(
+        Envelope::decode(&big),
+        Err(DecodeError::TooLarge(_))
+    ));
 }
 
 #[test]
@@ -74,8 +105,14 @@ fn a_truncated_frame_is_malformed() {
     let mut bytes = envelope(Message::Probe).encode();
     // Half a frame, and a bare version byte.
     bytes.truncate(bytes.len() / 2);
-    assert!(matches!(Envelope::decode(&bytes), Err(DecodeError::Malformed(_))));
-    assert!(matches!(Envelope::decode(&[1]), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        Envelope::decode(&bytes),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        Envelope::decode(&[1]),
+        Err(DecodeError::Malformed(_))
+    ));
 }
 
 proptest! {

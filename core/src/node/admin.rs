@@ -47,7 +47,13 @@ impl ClusterCore {
         self.send(addr, Some(to), Message::NotLeader { leader });
     }
 
-    pub(crate) fn on_join(&mut self, now: Instant, from: NodeId, from_addr: Address, name: Option<String>) {
+    pub(crate) fn on_join(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        name: Option<String>,
+    ) {
         if self.cluster.is_none() {
             return;
         }
@@ -88,7 +94,12 @@ impl ClusterCore {
 
     fn send_final_snapshot(&mut self, now: Instant, id: NodeId, addr: Address) {
         let snapshot = self.log.committed_snapshot();
-        let msg = crate::message::SnapshotMsg { term: self.term, snapshot, entries: Vec::new(), sent_at: now };
+        let msg = crate::message::SnapshotMsg {
+            term: self.term,
+            snapshot,
+            entries: Vec::new(),
+            sent_at: now,
+        };
         self.send(addr, Some(id), Message::Snapshot(msg));
     }
 
@@ -96,13 +107,17 @@ impl ClusterCore {
     /// are in flight, only admissions of non-voters are added: they change no quorum,
     /// so a thousand joiners need not wait for one commit each.
     pub(crate) fn propose_next_change(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &self.role else { return };
+        let RaftRole::Leader(l) = &self.role else {
+            return;
+        };
         if l.lease_revoked {
             return;
         }
         let in_flight = self.log.last_index() - self.log.commit_index();
         if in_flight == 0 {
-            let Some(change) = self.next_change(now) else { return };
+            let Some(change) = self.next_change(now) else {
+                return;
+            };
             info!(?change, "proposing configuration change");
             self.log.push(self.term, change);
         }
@@ -110,8 +125,11 @@ impl ClusterCore {
         while in_flight + admitted < MAX_LEARNERS_IN_FLIGHT && self.admin.leaves.is_empty() {
             let effective = self.log.effective();
             self.admin.joins.retain(|id, _| !effective.contains(*id));
-            let Some((id, (addr, name))) = self.admin.joins.pop_first() else { break };
-            self.log.push(self.term, Change::AddLearner { id, addr, name });
+            let Some((id, (addr, name))) = self.admin.joins.pop_first() else {
+                break;
+            };
+            self.log
+                .push(self.term, Change::AddLearner { id, addr, name });
             admitted += 1;
         }
         if admitted > 0 {
@@ -125,7 +143,9 @@ impl ClusterCore {
     }
 
     fn next_change(&mut self, now: Instant) -> Option<Change> {
-        let RaftRole::Leader(l) = &self.role else { return None };
+        let RaftRole::Leader(l) = &self.role else {
+            return None;
+        };
         let me = self.me.id;
         let cfg = self.log.effective();
         self.admin.leaves.retain(|id| cfg.contains(*id));
@@ -144,14 +164,23 @@ impl ClusterCore {
             if *id == me {
                 continue;
             }
-            let silent_for = l.progress.get(id).map_or(grace, |p| now.saturating_duration_since(p.last_heard));
+            let silent_for = l
+                .progress
+                .get(id)
+                .map_or(grace, |p| now.saturating_duration_since(p.last_heard));
             let unlisted_for = match self.peers.get(&m.addr) {
                 Some(p) if p.listed => None,
-                Some(p) => Some(p.unlisted_since.map_or(grace, |t| now.saturating_duration_since(t))),
+                Some(p) => Some(
+                    p.unlisted_since
+                        .map_or(grace, |t| now.saturating_duration_since(t)),
+                ),
                 None => Some(now.saturating_duration_since(l.became_at)),
             };
             let gone = unlisted_for.is_some_and(|u| u >= grace) && silent_for >= grace;
-            let silent = self.cfg.silent_member_timeout.is_some_and(|t| silent_for >= t);
+            let silent = self
+                .cfg
+                .silent_member_timeout
+                .is_some_and(|t| silent_for >= t);
             if (gone || silent) && dead.is_none_or(|(voter, _)| m.voter && !voter) {
                 dead = Some((m.voter, *id));
             }
@@ -190,7 +219,9 @@ impl ClusterCore {
     /// Whether the voters left after removing `id` would still have a majority that
     /// the leader heard from within the minimum election timeout.
     fn removal_keeps_live_quorum(&self, now: Instant, id: NodeId) -> bool {
-        let RaftRole::Leader(l) = &self.role else { return false };
+        let RaftRole::Leader(l) = &self.role else {
+            return false;
+        };
         let cfg = self.log.effective();
         let window = self.cfg.election_timeout_min;
         let remaining: Vec<NodeId> = cfg.voters().filter(|v| *v != id).collect();
@@ -199,7 +230,8 @@ impl ClusterCore {
             .filter(|v| {
                 **v == self.me.id
                     || l.progress.get(v).is_some_and(|p| {
-                        p.acked_sent_at.is_some() && now.saturating_duration_since(p.last_heard) < window
+                        p.acked_sent_at.is_some()
+                            && now.saturating_duration_since(p.last_heard) < window
                     })
             })
             .count();

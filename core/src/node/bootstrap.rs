@@ -73,7 +73,8 @@ impl ClusterCore {
             .filter(|(_, p)| {
                 p.listed
                     && p.fresh
-                    && p.answered_at.is_some_and(|t| now.saturating_duration_since(t) <= recent)
+                    && p.answered_at
+                        .is_some_and(|t| now.saturating_duration_since(t) <= recent)
             })
             .filter_map(|(a, p)| p.id.map(|id| (id, a.clone())))
             .collect();
@@ -83,7 +84,11 @@ impl ClusterCore {
         // Join rather than found: not while a member of a cluster answered recently,
         // nor while a listed peer has never answered: it may be a paused member of a
         // cluster, perhaps its only one. It gets `silent_member_timeout` to answer.
-        if self.admin.member_seen_at.is_some_and(|t| now.saturating_duration_since(t) <= recent) {
+        if self
+            .admin
+            .member_seen_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= recent)
+        {
             return;
         }
         let patience = self
@@ -94,12 +99,17 @@ impl ClusterCore {
         let unheard = self.peers.values().any(|p| {
             p.listed
                 && p.answered_at.is_none()
-                && p.first_probed_at.is_none_or(|t| now.saturating_duration_since(t) < patience)
+                && p.first_probed_at
+                    .is_none_or(|t| now.saturating_duration_since(t) < patience)
         });
         if unheard {
             return;
         }
-        if fresh.keys().next().is_some_and(|smallest| *smallest < self.me.id) {
+        if fresh
+            .keys()
+            .next()
+            .is_some_and(|smallest| *smallest < self.me.id)
+        {
             return; // a peer with a smaller id should stand; support it when asked
         }
         self.boot.rounds += 1;
@@ -108,24 +118,47 @@ impl ClusterCore {
         let wait = Duration::from_nanos(self.rng.range(base, base.saturating_mul(2)));
         let mut grants = BTreeMap::new();
         grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
-        info!(round, view = fresh.len() + 1, "standing as bootstrap candidate");
-        self.boot.supports =
-            Some(Support { id: self.me.id, round, addr: self.me.addr.clone(), heard_at: now });
-        self.boot.candidacy =
-            Some(Candidacy { round, deadline: now + wait, grants, asked: fresh.clone() });
+        info!(
+            round,
+            view = fresh.len() + 1,
+            "standing as bootstrap candidate"
+        );
+        self.boot.supports = Some(Support {
+            id: self.me.id,
+            round,
+            addr: self.me.addr.clone(),
+            heard_at: now,
+        });
+        self.boot.candidacy = Some(Candidacy {
+            round,
+            deadline: now + wait,
+            grants,
+            asked: fresh.clone(),
+        });
         for (id, addr) in fresh {
             self.send(addr, Some(id), Message::BootstrapRequest { round });
         }
         self.maybe_found(now);
     }
 
-    pub(crate) fn on_bootstrap_request(&mut self, now: Instant, from: NodeId, from_addr: Address, round: u64) {
+    pub(crate) fn on_bootstrap_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        round: u64,
+    ) {
         let granted = self.cluster.is_none()
             && self.joining.is_none()
             && match &mut self.boot.supports {
                 None => {
                     let addr = from_addr.clone();
-                    self.boot.supports = Some(Support { id: from, round, addr, heard_at: now });
+                    self.boot.supports = Some(Support {
+                        id: from,
+                        round,
+                        addr,
+                        heard_at: now,
+                    });
                     info!(candidate = %from, round, "supporting bootstrap candidate");
                     true
                 }
@@ -136,22 +169,41 @@ impl ClusterCore {
                 }
                 Some(_) => false,
             };
-        self.send(from_addr, Some(from), Message::BootstrapReply { round, granted });
+        self.send(
+            from_addr,
+            Some(from),
+            Message::BootstrapReply { round, granted },
+        );
     }
 
-    pub(crate) fn on_bootstrap_reply(&mut self, now: Instant, from: NodeId, round: u64, granted: bool) {
-        let Some(c) = &mut self.boot.candidacy else { return };
+    pub(crate) fn on_bootstrap_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        round: u64,
+        granted: bool,
+    ) {
+        let Some(c) = &mut self.boot.candidacy else {
+            return;
+        };
         if c.round != round || !granted {
             return;
         }
-        let Some(addr) = c.asked.get(&from).cloned() else { return };
+        let Some(addr) = c.asked.get(&from).cloned() else {
+            return;
+        };
         let name = self.peers.get(&addr).and_then(|p| p.name.clone());
         c.grants.insert(from, (addr, name));
         self.maybe_found(now);
     }
 
     pub(crate) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
-        if self.boot.supports.as_ref().is_some_and(|s| s.id == from && s.round <= round) {
+        if self
+            .boot
+            .supports
+            .as_ref()
+            .is_some_and(|s| s.id == from && s.round <= round)
+        {
             info!(candidate = %from, round, "bootstrap candidate withdrew; support released");
             self.boot.supports = None;
         }
@@ -169,9 +221,9 @@ impl ClusterCore {
         }
         let peer = self.peers.get(&s.addr);
         let replaced = peer.and_then(|p| p.id).is_some_and(|id| id != s.id);
-        let unlisted = peer.and_then(|p| p.unlisted_since).is_some_and(|t| {
-            now.saturating_duration_since(t) >= self.cfg.removal_grace
-        });
+        let unlisted = peer
+            .and_then(|p| p.unlisted_since)
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.removal_grace);
         let silent = self
             .cfg
             .silent_member_timeout
@@ -184,18 +236,30 @@ impl ClusterCore {
 
     /// A candidacy that timed out frees its supporters and backs off at random.
     pub(crate) fn withdraw_candidacy(&mut self, now: Instant) {
-        let Some(c) = self.boot.candidacy.take() else { return };
-        info!(round = c.round, grants = c.grants.len(), "bootstrap candidacy timed out; withdrawing");
+        let Some(c) = self.boot.candidacy.take() else {
+            return;
+        };
+        info!(
+            round = c.round,
+            grants = c.grants.len(),
+            "bootstrap candidacy timed out; withdrawing"
+        );
         self.boot.supports = None;
         for (id, addr) in c.asked {
-            self.send(addr, Some(id), Message::BootstrapWithdraw { round: c.round });
+            self.send(
+                addr,
+                Some(id),
+                Message::BootstrapWithdraw { round: c.round },
+            );
         }
         let base = duration_nanos(self.cfg.bootstrap_timeout);
         self.boot.next_eval = now + Duration::from_nanos(self.rng.range(0, base));
     }
 
     fn maybe_found(&mut self, now: Instant) {
-        let Some(c) = &self.boot.candidacy else { return };
+        let Some(c) = &self.boot.candidacy else {
+            return;
+        };
         if c.grants.len() < self.cfg.min_nodes {
             return;
         }
@@ -212,7 +276,11 @@ impl ClusterCore {
             membership.members.insert(id, Member { addr, name, voter });
         }
         info!(%cluster, members = membership.members.len(), "founded the cluster");
-        let snap = Snapshot { index: 1, term: 1, membership };
+        let snap = Snapshot {
+            index: 1,
+            term: 1,
+            membership,
+        };
         self.adopt_cluster(now, cluster, 1, &snap, None);
         self.voted_for = Some(self.me.id);
         self.role = RaftRole::Follower;

@@ -103,10 +103,16 @@ impl ClusterCore {
         let up_to_date = self.log.is_up_to_date(req.last_index, req.last_term);
         let reply = if pre {
             let granted = req.term > self.term && up_to_date && !sticky;
-            VoteReply { term: if granted { req.term } else { self.term }, granted }
+            VoteReply {
+                term: if granted { req.term } else { self.term },
+                granted,
+            }
         } else if sticky {
             // Ignore the term too: a live leader must not be disrupted (P5).
-            VoteReply { term: self.term, granted: false }
+            VoteReply {
+                term: self.term,
+                granted: false,
+            }
         } else {
             if req.term > self.term {
                 self.become_follower(now, req.term, None);
@@ -114,29 +120,43 @@ impl ClusterCore {
             // Granted without consulting this node's own configuration (Raft thesis
             // 4.2.2): a member promoted in the candidate's log may not know it yet,
             // and the candidate counts only the voters of its own configuration.
-            let granted = req.term == self.term
-                && self.voted_for.is_none_or(|v| v == from)
-                && up_to_date;
+            let granted =
+                req.term == self.term && self.voted_for.is_none_or(|v| v == from) && up_to_date;
             if granted {
                 self.voted_for = Some(from);
                 self.reset_election_timer(now);
                 info!(candidate = %from, term = self.term, "vote granted");
             }
-            VoteReply { term: self.term, granted }
+            VoteReply {
+                term: self.term,
+                granted,
+            }
         };
         debug!(pre, candidate = %from, granted = reply.granted, "answering vote request");
-        let msg = if pre { Message::PreVoteReply(reply) } else { Message::VoteReply(reply) };
+        let msg = if pre {
+            Message::PreVoteReply(reply)
+        } else {
+            Message::VoteReply(reply)
+        };
         self.send(from_addr, Some(from), msg);
     }
 
-    pub(crate) fn on_vote_reply(&mut self, now: Instant, from: NodeId, reply: VoteReply, pre: bool) {
+    pub(crate) fn on_vote_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: VoteReply,
+        pre: bool,
+    ) {
         if reply.term > self.term && !reply.granted {
             self.become_follower(now, reply.term, None);
             return;
         }
         let voter = self.log.effective().is_voter(from);
         match &mut self.role {
-            RaftRole::PreCandidate { granted } if pre && reply.granted && reply.term == self.term + 1 => {
+            RaftRole::PreCandidate { granted }
+                if pre && reply.granted && reply.term == self.term + 1 =>
+            {
                 if voter {
                     granted.insert(from);
                 }
@@ -154,7 +174,11 @@ impl ClusterCore {
     fn check_votes(&mut self, now: Instant) {
         let quorum = self.log.quorum();
         let voters = self.log.voters();
-        let count = |g: &BTreeSet<NodeId>| g.iter().filter(|id| voters.binary_search(id).is_ok()).count();
+        let count = |g: &BTreeSet<NodeId>| {
+            g.iter()
+                .filter(|id| voters.binary_search(id).is_ok())
+                .count()
+        };
         match &self.role {
             RaftRole::PreCandidate { granted } if count(granted) >= quorum => {
                 self.start_election(now, false);
@@ -179,7 +203,12 @@ impl ClusterCore {
     }
 
     /// Steps down (or stays) as follower in `term`, following `leader` if known.
-    pub(crate) fn become_follower(&mut self, now: Instant, term: u64, leader: Option<(NodeId, Address)>) {
+    pub(crate) fn become_follower(
+        &mut self,
+        now: Instant,
+        term: u64,
+        leader: Option<(NodeId, Address)>,
+    ) {
         if term > self.term {
             self.term = term;
             self.voted_for = None;

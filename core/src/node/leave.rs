@@ -22,7 +22,12 @@ impl ClusterCore {
         if self.leaving.is_some() {
             return;
         }
-        let alone = self.log.committed().members.keys().all(|id| *id == self.me.id);
+        let alone = self
+            .log
+            .committed()
+            .members
+            .keys()
+            .all(|id| *id == self.me.id);
         if self.cluster.is_none() || alone {
             info!("leaving: not in a cluster with others; done");
             if self.cluster.is_some() {
@@ -32,14 +37,22 @@ impl ClusterCore {
             return;
         }
         info!("leaving the cluster");
-        self.leaving = Some(Leaving { deadline: now + self.cfg.leave_timeout, redirects: 0 });
+        self.leaving = Some(Leaving {
+            deadline: now + self.cfg.leave_timeout,
+            redirects: 0,
+        });
         if let RaftRole::Leader(l) = &mut self.role {
             // Give the lease up first: from here on this node is never primary again,
             // which is what lets the successor skip leader stickiness.
             l.lease_revoked = true;
             if let Some(target) = self.transfer_target(now) {
                 info!(to = %target, "handing leadership over (TimeoutNow)");
-                let addr = self.log.effective().members.get(&target).map(|m| m.addr.clone());
+                let addr = self
+                    .log
+                    .effective()
+                    .members
+                    .get(&target)
+                    .map(|m| m.addr.clone());
                 if let Some(addr) = addr {
                     self.send(addr, Some(target), Message::TimeoutNow { term: self.term });
                 }
@@ -51,12 +64,16 @@ impl ClusterCore {
 
     /// The most up-to-date voter heard from recently.
     fn transfer_target(&self, now: Instant) -> Option<NodeId> {
-        let RaftRole::Leader(l) = &self.role else { return None };
+        let RaftRole::Leader(l) = &self.role else {
+            return None;
+        };
         let cfg = self.log.effective();
         cfg.voters()
             .filter(|id| *id != self.me.id)
             .filter_map(|id| l.progress.get(&id).map(|p| (id, p)))
-            .filter(|(_, p)| now.saturating_duration_since(p.last_heard) < self.cfg.election_timeout_min)
+            .filter(|(_, p)| {
+                now.saturating_duration_since(p.last_heard) < self.cfg.election_timeout_min
+            })
             .max_by_key(|(id, p)| (p.matched, p.last_heard, core::cmp::Reverse(*id)))
             .map(|(id, _)| id)
     }

@@ -57,7 +57,10 @@ impl core::fmt::Display for Rejected {
         match self {
             Rejected::Version(v) => write!(f, "protocol version {v}, expected {PROTOCOL_VERSION}"),
             Rejected::ForeignCluster { ours, theirs } => {
-                write!(f, "message from cluster {theirs}, this node is in cluster {ours}")
+                write!(
+                    f,
+                    "message from cluster {theirs}, this node is in cluster {ours}"
+                )
             }
             Rejected::NotForMe => write!(f, "addressed to a previous process at this address"),
             Rejected::Invalid(why) => write!(f, "invalid message: {why}"),
@@ -141,7 +144,11 @@ impl ClusterCore {
     /// Fails, changing nothing, if `config` does not [`validate`](Config::validate).
     pub fn new(me: Identity, config: Config, seed: u64, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
-        let empty = Snapshot { index: 0, term: 0, membership: Membership::default() };
+        let empty = Snapshot {
+            index: 0,
+            term: 0,
+            membership: Membership::default(),
+        };
         let mut core = ClusterCore {
             me,
             rng: Rng::new(seed),
@@ -292,7 +299,10 @@ impl ClusterCore {
     /// The fencing token at `now`, if this node is primary (P7).
     pub fn fencing_token(&self, now: Instant) -> Option<FencingToken> {
         match (self.cluster, self.lease_valid(now)) {
-            (Some(cluster), true) => Some(FencingToken { cluster, term: self.term }),
+            (Some(cluster), true) => Some(FencingToken {
+                cluster,
+                term: self.term,
+            }),
             _ => None,
         }
     }
@@ -365,12 +375,16 @@ impl ClusterCore {
 
     fn primary_info(&self, now: Instant) -> Option<PrimaryInfo> {
         if self.lease_valid(now) {
-            return Some(PrimaryInfo { id: self.me.id, addr: self.me.addr.clone() });
+            return Some(PrimaryInfo {
+                id: self.me.id,
+                addr: self.me.addr.clone(),
+            });
         }
         match (&self.role, &self.leader) {
-            (RaftRole::Follower, Some((id, addr))) if *id != self.me.id => {
-                Some(PrimaryInfo { id: *id, addr: addr.clone() })
-            }
+            (RaftRole::Follower, Some((id, addr))) if *id != self.me.id => Some(PrimaryInfo {
+                id: *id,
+                addr: addr.clone(),
+            }),
             _ => None,
         }
     }
@@ -402,14 +416,22 @@ impl ClusterCore {
                 info!(?role, primary = ?primary.as_ref().map(|p| p.id), "role changed");
             }
             self.emitted_role = key;
-            self.commands.push_back(Command::RoleChanged { role, term: self.term, primary });
+            self.commands.push_back(Command::RoleChanged {
+                role,
+                term: self.term,
+                primary,
+            });
         }
         if self.members_dirty {
             self.members_dirty = false;
             let committed = self.log.committed();
             if self.emitted_members.as_ref() != Some(committed) {
                 self.emitted_members = Some(committed.clone());
-                let list = committed.members.iter().map(|(id, m)| (*id, m.clone())).collect();
+                let list = committed
+                    .members
+                    .iter()
+                    .map(|(id, m)| (*id, m.clone()))
+                    .collect();
                 self.commands.push_back(Command::MembersChanged(list));
             }
         }
@@ -470,7 +492,13 @@ impl ClusterCore {
             warn!(from = %env.from, addr = %env.from_addr, reason = %r, "message rejected");
             return Err(r);
         }
-        let Envelope { from, from_addr, cluster, msg, .. } = env;
+        let Envelope {
+            from,
+            from_addr,
+            cluster,
+            msg,
+            ..
+        } = env;
         match msg {
             Message::Probe => {
                 self.on_probe(from, from_addr);
@@ -549,21 +577,26 @@ impl ClusterCore {
             }
         }
         let contiguous = |prev: u64, entries: &[crate::membership::Entry]| {
-            entries.iter().enumerate().all(|(i, e)| e.index == prev + 1 + i as u64)
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == prev + 1 + i as u64)
         };
         match &env.msg {
             Message::Append(a) if !contiguous(a.prev_index, &a.entries) => {
                 Err(Rejected::Invalid("append entries do not follow prev_index"))
             }
-            Message::Snapshot(s) if !contiguous(s.snapshot.index, &s.entries) => {
-                Err(Rejected::Invalid("snapshot entries do not follow the snapshot"))
-            }
+            Message::Snapshot(s) if !contiguous(s.snapshot.index, &s.entries) => Err(
+                Rejected::Invalid("snapshot entries do not follow the snapshot"),
+            ),
             // A fresh node may answer an append (asking for a snapshot), but only a
             // member of a cluster sends one.
             Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow { .. }
                 if env.cluster.is_none() =>
             {
-                Err(Rejected::Invalid("replication message without a cluster id"))
+                Err(Rejected::Invalid(
+                    "replication message without a cluster id",
+                ))
             }
             _ => Ok(()),
         }
@@ -578,7 +611,9 @@ impl ClusterCore {
 
     fn on_probe(&mut self, from: NodeId, from_addr: Address) {
         let state = match self.cluster {
-            None => ProbeState::Fresh { supports: self.boot.supports.as_ref().map(|s| s.id) },
+            None => ProbeState::Fresh {
+                supports: self.boot.supports.as_ref().map(|s| s.id),
+            },
             Some(_) => ProbeState::Member {
                 term: self.term,
                 leader: self.leader.clone(),
@@ -589,7 +624,10 @@ impl ClusterCore {
                     .then(|| self.log.committed_snapshot()),
             },
         };
-        let ack = ProbeAck { name: self.me.name.clone(), state };
+        let ack = ProbeAck {
+            name: self.me.name.clone(),
+            state,
+        };
         self.send(from_addr, Some(from), Message::ProbeAck(ack));
     }
 
@@ -614,14 +652,24 @@ impl ClusterCore {
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
             s.heard_at = now;
         }
-        let peer = self.peers.get_mut(&from_addr).unwrap_or_else(|| unreachable!());
+        let peer = self
+            .peers
+            .get_mut(&from_addr)
+            .unwrap_or_else(|| unreachable!());
         if ack.name.is_some() {
             peer.name = ack.name;
         }
         peer.fresh = matches!(ack.state, ProbeState::Fresh { .. });
         peer.answered_at = Some(now);
         match (ack.state, cluster) {
-            (ProbeState::Member { term, leader, your_config }, Some(cluster)) => {
+            (
+                ProbeState::Member {
+                    term,
+                    leader,
+                    your_config,
+                },
+                Some(cluster),
+            ) => {
                 if self.cluster.is_some() {
                     return;
                 }
@@ -675,7 +723,13 @@ impl ClusterCore {
             }
         } else if self.wants_to_join(now) && self.admin.join_redirects < 8 {
             self.admin.join_redirects += 1;
-            self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
+            self.send(
+                addr,
+                Some(id),
+                Message::Join {
+                    name: self.me.name.clone(),
+                },
+            );
         }
     }
 
@@ -733,7 +787,10 @@ impl ClusterCore {
             // member was replaced at once): stop waiting to join it.
             let abandon = self.cfg.bootstrap_timeout * 2;
             if self.joining.is_some()
-                && self.admin.member_seen_at.is_none_or(|t| now.saturating_duration_since(t) > abandon)
+                && self
+                    .admin
+                    .member_seen_at
+                    .is_none_or(|t| now.saturating_duration_since(t) > abandon)
             {
                 warn!(cluster = ?self.joining, "no member of the cluster being joined answers; giving up on it");
                 self.joining = None;
@@ -741,19 +798,28 @@ impl ClusterCore {
             }
             self.release_gone_candidate(now);
             if let (Some(_), Some((id, addr))) = (self.joining, self.admin.join_hint.clone()) {
-                self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
+                self.send(
+                    addr,
+                    Some(id),
+                    Message::Join {
+                        name: self.me.name.clone(),
+                    },
+                );
             } else if now >= self.boot.next_eval {
                 self.evaluate_bootstrap(now);
             }
             return;
         }
         if self.wants_to_join(now) {
-            let target = self
-                .leader
-                .clone()
-                .or_else(|| self.admin.join_hint.clone());
+            let target = self.leader.clone().or_else(|| self.admin.join_hint.clone());
             match target {
-                Some(t) => self.send(t.1, Some(t.0), Message::Join { name: self.me.name.clone() }),
+                Some(t) => self.send(
+                    t.1,
+                    Some(t.0),
+                    Message::Join {
+                        name: self.me.name.clone(),
+                    },
+                ),
                 None => {
                     // No leader known: ask every member we know; non-leaders redirect.
                     let targets: Vec<(NodeId, Address)> = self
@@ -765,7 +831,13 @@ impl ClusterCore {
                         .map(|(id, m)| (*id, m.addr.clone()))
                         .collect();
                     for (id, addr) in targets {
-                        self.send(addr, Some(id), Message::Join { name: self.me.name.clone() });
+                        self.send(
+                            addr,
+                            Some(id),
+                            Message::Join {
+                                name: self.me.name.clone(),
+                            },
+                        );
                     }
                 }
             }
@@ -788,16 +860,28 @@ impl ClusterCore {
         // Removed while away, it would never hear of it: a leader answers the join of
         // a current member with an append, so asking is harmless.
         let quiet = self.cfg.election_timeout_max * 4;
-        self.last_leader_contact.is_none_or(|t| now.saturating_duration_since(t) > quiet)
+        self.last_leader_contact
+            .is_none_or(|t| now.saturating_duration_since(t) > quiet)
     }
 
-    pub(crate) fn request_join(&mut self, now: Instant, cluster: ClusterId, leader: (NodeId, Address)) {
+    pub(crate) fn request_join(
+        &mut self,
+        now: Instant,
+        cluster: ClusterId,
+        leader: (NodeId, Address),
+    ) {
         let first = self.joining != Some(cluster);
         self.joining = Some(cluster);
         self.admin.join_hint = Some(leader.clone());
         if first {
             info!(%cluster, leader = %leader.0, "found an existing cluster; asking to join");
-            self.send(leader.1, Some(leader.0), Message::Join { name: self.me.name.clone() });
+            self.send(
+                leader.1,
+                Some(leader.0),
+                Message::Join {
+                    name: self.me.name.clone(),
+                },
+            );
             self.housekeeping_at = self.housekeeping_at.min(now + self.cfg.probe_interval);
         }
     }

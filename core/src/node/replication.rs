@@ -3,10 +3,10 @@
 
 use super::{ClusterCore, RaftRole};
 use crate::id::{Address, ClusterId, NodeId};
+use crate::log::Match;
 use crate::membership::Change;
 use crate::message::{Append, AppendReply, Message, SnapshotMsg, MAX_ENTRIES_PER_APPEND};
 use crate::node::Rejected;
-use crate::log::Match;
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use tracing::{debug, info, warn};
@@ -55,7 +55,13 @@ impl ClusterCore {
         for (id, addr) in self.replication_targets() {
             state.progress.insert(
                 id,
-                Progress { addr, next: last + 1, matched: 0, acked_sent_at: None, last_heard: now },
+                Progress {
+                    addr,
+                    next: last + 1,
+                    matched: 0,
+                    acked_sent_at: None,
+                    last_heard: now,
+                },
             );
         }
         self.role = RaftRole::Leader(Box::new(state));
@@ -74,9 +80,16 @@ impl ClusterCore {
     /// configuration (a member being removed still learns of its removal).
     fn replication_targets(&self) -> Vec<(NodeId, Address)> {
         let me = self.me.id;
-        let both = self.log.effective().members.iter().chain(self.log.committed().members.iter());
-        let mut ids: Vec<(NodeId, Address)> =
-            both.filter(|(id, _)| **id != me).map(|(id, m)| (*id, m.addr.clone())).collect();
+        let both = self
+            .log
+            .effective()
+            .members
+            .iter()
+            .chain(self.log.committed().members.iter());
+        let mut ids: Vec<(NodeId, Address)> = both
+            .filter(|(id, _)| **id != me)
+            .map(|(id, m)| (*id, m.addr.clone()))
+            .collect();
         ids.sort_unstable_by_key(|(id, _)| *id);
         ids.dedup_by_key(|(id, _)| *id);
         ids
@@ -86,8 +99,11 @@ impl ClusterCore {
     pub(crate) fn sync_progress(&mut self, now: Instant) {
         let targets = self.replication_targets();
         let last = self.log.last_index();
-        let RaftRole::Leader(l) = &mut self.role else { return };
-        l.progress.retain(|id, _| targets.binary_search_by_key(id, |(t, _)| *t).is_ok());
+        let RaftRole::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.progress
+            .retain(|id, _| targets.binary_search_by_key(id, |(t, _)| *t).is_ok());
         for (id, addr) in targets {
             l.progress.entry(id).or_insert(Progress {
                 addr,
@@ -100,7 +116,9 @@ impl ClusterCore {
     }
 
     pub(crate) fn leader_tick(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &mut self.role else { return };
+        let RaftRole::Leader(l) = &mut self.role else {
+            return;
+        };
         if l.lease_timer.is_some_and(|t| now >= t) {
             l.lease_timer = None;
         }
@@ -108,7 +126,10 @@ impl ClusterCore {
             return;
         }
         if !self.has_quorum_contact(now) {
-            warn!(term = self.term, "lost contact with a majority (CheckQuorum); stepping down");
+            warn!(
+                term = self.term,
+                "lost contact with a majority (CheckQuorum); stepping down"
+            );
             self.become_follower(now, self.term, None);
             return;
         }
@@ -120,7 +141,9 @@ impl ClusterCore {
     /// CheckQuorum: a majority of voters (this node counted if it votes) was heard
     /// from within the minimum election timeout, or the term is younger than that.
     fn has_quorum_contact(&self, now: Instant) -> bool {
-        let RaftRole::Leader(l) = &self.role else { return false };
+        let RaftRole::Leader(l) = &self.role else {
+            return false;
+        };
         let window = self.cfg.election_timeout_min;
         if now.saturating_duration_since(l.became_at) < window {
             return true;
@@ -140,20 +163,28 @@ impl ClusterCore {
 
     /// Sends every target what it is missing, or a heartbeat.
     pub(crate) fn broadcast_append(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &mut self.role else { return };
+        let RaftRole::Leader(l) = &mut self.role else {
+            return;
+        };
         l.next_heartbeat = now + self.cfg.heartbeat_interval;
         // Iterating by index keeps this allocation-free: the map is not changed here.
         let n = l.progress.len();
         for i in 0..n {
-            let RaftRole::Leader(l) = &self.role else { return };
-            let Some((id, _)) = l.progress.iter().nth(i) else { break };
+            let RaftRole::Leader(l) = &self.role else {
+                return;
+            };
+            let Some((id, _)) = l.progress.iter().nth(i) else {
+                break;
+            };
             let id = *id;
             self.send_append_to(now, id);
         }
     }
 
     pub(crate) fn send_append_to(&mut self, now: Instant, id: NodeId) {
-        let RaftRole::Leader(l) = &self.role else { return };
+        let RaftRole::Leader(l) = &self.role else {
+            return;
+        };
         let Some(p) = l.progress.get(&id) else { return };
         let addr = p.addr.clone();
         let prev_index = p.next.saturating_sub(1);
@@ -162,15 +193,25 @@ impl ClusterCore {
                 term: self.term,
                 prev_index,
                 prev_term,
-                entries: self.log.entries_after(prev_index, MAX_ENTRIES_PER_APPEND).to_vec(),
+                entries: self
+                    .log
+                    .entries_after(prev_index, MAX_ENTRIES_PER_APPEND)
+                    .to_vec(),
                 commit: self.log.commit_index(),
                 sent_at: now,
             }),
             _ => {
                 let snapshot = self.log.committed_snapshot();
-                let entries =
-                    self.log.entries_after(snapshot.index, MAX_ENTRIES_PER_APPEND).to_vec();
-                Message::Snapshot(SnapshotMsg { term: self.term, snapshot, entries, sent_at: now })
+                let entries = self
+                    .log
+                    .entries_after(snapshot.index, MAX_ENTRIES_PER_APPEND)
+                    .to_vec();
+                Message::Snapshot(SnapshotMsg {
+                    term: self.term,
+                    snapshot,
+                    entries,
+                    sent_at: now,
+                })
             }
         };
         self.send(addr, Some(id), msg);
@@ -182,11 +223,15 @@ impl ClusterCore {
             return;
         }
         let last = self.log.last_index();
-        let RaftRole::Leader(l) = &mut self.role else { return };
+        let RaftRole::Leader(l) = &mut self.role else {
+            return;
+        };
         if r.term < self.term {
             return;
         }
-        let Some(p) = l.progress.get_mut(&from) else { return };
+        let Some(p) = l.progress.get_mut(&from) else {
+            return;
+        };
         p.last_heard = now;
         if r.success {
             let matched = r.index.min(last);
@@ -203,7 +248,12 @@ impl ClusterCore {
             }
         } else {
             // Step back to the follower's hint, never below what it is known to hold.
-            p.next = r.index.saturating_add(1).min(p.next.saturating_sub(1)).max(p.matched + 1).max(1);
+            p.next = r
+                .index
+                .saturating_add(1)
+                .min(p.next.saturating_sub(1))
+                .max(p.matched + 1)
+                .max(1);
             self.send_append_to(now, from);
         }
     }
@@ -211,7 +261,9 @@ impl ClusterCore {
     /// Lease: the `quorum`-th most recent acknowledged send time among voters (this
     /// node counts as "now" if it votes) plus the lease duration (P6).
     pub(crate) fn update_lease(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &mut self.role else { return };
+        let RaftRole::Leader(l) = &mut self.role else {
+            return;
+        };
         if l.lease_revoked {
             return;
         }
@@ -240,7 +292,9 @@ impl ClusterCore {
 
     /// Commits the highest entry of this term stored on a majority of voters.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let RaftRole::Leader(l) = &self.role else { return false };
+        let RaftRole::Leader(l) = &self.role else {
+            return false;
+        };
         let last = self.log.last_index();
         let mut idx = last;
         while idx > self.log.commit_index() {
@@ -251,7 +305,9 @@ impl ClusterCore {
                 .log
                 .voters()
                 .iter()
-                .filter(|id| **id == self.me.id || l.progress.get(id).is_some_and(|p| p.matched >= idx))
+                .filter(|id| {
+                    **id == self.me.id || l.progress.get(id).is_some_and(|p| p.matched >= idx)
+                })
                 .count();
             if count >= self.log.quorum() {
                 let changed = self.log.commit_to(idx);
@@ -268,7 +324,13 @@ impl ClusterCore {
     // ----- follower side ------------------------------------------------------------
 
     /// Common acceptance of a leader's message; `false` when it is stale.
-    fn accept_leader(&mut self, now: Instant, from: NodeId, from_addr: &Address, term: u64) -> bool {
+    fn accept_leader(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: &Address,
+        term: u64,
+    ) -> bool {
         if term < self.term {
             return false;
         }
@@ -294,13 +356,23 @@ impl ClusterCore {
             // A fresh node has no log: ask for a snapshot, which it will judge.
             if self.may_adopt(cluster) {
                 // The leader's term, so that the leader does not discard it as stale.
-                let reply = AppendReply { term: a.term, success: false, index: 0, sent_at: a.sent_at };
+                let reply = AppendReply {
+                    term: a.term,
+                    success: false,
+                    index: 0,
+                    sent_at: a.sent_at,
+                };
                 self.send(from_addr, Some(from), Message::AppendReply(reply));
             }
             return Ok(());
         }
         if !self.accept_leader(now, from, &from_addr, a.term) {
-            let reply = AppendReply { term: self.term, success: false, index: 0, sent_at: a.sent_at };
+            let reply = AppendReply {
+                term: self.term,
+                success: false,
+                index: 0,
+                sent_at: a.sent_at,
+            };
             self.send(from_addr, Some(from), Message::AppendReply(reply));
             return Ok(());
         }
@@ -313,11 +385,24 @@ impl ClusterCore {
                     self.members_dirty = true;
                 }
                 self.after_follower_update(before);
-                AppendReply { term: self.term, success: true, index: verified, sent_at: a.sent_at }
+                AppendReply {
+                    term: self.term,
+                    success: true,
+                    index: verified,
+                    sent_at: a.sent_at,
+                }
             }
             Match::No { hint } => {
-                debug!(prev = a.prev_index, hint, "append does not match; asking for earlier entries");
-                AppendReply { term: self.term, success: false, index: hint, sent_at: a.sent_at }
+                debug!(
+                    prev = a.prev_index,
+                    hint, "append does not match; asking for earlier entries"
+                );
+                AppendReply {
+                    term: self.term,
+                    success: false,
+                    index: hint,
+                    sent_at: a.sent_at,
+                }
             }
         };
         self.send(from_addr, Some(from), Message::AppendReply(reply));
@@ -337,7 +422,9 @@ impl ClusterCore {
         s: SnapshotMsg,
     ) -> Result<(), Rejected> {
         if self.cluster.is_none() {
-            let Some(cluster) = cluster else { return Ok(()) };
+            let Some(cluster) = cluster else {
+                return Ok(());
+            };
             let mut m = s.snapshot.membership.clone();
             for e in &s.entries {
                 m.apply(&e.change);
@@ -348,10 +435,21 @@ impl ClusterCore {
                 return Ok(());
             }
             info!(%cluster, leader = %from, "joined the cluster");
-            self.adopt_cluster(now, cluster, s.term, &s.snapshot, Some((from, from_addr.clone())));
+            self.adopt_cluster(
+                now,
+                cluster,
+                s.term,
+                &s.snapshot,
+                Some((from, from_addr.clone())),
+            );
         }
         if !self.accept_leader(now, from, &from_addr, s.term) {
-            let reply = AppendReply { term: self.term, success: false, index: 0, sent_at: s.sent_at };
+            let reply = AppendReply {
+                term: self.term,
+                success: false,
+                index: 0,
+                sent_at: s.sent_at,
+            };
             self.send(from_addr, Some(from), Message::AppendReply(reply));
             return Ok(());
         }
@@ -362,7 +460,12 @@ impl ClusterCore {
         self.log.append_from_leader(&s.entries);
         self.after_follower_update(before);
         let index = s.snapshot.index + s.entries.len() as u64;
-        let reply = AppendReply { term: self.term, success: true, index, sent_at: s.sent_at };
+        let reply = AppendReply {
+            term: self.term,
+            success: true,
+            index,
+            sent_at: s.sent_at,
+        };
         self.send(from_addr, Some(from), Message::AppendReply(reply));
         Ok(())
     }

@@ -38,10 +38,19 @@ impl Checker {
     }
 
     fn violate(&mut self, real: u64, what: String) {
-        self.violations.push(Violation { at_ms: real / 1_000_000, what });
+        self.violations.push(Violation {
+            at_ms: real / 1_000_000,
+            what,
+        });
     }
 
-    pub fn after_event(&mut self, real: u64, slot: usize, nodes: &[Node], local: &dyn Fn(usize) -> Instant) {
+    pub fn after_event(
+        &mut self,
+        real: u64,
+        slot: usize,
+        nodes: &[Node],
+        local: &dyn Fn(usize) -> Instant,
+    ) {
         let node = &nodes[slot];
         let core = &node.core;
         let id = core.identity().id;
@@ -51,7 +60,10 @@ impl Checker {
                 self.leader_slots.insert(slot);
                 let prev = *self.leaders.entry((cluster, core.term())).or_insert(id);
                 if prev != id {
-                    self.violate(real, format!("two leaders in term {}: {prev} and {id}", core.term()));
+                    self.violate(
+                        real,
+                        format!("two leaders in term {}: {prev} and {id}", core.term()),
+                    );
                 }
             }
             // Committed member lists never diverge.
@@ -63,7 +75,13 @@ impl Checker {
                 let hash = h.finish();
                 let prev = *self.committed.entry((cluster, idx)).or_insert(hash);
                 if prev != hash {
-                    self.violate(real, format!("{} committed a different member list at index {idx}", node.name));
+                    self.violate(
+                        real,
+                        format!(
+                            "{} committed a different member list at index {idx}",
+                            node.name
+                        ),
+                    );
                 }
             }
         }
@@ -77,17 +95,25 @@ impl Checker {
         }
         if primaries.len() > 1 {
             let names: Vec<&str> = primaries.iter().map(|s| nodes[*s].name.as_str()).collect();
-            self.violate(real, format!("{} primaries at once: {names:?}", primaries.len()));
+            self.violate(
+                real,
+                format!("{} primaries at once: {names:?}", primaries.len()),
+            );
         }
         for s in primaries {
             let c = &nodes[s].core;
-            let Some(token) = c.fencing_token(local(s)) else { continue };
+            let Some(token) = c.fencing_token(local(s)) else {
+                continue;
+            };
             let pid = c.identity().id;
             match self.last_primary.get(&token.cluster) {
                 Some(&(last_id, last_term)) if last_id != pid && token.term <= last_term => {
                     self.violate(
                         real,
-                        format!("fencing token did not increase: {} after {last_term}", token.term),
+                        format!(
+                            "fencing token did not increase: {} after {last_term}",
+                            token.term
+                        ),
                     );
                 }
                 Some(&(last_id, last_term)) if last_id == pid && token.term < last_term => {
@@ -101,12 +127,17 @@ impl Checker {
             }
         }
         if !self.leader_slots.is_empty() {
-            self.leader_slots.retain(|s| nodes[*s].alive && nodes[*s].core.is_leader());
+            self.leader_slots
+                .retain(|s| nodes[*s].alive && nodes[*s].core.is_leader());
         }
     }
 
     /// The number of distinct clusters ever formed.
     pub fn clusters(&self) -> usize {
-        self.committed.keys().map(|(c, _)| *c).collect::<BTreeSet<_>>().len()
+        self.committed
+            .keys()
+            .map(|(c, _)| *c)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 }

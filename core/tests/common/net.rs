@@ -165,7 +165,11 @@ impl Net {
         let name = format!("n{}", slot + 1);
         let addr = Address::new(format!("{name}:7946"));
         let d = self.random_drift_ppm;
-        let drift = if d > 0 { self.rng.range(0, 2 * d as u64 + 1) as i64 - d } else { 0 };
+        let drift = if d > 0 {
+            self.rng.range(0, 2 * d as u64 + 1) as i64 - d
+        } else {
+            0
+        };
         self.start_node(slot, name, addr, drift)
     }
 
@@ -328,7 +332,9 @@ impl Net {
     }
 
     fn arm_timer(&mut self, slot: usize) {
-        let Some(t) = self.nodes[slot].core.poll_timeout() else { return };
+        let Some(t) = self.nodes[slot].core.poll_timeout() else {
+            return;
+        };
         self.nodes[slot].timer_gen += 1;
         let gen = self.nodes[slot].timer_gen;
         let at = self.real_of(slot, t);
@@ -338,23 +344,41 @@ impl Net {
     fn apply(&mut self, slot: usize, cmd: Command) {
         match cmd {
             Command::Send { to, msg } => {
-                let Some(&dst) = self.by_addr.get(&to) else { return };
+                let Some(&dst) = self.by_addr.get(&to) else {
+                    return;
+                };
                 self.messages += 1;
                 if self.cut.contains(&(slot, dst)) || self.rng.chance(self.net.loss_ppm) {
                     return;
                 }
-                let copies = if self.rng.chance(self.net.dup_ppm) { 2 } else { 1 };
+                let copies = if self.rng.chance(self.net.dup_ppm) {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let lo = self.net.min_latency.as_nanos() as u64;
                     let hi = self.net.max_latency.as_nanos() as u64;
                     let at = self.now + self.rng.range(lo, hi + 1);
-                    self.schedule(at, Event::Deliver { to: dst, env: msg.clone() });
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            to: dst,
+                            env: msg.clone(),
+                        },
+                    );
                 }
             }
             Command::RoleChanged { .. } if !self.record_trace => {}
-            Command::RoleChanged { role, term, primary } => {
+            Command::RoleChanged {
+                role,
+                term,
+                primary,
+            } => {
                 let name = self.nodes[slot].name.clone();
-                let p = primary.map(|p| self.name_of(p.id)).unwrap_or_else(|| "-".into());
+                let p = primary
+                    .map(|p| self.name_of(p.id))
+                    .unwrap_or_else(|| "-".into());
                 let line = match role {
                     Role::Primary => format!("{name} is Primary (term {term})"),
                     Role::Secondary => format!("{name} is Secondary of {p} (term {term})"),
@@ -367,13 +391,19 @@ impl Net {
                 let name = self.nodes[slot].name.clone();
                 let mut names: Vec<String> = list
                     .iter()
-                    .map(|(id, m)| format!("{}{}", self.name_of(*id), if m.voter { "" } else { "(nv)" }))
+                    .map(|(id, m)| {
+                        format!("{}{}", self.name_of(*id), if m.voter { "" } else { "(nv)" })
+                    })
                     .collect();
                 names.sort();
                 if names.len() <= 12 {
                     self.note(format!("{name} members: {}", names.join(" ")));
                 } else {
-                    self.note(format!("{name} members: {} ({} voters)", names.len(), list.iter().filter(|(_, m)| m.voter).count()));
+                    self.note(format!(
+                        "{name} members: {} ({} voters)",
+                        names.len(),
+                        list.iter().filter(|(_, m)| m.voter).count()
+                    ));
                 }
             }
             Command::LeaveFinished => {
@@ -421,7 +451,10 @@ impl Net {
                         continue;
                     }
                     if self.nodes[slot].discovery_fails {
-                        self.input(slot, Input::DiscoveryFailed("simulated discovery error".into()));
+                        self.input(
+                            slot,
+                            Input::DiscoveryFailed("simulated discovery error".into()),
+                        );
                     } else {
                         let list = self.discovery_for(slot);
                         self.input(slot, Input::Discovery(list));
@@ -462,7 +495,9 @@ impl Net {
     }
 
     pub fn primaries(&self) -> Vec<usize> {
-        self.live().filter(|s| self.nodes[*s].core.is_primary(self.local(*s, self.now))).collect()
+        self.live()
+            .filter(|s| self.nodes[*s].core.is_primary(self.local(*s, self.now)))
+            .collect()
     }
 
     /// The one primary, if exactly one live node is primary.
@@ -476,7 +511,9 @@ impl Net {
     /// Whether exactly one primary exists and every live, unpaused member follows it
     /// and has the same committed member list.
     pub fn settled(&self) -> bool {
-        let Some(p) = self.the_primary() else { return false };
+        let Some(p) = self.the_primary() else {
+            return false;
+        };
         let pc = &self.nodes[p].core;
         let pid = pc.identity().id;
         self.live().filter(|s| !self.nodes[*s].paused).all(|s| {
