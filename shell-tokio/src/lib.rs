@@ -13,8 +13,13 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+mod cluster;
 pub mod driver;
+pub mod mac;
 pub mod metrics;
+pub mod rt;
+pub mod server;
+pub mod transport;
 
 pub use clock::{Clock, SystemClock};
 pub use cluster_mode_core::{
@@ -22,7 +27,9 @@ pub use cluster_mode_core::{
     Status,
 };
 pub use cluster_mode_discovery::{Discovery, Instance, StaticDiscovery};
-pub use driver::{ClusterEvent, Transport};
+pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
+pub use driver::{ClusterEvent, NodeState, Transport};
+pub use server::ClusterService;
 
 /// A fresh random node id, drawn at every process start (P1). Deterministic under
 /// madsim (rand 0.9 over getrandom 0.3).
