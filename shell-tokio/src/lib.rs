@@ -18,6 +18,7 @@ pub mod driver;
 pub mod mac;
 pub mod metrics;
 pub mod rt;
+pub mod seed;
 pub mod server;
 pub mod transport;
 
