@@ -266,11 +266,11 @@ pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
     let (control_tx, control_rx) = mpsc::channel(16);
     let (disc_tx, disc_rx) = mpsc::channel(4);
     let interval = parts.discovery_interval.unwrap_or_else(|| parts.discovery.poll_interval());
-    let span = info_span!("cluster", node = %id, term = tracing::field::Empty);
     let disc_task = tokio::spawn(
         discovery_task(parts.discovery.clone(), interval, disc_tx, parts.counters.clone())
-            .instrument(span.clone()),
+            .instrument(info_span!("cluster_discovery", node = %id)),
     );
+    let term = parts.core.term();
     let driver = Driver {
         core: parts.core,
         clock: parts.clock,
@@ -279,16 +279,13 @@ pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
         subscribers: parts.subscribers,
         state: state_tx,
         leave_waiters: Vec::new(),
-        span: span.clone(),
-        last_term: u64::MAX,
+        span: info_span!("cluster", node = %id, term),
+        last_term: term,
     };
-    tokio::spawn(
-        async move {
-            driver.run(parts.inbox.rx, control_rx, disc_rx).await;
-            disc_task.abort();
-        }
-        .instrument(span),
-    );
+    tokio::spawn(async move {
+        driver.run(parts.inbox.rx, control_rx, disc_rx).await;
+        disc_task.abort();
+    });
     DriverHandle { id, state: state_rx, control: control_tx }
 }
 
@@ -311,8 +308,12 @@ impl Driver {
         mut control: mpsc::Receiver<Control>,
         mut discovery: mpsc::Receiver<Input>,
     ) {
-        info!(addr = %self.core.identity().addr, "cluster node started");
-        self.after_input();
+        {
+            let span = self.span.clone();
+            let _e = span.enter();
+            info!(addr = %self.core.identity().addr, "cluster node started");
+            self.after_input();
+        }
         let mut control_open = true;
         let mut discovery_open = true;
         loop {
@@ -367,11 +368,15 @@ impl Driver {
         for w in self.leave_waiters.drain(..) {
             let _ = w.send(());
         }
+        let _e = self.span.enter();
         info!("cluster node stopped");
     }
 
     /// Hands one input to the core, applies its commands, publishes the view.
     fn input(&mut self, input: Input) -> Result<(), Rejected> {
+        // Entered only around synchronous work, never across an await.
+        let span = self.span.clone();
+        let _e = span.enter();
         let now = self.clock.now();
         let r = self.core.handle(now, input);
         if let Err(reason) = &r {
@@ -385,8 +390,9 @@ impl Driver {
         let now = self.clock.now();
         let term = self.core.term();
         if term != self.last_term {
+            // A new span per term, so every later line carries the current term.
             self.last_term = term;
-            self.span.record("term", term);
+            self.span = info_span!("cluster", node = %self.core.identity().id, term);
         }
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
