@@ -42,14 +42,18 @@ fn node_binary() -> std::path::PathBuf {
 async fn get_json(addr: SocketAddr) -> Option<serde_json::Value> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let req =
+            format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;
         let text = String::from_utf8_lossy(&out);
         serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
     };
-    tokio::time::timeout(Duration::from_millis(300), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_millis(300), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn is_primary(v: &serde_json::Value) -> bool {
@@ -65,7 +69,10 @@ struct Obs {
 }
 
 /// Polls every node until `stop` is set; returns all observations.
-fn start_pollers(addrs: &[SocketAddr], stop: Arc<Mutex<bool>>) -> Vec<tokio::task::JoinHandle<Vec<Obs>>> {
+fn start_pollers(
+    addrs: &[SocketAddr],
+    stop: Arc<Mutex<bool>>,
+) -> Vec<tokio::task::JoinHandle<Vec<Obs>>> {
     addrs
         .iter()
         .copied()
@@ -77,7 +84,12 @@ fn start_pollers(addrs: &[SocketAddr], stop: Arc<Mutex<bool>>) -> Vec<tokio::tas
                 while !*stop.lock().unwrap() {
                     let sent = Instant::now();
                     if let Some(j) = get_json(addr).await {
-                        v.push(Obs { node, sent, recv: Instant::now(), primary: is_primary(&j) });
+                        v.push(Obs {
+                            node,
+                            sent,
+                            recv: Instant::now(),
+                            primary: is_primary(&j),
+                        });
                     }
                     tokio::time::sleep(Duration::from_micros(500)).await;
                 }
@@ -114,7 +126,10 @@ async fn agreed(addrs: &[SocketAddr], alive: &[bool]) -> Option<usize> {
     }
     let p = prim?;
     let pa = addrs[p].to_string();
-    views.iter().all(|v| v.as_deref() == Some(pa.as_str())).then_some(p)
+    views
+        .iter()
+        .all(|v| v.as_deref() == Some(pa.as_str()))
+        .then_some(p)
 }
 
 struct Trial {
@@ -124,10 +139,16 @@ struct Trial {
 }
 
 async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f64, f64, f64)>)> {
-    let ls: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ls: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     let addrs: Vec<SocketAddr> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
     drop(ls);
-    let peers = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let peers = addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let t0 = Instant::now();
     let mut procs = Procs(
         addrs
@@ -172,10 +193,14 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
             after.push(get_json(*a).await?);
         }
         let secs = w.elapsed().as_secs_f64();
-        let d = |i: usize, k: &str| after[i]["counters"][k].as_f64().unwrap_or(0.0) - before[i]["counters"][k].as_f64().unwrap_or(0.0);
+        let d = |i: usize, k: &str| {
+            after[i]["counters"][k].as_f64().unwrap_or(0.0)
+                - before[i]["counters"][k].as_f64().unwrap_or(0.0)
+        };
         let conns: f64 = (0..N).map(|i| d(i, "connections_opened")).sum::<f64>() / secs;
         let body = d(first, "bytes_out") / d(first, "messages_out").max(1.0);
-        let wire = (d(first, "wire_bytes_out") + d(first, "wire_bytes_in")) / d(first, "messages_out").max(1.0);
+        let wire = (d(first, "wire_bytes_out") + d(first, "wire_bytes_in"))
+            / d(first, "messages_out").max(1.0);
         steady_figs = Some((conns, body, wire));
     }
 
@@ -203,7 +228,10 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
     // Graceful leave of the new primary.
     let leave_at = Instant::now();
     let pid = procs.0[second].as_ref()?.id();
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     loop {
         let others: Vec<bool> = (0..N).map(|i| alive[i] && i != second).collect();
         let mut any = false;
@@ -234,28 +262,49 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
         * 1000.0;
     // Handover gap: last "primary" answer of the leaver (its request sent time) to
     // the first "primary" answer of another node after the leave began (received).
-    let last_old = obs.iter().filter(|o| o.node == second && o.primary).map(|o| o.sent).max()?;
+    let last_old = obs
+        .iter()
+        .filter(|o| o.node == second && o.primary)
+        .map(|o| o.sent)
+        .max()?;
     let first_new = obs
         .iter()
         .filter(|o| o.node != second && o.node != first && o.primary && o.sent >= leave_at)
         .map(|o| o.recv)
         .min()?;
     let handover = first_new.saturating_duration_since(last_old).as_secs_f64() * 1000.0;
-    Some((Trial { cold, failover, handover }, steady_figs))
+    Some((
+        Trial {
+            cold,
+            failover,
+            handover,
+        },
+        steady_figs,
+    ))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let trials: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let trials: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let bin = node_binary();
-    assert!(bin.exists(), "build the node first: cargo build --release -p cluster-mode --bin cluster-node ({})", bin.display());
+    assert!(
+        bin.exists(),
+        "build the node first: cargo build --release -p cluster-mode --bin cluster-node ({})",
+        bin.display()
+    );
     let (mut cold, mut fo, mut ho) = (Vec::new(), Vec::new(), Vec::new());
     let mut steady = None;
     let mut failed = 0;
     for t in 0..trials {
         match trial(&bin, t == 0).await {
             Some((tr, s)) => {
-                eprintln!("trial {t:>2}: cold {:7.1} ms  failover {:7.1} ms  handover gap {:6.2} ms", tr.cold, tr.failover, tr.handover);
+                eprintln!(
+                    "trial {t:>2}: cold {:7.1} ms  failover {:7.1} ms  handover gap {:6.2} ms",
+                    tr.cold, tr.failover, tr.handover
+                );
                 cold.push(tr.cold);
                 fo.push(tr.failover);
                 ho.push(tr.handover);
@@ -269,12 +318,24 @@ async fn main() {
             }
         }
     }
-    println!("\n5 node processes on 127.0.0.1, Config::datacenter(), {} trials ({failed} failed)\n", cold.len());
+    println!(
+        "\n5 node processes on 127.0.0.1, Config::datacenter(), {} trials ({failed} failed)\n",
+        cold.len()
+    );
     println!("| figure | p50 | p99 | max |");
     println!("|---|---|---|---|");
-    for (name, v) in [("cold start to agreed primary (ms)", &mut cold), ("SIGKILL failover (ms)", &mut fo), ("graceful handover gap (ms)", &mut ho)] {
+    for (name, v) in [
+        ("cold start to agreed primary (ms)", &mut cold),
+        ("SIGKILL failover (ms)", &mut fo),
+        ("graceful handover gap (ms)", &mut ho),
+    ] {
         let max = v.iter().copied().fold(f64::NAN, f64::max);
-        println!("| {name} | {:.1} | {:.1} | {:.1} |", pct(v, 50.0), pct(v, 99.0), max);
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            pct(v, 50.0),
+            pct(v, 99.0),
+            max
+        );
     }
     if let Some((conns, body, wire)) = steady {
         println!("\nsteady state (5 s window, trial 0):");

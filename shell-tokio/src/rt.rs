@@ -75,7 +75,9 @@ impl tokio::io::AsyncRead for Counted {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.stream).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
-        self.counters.wire_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters
+            .wire_bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
         r
     }
 }
@@ -88,7 +90,9 @@ impl tokio::io::AsyncWrite for Counted {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
-            self.counters.wire_bytes_out.fetch_add(*n as u64, Ordering::Relaxed);
+            self.counters
+                .wire_bytes_out
+                .fetch_add(*n as u64, Ordering::Relaxed);
         }
         r
     }

@@ -154,7 +154,10 @@ async fn sender_task(
         };
         env.encode_into(&mut buf);
         let body = Bytes::copy_from_slice(&buf);
-        inner.counters.bytes_out.fetch_add(body.len() as u64, Ordering::Relaxed);
+        inner
+            .counters
+            .bytes_out
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         let mut req = hyper::Request::post(uri)
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .header(hyper::header::CONTENT_LENGTH, body.len());

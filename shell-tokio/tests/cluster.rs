@@ -29,7 +29,11 @@ async fn cold_start_five() {
     // All five become members.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while nodes[p].members().len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "members: {:?}", nodes[p].members());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members: {:?}",
+            nodes[p].members()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for n in &nodes {
@@ -46,7 +50,12 @@ async fn primary_crash_fails_over() {
     let old_token = nodes[p].fencing_token().unwrap();
     nodes[p].shutdown().await;
     assert!(!nodes[p].is_primary());
-    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    let rest: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != p)
+        .map(|(_, n)| n)
+        .collect();
     let q = wait_agreed_primary(&rest, Duration::from_secs(10)).await;
     let new_token = rest[q].fencing_token().unwrap();
     assert!(new_token > old_token, "{new_token:?} > {old_token:?}");
@@ -62,14 +71,22 @@ async fn graceful_leave_hands_over() {
     let refs: Vec<_> = nodes.iter().collect();
     let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
     let mut events = nodes[p].subscribe();
-    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    let rest: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != p)
+        .map(|(_, n)| n)
+        .collect();
     nodes[p].leave().await;
     assert!(!nodes[p].is_primary());
     let q = wait_agreed_primary(&rest, Duration::from_secs(5)).await;
     // The leaver is removed from the configuration.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rest[q].members().iter().any(|m| m.id == nodes[p].id()) {
-        assert!(tokio::time::Instant::now() < deadline, "leaver still a member");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaver still a member"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut saw_finished = false;
@@ -111,19 +128,37 @@ async fn restarted_node_rejoins_with_new_identity() {
         .await
         .unwrap();
     assert_ne!(fresh.id(), old_id);
-    let all: Vec<_> = nodes.iter().enumerate().map(|(i, n)| if i == s { &fresh } else { n }).collect();
+    let all: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| if i == s { &fresh } else { n })
+        .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(q) = agreed_primary(&all) {
             let m = all[q].members();
-            if m.len() == 3 && m.iter().any(|m| m.id == fresh.id()) && !m.iter().any(|m| m.id == old_id) {
+            if m.len() == 3
+                && m.iter().any(|m| m.id == fresh.id())
+                && !m.iter().any(|m| m.id == old_id)
+            {
                 break;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "fresh node did not rejoin: {:?}", fresh.status());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fresh node did not rejoin: {:?}",
+            fresh.status()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(fresh.role(), if fresh.is_primary() { Role::Primary } else { Role::Secondary });
+    assert_eq!(
+        fresh.role(),
+        if fresh.is_primary() {
+            Role::Primary
+        } else {
+            Role::Secondary
+        }
+    );
     fresh.shutdown().await;
     for n in &nodes {
         n.shutdown().await;

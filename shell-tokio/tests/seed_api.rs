@@ -30,7 +30,12 @@ impl DiscoveryService for FakeK8s {
                     Some(format!("pod-{i}")),
                     Some("demo".into()),
                     Some(format!("127.0.0.{i}")),
-                    Some(vec![Port::new(Some("http".into()), 8080, "TCP".into(), None)]),
+                    Some(vec![Port::new(
+                        Some("http".into()),
+                        8080,
+                        "TCP".into(),
+                        None,
+                    )]),
                     false,
                     None,
                     HashMap::new(),
@@ -71,7 +76,11 @@ async fn seed_api_elects_a_primary() {
             listen_addr: format!("127.0.0.{i}:{port}").parse().unwrap(),
             ..ClusterConfig::default()
         };
-        tokio::spawn(start_cluster(cluster.clone(), DiscoveryClient::new(FakeK8s), config));
+        tokio::spawn(start_cluster(
+            cluster.clone(),
+            DiscoveryClient::new(FakeK8s),
+            config,
+        ));
         clusters.push(cluster);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -94,13 +103,19 @@ async fn seed_api_elects_a_primary() {
         if primaries == 1 && secondaries == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no primary through the seed API");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no primary through the seed API"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for c in &clusters {
         assert!(c.is_active().await);
         let si = c.get_service_instance().await.unwrap();
-        assert_eq!(si.get_ports().as_ref().unwrap()[0].get_port(), u32::from(port));
+        assert_eq!(
+            si.get_ports().as_ref().unwrap()[0].get_port(),
+            u32::from(port)
+        );
         c.handle().unwrap().shutdown().await;
     }
 }
