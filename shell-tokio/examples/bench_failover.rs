@@ -13,6 +13,7 @@
 //! status endpoint is polled by its own task about every millisecond. In trial 1 it
 //! also measures, in steady state, new peer TCP connections per second and bytes on
 //! the wire per heartbeat message.
+#![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -283,6 +284,7 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
     ))
 }
 
+#[cfg(not(madsim))]
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let trials: usize = std::env::args()
@@ -344,3 +346,7 @@ async fn main() {
         println!("- heartbeat on the wire (HTTP request + response), bytes: {wire:.1}");
     }
 }
+
+/// Real sockets and processes only: nothing to run under the madsim simulator.
+#[cfg(madsim)]
+fn main() {}

@@ -1,5 +1,7 @@
 //! Every kind of bad input gets its 4xx, a counter, no state change, and the node
 //! keeps serving.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Nodes on real sockets on 127.0.0.1, in one process.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 

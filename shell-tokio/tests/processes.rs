@@ -1,4 +1,6 @@
 //! The `cluster-node` binary as separate processes on 127.0.0.1.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 #[path = "common/procs.rs"]
 mod procs;

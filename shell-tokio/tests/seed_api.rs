@@ -1,5 +1,7 @@
 //! The seed (cluster-mode 0.3) API: its README example, and three nodes started with
 //! `start_cluster` on 127.0.0.1-3 reaching one primary.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 
