@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn agreed(nodes: &[Cluster]) -> Option<usize> {
-    let p: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_primary()).collect();
+    let p: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].is_primary())
+        .collect();
     if p.len() != 1 {
         return None;
     }
@@ -23,7 +25,9 @@ fn agreed(nodes: &[Cluster]) -> Option<usize> {
 #[madsim::test]
 async fn hyper_transport_elects_and_fails_over_in_simulation() {
     let handle = madsim::runtime::Handle::current();
-    let addrs: Vec<SocketAddr> = (1..=3).map(|i| format!("10.0.0.{i}:7946").parse().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = (1..=3)
+        .map(|i| format!("10.0.0.{i}:7946").parse().unwrap())
+        .collect();
     let disc = Arc::new(StaticDiscovery::new(addrs.iter().copied()));
     let mut nodes = Vec::new();
     let mut hosts = Vec::new();
@@ -56,7 +60,12 @@ async fn hyper_transport_elects_and_fails_over_in_simulation() {
     let first = first.expect("no primary in simulation");
     let t0 = tokio::time::Instant::now();
     handle.kill(hosts[first]);
-    let rest: Vec<Cluster> = nodes.iter().enumerate().filter(|(i, _)| *i != first).map(|(_, n)| n.clone()).collect();
+    let rest: Vec<Cluster> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, n)| n.clone())
+        .collect();
     let mut ok = false;
     for _ in 0..1000 {
         if agreed(&rest).is_some() {

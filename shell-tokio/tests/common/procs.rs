@@ -1,4 +1,5 @@
 //! Node processes (the `cluster-node` binary) and a tiny status client.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
