@@ -197,6 +197,9 @@ async fn wait_agreed(addrs: &[SocketAddr], which: &[usize], within: Duration) ->
     }
 }
 
+/// (node, request sent, answer received, term) of a "primary" answer.
+type Obs = (usize, Instant, Instant, u64);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_primary_is_replaced_and_heals() {
     if let Some(why) = skip_reason() {
@@ -232,7 +235,7 @@ async fn partitioned_primary_is_replaced_and_heals() {
     let (first, term1) = wait_agreed(&addrs, &[0, 1, 2], Duration::from_secs(15)).await;
 
     // Observe every node continuously while the primary is cut off and healed.
-    let obs: Arc<Mutex<Vec<(usize, Instant, Instant, u64)>>> = Arc::default();
+    let obs: Arc<Mutex<Vec<Obs>>> = Arc::default();
     let stop = Arc::new(Mutex::new(false));
     let mut pollers = Vec::new();
     for (node, addr) in addrs.iter().copied().enumerate() {
