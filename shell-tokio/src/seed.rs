@@ -367,3 +367,23 @@ async fn advertise_addr(
     }
     None
 }
+
+/// The seed's summary of a node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// The node id (hex), or empty before the node started.
+    pub node_id: String,
+    /// This node as a `ServiceInstance`, once started.
+    pub instance: Option<ServiceInstance>,
+}
+
+/// The seed's `get_cluster_info`: this node's id and instance.
+pub async fn get_cluster_info(cluster: Arc<Cluster>) -> ClusterInfo {
+    ClusterInfo {
+        node_id: cluster
+            .handle()
+            .map(|c| format!("{:?}", c.id()))
+            .unwrap_or_default(),
+        instance: cluster.get_service_instance().await,
+    }
+}

@@ -166,3 +166,62 @@ async fn restarted_node_rejoins_with_new_identity() {
         n.shutdown().await;
     }
 }
+
+/// A clock that can be pushed forward, as if the process had been paused.
+struct JumpClock {
+    base: cluster_mode::SystemClock,
+    offset_ms: std::sync::atomic::AtomicU64,
+}
+
+impl cluster_mode::Clock for JumpClock {
+    fn now(&self) -> cluster_mode_core::Instant {
+        let off = Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst));
+        self.base.now() + off
+    }
+    fn deadline(&self, at: cluster_mode_core::Instant) -> tokio::time::Instant {
+        let off = Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst));
+        self.base.deadline(at.saturating_sub(off))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_primary_checks_the_lease_at_call_time() {
+    init_tracing();
+    let ls = listeners(3).await;
+    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    let disc = discovery(&addrs);
+    let clocks: Vec<std::sync::Arc<JumpClock>> = (0..3)
+        .map(|_| {
+            std::sync::Arc::new(JumpClock {
+                base: cluster_mode::SystemClock::new(),
+                offset_ms: 0.into(),
+            })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (l, c) in ls.into_iter().zip(&clocks) {
+        nodes.push(
+            ClusterBuilder::new(disc.clone())
+                .listener(l)
+                .config(test_config())
+                .clock(c.clone())
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    assert!(nodes[p].is_primary());
+    // The primary's clock jumps past its lease (a pause the loop has not yet seen):
+    // the very next call says no, with no help from the loop.
+    clocks[p]
+        .offset_ms
+        .store(1_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(!nodes[p].is_primary());
+    assert!(nodes[p].fencing_token().is_none());
+    assert_ne!(nodes[p].status().role, Role::Primary);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

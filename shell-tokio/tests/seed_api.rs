@@ -114,6 +114,9 @@ async fn seed_api_elects_a_primary() {
     for c in &clusters {
         assert!(c.is_active().await);
         let si = c.get_service_instance().await.unwrap();
+        let info = cluster_mode::seed::get_cluster_info(c.clone()).await;
+        assert_eq!(info.instance.unwrap().instance_id(), si.instance_id());
+        assert_eq!(Some(&info.node_id), si.instance_id().as_ref());
         assert_eq!(
             si.get_ports().as_ref().unwrap()[0].get_port(),
             u32::from(port)
