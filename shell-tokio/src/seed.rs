@@ -152,15 +152,13 @@ impl Cluster {
     /// This node as a `ServiceInstance` (host and cluster port), once started.
     pub async fn get_service_instance(&self) -> Option<ServiceInstance> {
         let c = self.inner.get()?;
-        Some(instance_of(
-            &c.id().0.to_string(),
-            c.address(),
-            c.status()
-                .members
-                .iter()
-                .find(|m| m.id == c.id())
-                .and_then(|m| m.name.clone()),
-        ))
+        let name = c
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.id == c.id())
+            .and_then(|m| m.name);
+        Some(instance_of(&format!("{:?}", c.id()), c.address(), name))
     }
 }
 
