@@ -207,6 +207,7 @@ impl ClusterBuilder {
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
         let transport = HttpTransport::new(
+            id,
             inbox.clone(),
             counters.clone(),
             self.secret.clone(),

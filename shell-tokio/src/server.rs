@@ -156,7 +156,8 @@ impl ClusterService {
         reason: String,
     ) -> Response<Full<Bytes>> {
         bump(counter);
-        warn!(status = code.as_u16(), %reason, "request refused");
+        let node = self.inner.state.borrow().status.id;
+        warn!(%node, status = code.as_u16(), %reason, "request refused");
         plain(code, reason)
     }
 
