@@ -335,10 +335,17 @@ impl Driver {
             self.after_input();
         }
         let mut control_open = true;
+        let mut tick_floor: Option<tokio::time::Instant> = None;
         let mut discovery_open = true;
         loop {
             let timeout = self.core.poll_timeout();
-            let deadline = timeout.map(|t| self.clock.deadline(t));
+            let mut deadline = timeout.map(|t| self.clock.deadline(t));
+            // Guard against a timeout that a tick does not move past `now` (a core
+            // bug): tick at most once a millisecond then, so the biased select still
+            // serves messages and control requests.
+            if let (Some(d), Some(floor)) = (deadline, tick_floor) {
+                deadline = Some(d.max(floor));
+            }
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -349,6 +356,14 @@ impl Driver {
                 biased;
                 _ = sleep => {
                     let _ = self.input(Input::Tick);
+                    let now = self.clock.now();
+                    tick_floor = match self.core.poll_timeout() {
+                        Some(t) if t <= now => {
+                            debug!("timeout not advanced by a tick; next tick in 1 ms");
+                            Some(self.clock.deadline(now + Duration::from_millis(1)))
+                        }
+                        _ => None,
+                    };
                 }
                 ctl = control.recv(), if control_open => match ctl {
                     Some(Control::Leave(done)) => {
