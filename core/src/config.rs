@@ -111,7 +111,7 @@ impl Config {
             probe_interval: Duration::from_millis(500),
             bootstrap_timeout: Duration::from_secs(2),
             removal_grace: Duration::from_secs(10),
-            silent_member_timeout: Some(Duration::from_secs(120)),
+            silent_member_timeout: Some(Duration::from_secs(30)),
             leave_timeout: Duration::from_secs(5),
         }
     }
@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(fn(&mut Config), &str)> = vec![
+        type Case = (fn(&mut Config), &'static str);
+        let cases: Vec<Case> = vec![
             (
                 |c| c.heartbeat_interval = Duration::ZERO,
                 "heartbeat_interval",

@@ -25,6 +25,9 @@ impl Discovered {
 }
 
 /// An event the shell hands to [`crate::ClusterCore::handle`].
+// The envelope is stored inline on purpose: boxing it would cost an allocation per
+// message on the hot path, which the core avoids.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Input {
     /// A complete discovery answer: every instance discovery lists now. The core diffs
@@ -46,6 +49,8 @@ pub enum Input {
 
 /// Something the shell must do, drained with [`crate::ClusterCore::poll_command`] in
 /// order.
+// Inline envelope, as in `Input`: no allocation per command.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Send this envelope to this address. Delivery is best effort: the protocol

@@ -154,12 +154,14 @@ fn rolling_restart_replaces_every_node_one_at_a_time() {
         // cluster has settled and removed the replaced identity.
         let gone = net.nodes[slot].core.identity().id;
         let mut waited = 0;
-        while !(net.settled()
-            && !net.nodes[net.the_primary().unwrap()]
-                .core
-                .members()
-                .contains(gone))
-        {
+        let done = |net: &Net| {
+            net.settled()
+                && !net.nodes[net.the_primary().unwrap()]
+                    .core
+                    .members()
+                    .contains(gone)
+        };
+        while !done(&net) {
             net.run_for(10);
             waited += 10;
             assert!(

@@ -148,6 +148,14 @@ impl ClusterCore {
         from_addr: Address,
         round: u64,
     ) {
+        // Two candidates at once: the larger id yields to the smaller, so that the
+        // supporters do not stay split until both time out. Withdrawing is safe at
+        // any time before founding.
+        if self.cluster.is_none() && self.boot.candidacy.is_some() && from < self.me.id {
+            info!(candidate = %from, "a candidate with a smaller id stands; yielding to it");
+            self.withdraw_candidacy(now);
+            self.boot.next_eval = now;
+        }
         let granted = self.cluster.is_none()
             && self.joining.is_none()
             && match &mut self.boot.supports {

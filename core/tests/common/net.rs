@@ -80,7 +80,7 @@ pub struct Node {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { to: usize, env: Envelope },
+    Deliver { to: usize, env: Box<Envelope> },
     Timer { slot: usize, gen: u64 },
     Discovery,
 }
@@ -364,7 +364,7 @@ impl Net {
                         at,
                         Event::Deliver {
                             to: dst,
-                            env: msg.clone(),
+                            env: Box::new(msg.clone()),
                         },
                     );
                 }
@@ -483,7 +483,7 @@ impl Net {
                     self.nodes[to].deferred.push(Event::Deliver { to, env });
                     return;
                 }
-                self.input(to, Input::Message(env));
+                self.input(to, Input::Message(*env));
             }
         }
     }
