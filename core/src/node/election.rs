@@ -29,14 +29,15 @@ impl ClusterCore {
 
     pub(crate) fn on_election_timeout(&mut self, now: Instant) {
         self.reset_election_timer(now);
+        if self.leader.is_some() {
+            info!(leader = ?self.leader.as_ref().map(|l| l.0), "no word from the leader within the election timeout");
+        }
+        // Every follower, voter or not, stops trusting a silent leader.
+        self.leader = None;
         let me = self.me.id;
         if self.leaving.is_some() || !self.log.effective().is_voter(me) {
             return;
         }
-        if self.leader.is_some() {
-            info!(leader = ?self.leader.as_ref().map(|l| l.0), "no word from the leader within the election timeout");
-        }
-        self.leader = None;
         self.start_pre_vote(now);
     }
 

@@ -723,13 +723,7 @@ impl ClusterCore {
             }
         } else if self.wants_to_join(now) && self.admin.join_redirects < 8 {
             self.admin.join_redirects += 1;
-            self.send(
-                addr,
-                Some(id),
-                Message::Join {
-                    name: self.me.name.clone(),
-                },
-            );
+            self.send_join(id, addr);
         }
     }
 
@@ -798,48 +792,28 @@ impl ClusterCore {
             }
             self.release_gone_candidate(now);
             if let (Some(_), Some((id, addr))) = (self.joining, self.admin.join_hint.clone()) {
-                self.send(
-                    addr,
-                    Some(id),
-                    Message::Join {
-                        name: self.me.name.clone(),
-                    },
-                );
+                self.send_join(id, addr);
             } else if now >= self.boot.next_eval {
                 self.evaluate_bootstrap(now);
             }
             return;
         }
         if self.wants_to_join(now) {
-            let target = self.leader.clone().or_else(|| self.admin.join_hint.clone());
-            match target {
-                Some(t) => self.send(
-                    t.1,
-                    Some(t.0),
-                    Message::Join {
-                        name: self.me.name.clone(),
-                    },
-                ),
-                None => {
-                    // No leader known: ask every member we know; non-leaders redirect.
-                    let targets: Vec<(NodeId, Address)> = self
-                        .log
-                        .effective()
-                        .members
-                        .iter()
-                        .filter(|(id, _)| **id != self.me.id)
-                        .map(|(id, m)| (*id, m.addr.clone()))
-                        .collect();
-                    for (id, addr) in targets {
-                        self.send(
-                            addr,
-                            Some(id),
-                            Message::Join {
-                                name: self.me.name.clone(),
-                            },
-                        );
-                    }
-                }
+            // In a cluster: the leader it follows or, failing that, every member it
+            // knows (non-leaders redirect). A joiner's old hint may be long dead.
+            let targets: Vec<(NodeId, Address)> = match self.leader.clone() {
+                Some(leader) => vec![leader],
+                None => self
+                    .log
+                    .effective()
+                    .members
+                    .iter()
+                    .filter(|(id, _)| **id != self.me.id)
+                    .map(|(id, m)| (*id, m.addr.clone()))
+                    .collect(),
+            };
+            for (id, addr) in targets {
+                self.send_join(id, addr);
             }
         }
     }
@@ -864,6 +838,11 @@ impl ClusterCore {
             .is_none_or(|t| now.saturating_duration_since(t) > quiet)
     }
 
+    fn send_join(&mut self, id: NodeId, addr: Address) {
+        let name = self.me.name.clone();
+        self.send(addr, Some(id), Message::Join { name });
+    }
+
     pub(crate) fn request_join(
         &mut self,
         now: Instant,
@@ -875,13 +854,7 @@ impl ClusterCore {
         self.admin.join_hint = Some(leader.clone());
         if first {
             info!(%cluster, leader = %leader.0, "found an existing cluster; asking to join");
-            self.send(
-                leader.1,
-                Some(leader.0),
-                Message::Join {
-                    name: self.me.name.clone(),
-                },
-            );
+            self.send_join(leader.0, leader.1);
             self.housekeeping_at = self.housekeeping_at.min(now + self.cfg.probe_interval);
         }
     }
