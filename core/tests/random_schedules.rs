@@ -245,7 +245,10 @@ fn replay() {
     let (mut net, log) = run(seed);
     let settled = net.run_until_settled(LIVENESS_BOUND_MS);
     println!("faults: {log:#?}\n{}", net.trace_text());
-    println!("settled after the faults: {settled:?} ms; liveness owed: {}", liveness_owed(&net));
+    println!(
+        "settled after the faults: {settled:?} ms; liveness owed: {}",
+        liveness_owed(&net)
+    );
     let v = &net.checker.violations;
     println!(
         "{} violations; the first: {:?}",

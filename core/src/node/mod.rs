@@ -88,6 +88,20 @@ pub(crate) struct Peer {
     pub(crate) first_probed_at: Option<Instant>,
 }
 
+impl Peer {
+    fn unlisted(now: Instant) -> Self {
+        Peer {
+            id: None,
+            name: None,
+            listed: false,
+            unlisted_since: Some(now),
+            fresh: false,
+            answered_at: None,
+            first_probed_at: None,
+        }
+    }
+}
+
 /// The Raft role.
 #[derive(Clone, Debug)]
 pub(crate) enum RaftRole {
@@ -461,15 +475,7 @@ impl ClusterCore {
         for (addr, name) in listed {
             let peer = self.peers.entry(addr.clone()).or_insert_with(|| {
                 new_addrs.push(addr.clone());
-                Peer {
-                    id: None,
-                    name: None,
-                    listed: false,
-                    unlisted_since: None,
-                    fresh: false,
-                    answered_at: None,
-                    first_probed_at: None,
-                }
+                Peer::unlisted(now)
             });
             peer.listed = true;
             peer.unlisted_since = None;
@@ -639,23 +645,16 @@ impl ClusterCore {
         cluster: Option<ClusterId>,
         ack: ProbeAck,
     ) {
-        let peer = self.peers.entry(from_addr.clone()).or_insert(Peer {
-            id: None,
-            name: None,
-            listed: false,
-            unlisted_since: Some(now),
-            fresh: false,
-            answered_at: None,
-            first_probed_at: None,
-        });
-        peer.id = Some(from);
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
             s.heard_at = now;
         }
+        // An answer from an address discovery never listed (a peer that probed us
+        // first): remember it, unlisted, so that it is never counted as listed.
         let peer = self
             .peers
-            .get_mut(&from_addr)
-            .unwrap_or_else(|| unreachable!());
+            .entry(from_addr.clone())
+            .or_insert_with(|| Peer::unlisted(now));
+        peer.id = Some(from);
         if ack.name.is_some() {
             peer.name = ack.name;
         }
