@@ -146,7 +146,9 @@ fn liveness_owed(net: &Net) -> bool {
         });
     match latest {
         Some(s) => {
-            let m = net.nodes[*s].core.members();
+            // The configuration in force is the effective one (Raft uses the latest
+            // configuration in its log, committed or not).
+            let m = net.nodes[*s].core.effective_members();
             let alive_voters = m
                 .voters()
                 .filter(|id| live.iter().any(|l| net.nodes[*l].core.identity().id == *id))

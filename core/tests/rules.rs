@@ -346,20 +346,28 @@ fn a_node_that_finds_an_existing_cluster_joins_it_as_a_non_voter_first() {
     let (mut net, p, _) = settled3(36);
     let newcomer = net.add_node();
     let id = net.nodes[newcomer].core.identity().id;
-    let mut saw_non_voter = false;
-    for _ in 0..100 {
-        net.run_for(5);
-        let m = net.nodes[p].core.effective_members();
-        if m.contains(id) && !m.is_voter(id) {
-            saw_non_voter = true;
-        }
-        if m.is_voter(id) {
-            break;
-        }
-    }
-    assert!(saw_non_voter, "admitted as a non-voter before promotion");
-    net.run_for(100);
-    assert!(net.nodes[p].core.members().is_voter(id), "then promoted");
+    net.run_for(300);
+    let m = net.nodes[p].core.members();
+    assert!(m.contains(id) && !m.is_voter(id), "admitted as a non-voter");
+}
+
+#[test]
+fn voters_stay_odd_a_fourth_waits_for_a_fifth_then_both_are_promoted() {
+    let (mut net, p, _) = settled3(41);
+    let a = net.add_node();
+    net.run_for(300);
+    let a_id = net.nodes[a].core.identity().id;
+    assert_eq!(
+        net.nodes[p].core.members().voter_count(),
+        3,
+        "no fourth voter alone"
+    );
+    let b = net.add_node();
+    net.run_for(300);
+    let b_id = net.nodes[b].core.identity().id;
+    let m = net.nodes[p].core.members();
+    assert!(m.is_voter(a_id) && m.is_voter(b_id));
+    assert_eq!(m.voter_count(), 5);
 }
 
 #[test]

@@ -196,18 +196,27 @@ impl ClusterCore {
         if let Some(id) = leave_now {
             return Some(Change::Remove { id });
         }
-        // Promote a caught-up, responsive non-voter while there is room (P9).
-        if cfg.voter_count() < self.cfg.max_voters {
+        // Promote a caught-up, responsive non-voter while there is room (P9), keeping
+        // the voter count odd: an even count tolerates no more failures than one
+        // fewer, and a promotion that cannot commit (the promoted member dies at
+        // once) would leave a majority harder to reach. So a promotion to an even
+        // count happens only when a second candidate can follow straight away.
+        let voters = cfg.voter_count();
+        if voters < self.cfg.max_voters {
             let commit = self.log.commit_index();
             let window = self.cfg.election_timeout_min;
-            let pick = cfg.members.iter().find(|(id, m)| {
+            let mut ready = cfg.members.iter().filter(|(id, m)| {
                 !m.voter
                     && l.progress.get(id).is_some_and(|p| {
                         p.matched >= commit && now.saturating_duration_since(p.last_heard) < window
                     })
             });
-            if let Some((id, _)) = pick {
-                return Some(Change::Promote { id: *id });
+            let first = ready.next().map(|(id, _)| *id);
+            let second = ready.next().is_some();
+            let to_odd = (voters + 1) % 2 == 1;
+            let pair_fits = second && voters + 2 <= self.cfg.max_voters;
+            if let Some(id) = first.filter(|_| to_odd || pair_fits) {
+                return Some(Change::Promote { id });
             }
         }
         if let Some((id, (addr, name))) = self.admin.joins.pop_first() {
