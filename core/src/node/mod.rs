@@ -577,7 +577,8 @@ impl ClusterCore {
         if env.from == self.me.id {
             return Err(Rejected::Invalid("message claims to come from this node"));
         }
-        if let (Some(ours), Some(theirs)) = (self.cluster, env.cluster) {
+        let informational = matches!(env.msg, Message::Probe | Message::ProbeAck(_));
+        if let (Some(ours), Some(theirs), false) = (self.cluster, env.cluster, informational) {
             if ours != theirs {
                 return Err(Rejected::ForeignCluster { ours, theirs });
             }
@@ -669,8 +670,13 @@ impl ClusterCore {
                 },
                 Some(cluster),
             ) => {
-                if self.cluster.is_some() {
-                    return;
+                match self.cluster {
+                    Some(ours) if ours != cluster && leader.is_some() && self.orphaned(now) => {
+                        warn!(ours = %ours, theirs = %cluster, "this cluster has had no leader for silent_member_timeout and another cluster of the service has one; leaving it to join that one");
+                        self.become_fresh();
+                    }
+                    Some(_) => return,
+                    None => {}
                 }
                 self.admin.member_seen_at = Some(now);
                 if let Some(snap) = your_config {
@@ -758,24 +764,7 @@ impl ClusterCore {
             return;
         }
         if self.cluster.is_none() {
-            // Probe a bounded number of listed peers per round, those never answered
-            // first, so that a thousand fresh pods do not probe each other all at once.
-            let mut addrs: Vec<(bool, Address)> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.listed)
-                .map(|(a, p)| (p.id.is_some(), a.clone()))
-                .collect();
-            let fanout = PROBE_FANOUT.max(addrs.len().div_ceil(PROBE_SWEEP_ROUNDS));
-            if addrs.len() > fanout {
-                let start = self.rng.range(0, addrs.len() as u64) as usize;
-                addrs.rotate_left(start);
-                addrs.sort_by_key(|(answered, _)| *answered);
-                addrs.truncate(fanout);
-            }
-            for (_, addr) in addrs {
-                self.probe(now, addr);
-            }
+            self.probe_round(now);
             // A cluster none of whose members has answered for a while is gone (every
             // member was replaced at once): stop waiting to join it.
             let abandon = self.cfg.bootstrap_timeout * 2;
@@ -797,6 +786,9 @@ impl ClusterCore {
             }
             return;
         }
+        if self.orphaned(now) {
+            self.probe_round(now);
+        }
         if self.wants_to_join(now) {
             // In a cluster: the leader it follows or, failing that, every member it
             // knows (non-leaders redirect). A joiner's old hint may be long dead.
@@ -815,6 +807,63 @@ impl ClusterCore {
                 self.send_join(id, addr);
             }
         }
+    }
+
+    /// Probes a bounded number of listed peers, those never answered first, so that a
+    /// thousand fresh pods do not probe each other all at once.
+    fn probe_round(&mut self, now: Instant) {
+        let mut addrs: Vec<(bool, Address)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.listed)
+            .map(|(a, p)| (p.id.is_some(), a.clone()))
+            .collect();
+        let fanout = PROBE_FANOUT.max(addrs.len().div_ceil(PROBE_SWEEP_ROUNDS));
+        if addrs.len() > fanout {
+            let start = self.rng.range(0, addrs.len() as u64) as usize;
+            addrs.rotate_left(start);
+            addrs.sort_by_key(|(answered, _)| *answered);
+            addrs.truncate(fanout);
+        }
+        for (_, addr) in addrs {
+            self.probe(now, addr);
+        }
+    }
+
+    /// Whether this member has heard from no leader for `silent_member_timeout`: its
+    /// cluster may be gone for good (most of its voters replaced while it was cut
+    /// off). Such a member probes its peers and moves to a cluster that has a leader.
+    fn orphaned(&self, now: Instant) -> bool {
+        let Some(limit) = self.cfg.silent_member_timeout else {
+            return false;
+        };
+        self.cluster.is_some()
+            && !matches!(self.role, RaftRole::Leader(_))
+            && self.leaving.is_none()
+            && self
+                .last_leader_contact
+                .is_none_or(|t| now.saturating_duration_since(t) >= limit)
+    }
+
+    /// Forgets the cluster: back to a fresh node with the same id.
+    fn become_fresh(&mut self) {
+        let empty = Snapshot {
+            index: 0,
+            term: 0,
+            membership: Membership::default(),
+        };
+        self.cluster = None;
+        // Terms and votes belong to the cluster left behind; the next cluster's terms
+        // start afresh for this node (it has cast no vote in them).
+        self.term = 0;
+        self.voted_for = None;
+        self.log = Log::new(empty);
+        self.role = RaftRole::Follower;
+        self.leader = None;
+        self.election_deadline = Instant::MAX;
+        self.last_leader_contact = None;
+        self.boot.clear();
+        self.members_dirty = true;
     }
 
     /// A node in a cluster wants to (re-)join when it is not in the configuration it
