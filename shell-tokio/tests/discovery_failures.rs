@@ -130,7 +130,13 @@ async fn bridge_failure_and_empty_answer_leave_members_unchanged() {
     assert!(after > before, "no discovery failure reached the shell");
 
     user.mode.store(EMPTY, Ordering::SeqCst);
-    hold_members(&rest, &all, 4 * GRACE, "user DiscoveryService answering empty").await;
+    hold_members(
+        &rest,
+        &all,
+        4 * GRACE,
+        "user DiscoveryService answering empty",
+    )
+    .await;
 
     // Control: the service lists the survivors only; the crashed node is removed.
     let kept: Vec<SocketAddr> = (0..3).filter(|&i| i != v).map(|i| addrs[i]).collect();
@@ -158,7 +164,10 @@ async fn static_source_never_fails_and_keeps_members() {
         .join(",");
     let source = Arc::new(StaticDiscovery::parse_list(&list).expect("a valid list"));
     for _ in 0..1000 {
-        let snap = source.snapshot().await.expect("a static source never fails");
+        let snap = source
+            .snapshot()
+            .await
+            .expect("a static source never fails");
         let got: Vec<SocketAddr> = snap.iter().map(|i| i.addr).collect();
         assert_eq!(sorted(&got), sorted(&addrs));
     }

@@ -96,7 +96,10 @@ async fn k8s_api_failures_leave_members_unchanged() {
     api.set_list_failure(Some(500));
     api.gone();
     hold_members(&rest, &all, 4 * GRACE, "API server answering 500").await;
-    assert!(failures(&rest) > before, "no discovery failure reached the shell");
+    assert!(
+        failures(&rest) > before,
+        "no discovery failure reached the shell"
+    );
     let before = failures(&rest);
     api.set_list_failure(Some(401));
     hold_members(&rest, &all, 4 * GRACE, "API server answering 401").await;
@@ -131,7 +134,13 @@ async fn k8s_no_ready_endpoint_leaves_members_unchanged() {
 async fn k8s_watch_event_to_core_latency() {
     init_tracing();
     let api = FakeApi::start().await;
-    let new_pods = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15"];
+    let new_pods = [
+        "127.0.0.11",
+        "127.0.0.12",
+        "127.0.0.13",
+        "127.0.0.14",
+        "127.0.0.15",
+    ];
     let mut ips = vec!["127.0.0.1"];
     ips.extend(new_pods);
     let (port, mut ls) = listeners_same_port(&ips).await;

@@ -345,7 +345,10 @@ pub async fn respond(
     w.flush().await
 }
 
-pub async fn write_chunk(w: &mut tokio::net::tcp::OwnedWriteHalf, line: &str) -> std::io::Result<()> {
+pub async fn write_chunk(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    line: &str,
+) -> std::io::Result<()> {
     let data = format!("{line}\n");
     w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
         .await?;
@@ -374,4 +377,3 @@ pub fn slice_with_port(name: &str, endpoints: &[(&str, &str, bool, bool)], port:
            "ports":[{"name":"metrics","port":9090,"protocol":"TCP"},{"name":"cluster","port":port,"protocol":"TCP"}],
            "endpoints":endpoints})
 }
-

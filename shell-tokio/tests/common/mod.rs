@@ -87,7 +87,11 @@ pub fn test_config() -> Config {
 
 /// The committed member addresses in `node`'s view, sorted.
 pub fn member_addrs(node: &Cluster) -> Vec<String> {
-    let mut v: Vec<String> = node.members().into_iter().map(|m| m.addr.to_string()).collect();
+    let mut v: Vec<String> = node
+        .members()
+        .into_iter()
+        .map(|m| m.addr.to_string())
+        .collect();
     v.sort();
     v
 }
