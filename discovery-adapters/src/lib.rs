@@ -49,6 +49,11 @@ pub use stream::{SnapshotSender, SnapshotStream};
 
 #[cfg(feature = "dns")]
 pub use dns::{DnsConfig, DnsDiscovery, DnsQuery, IpFamily};
+/// The kube-rs crate the Kubernetes source is built on, re-exported so an application
+/// (or a test) can build a `kube::Client` of exactly the version
+/// [`KubernetesDiscovery::new`] takes.
+#[cfg(feature = "kubernetes")]
+pub use kube;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesConfig, KubernetesDiscovery, PortSelector};
 
