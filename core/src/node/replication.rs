@@ -356,24 +356,12 @@ impl ClusterCore {
             // A fresh node has no log: ask for a snapshot, which it will judge.
             if self.may_adopt(cluster) {
                 // The leader's term, so that the leader does not discard it as stale.
-                let reply = AppendReply {
-                    term: a.term,
-                    success: false,
-                    index: 0,
-                    sent_at: a.sent_at,
-                };
-                self.send(from_addr, Some(from), Message::AppendReply(reply));
+                self.refuse_append(from, from_addr, a.term, a.sent_at);
             }
             return Ok(());
         }
         if !self.accept_leader(now, from, &from_addr, a.term) {
-            let reply = AppendReply {
-                term: self.term,
-                success: false,
-                index: 0,
-                sent_at: a.sent_at,
-            };
-            self.send(from_addr, Some(from), Message::AppendReply(reply));
+            self.refuse_append(from, from_addr, self.term, a.sent_at);
             return Ok(());
         }
         let reply = match self.log.matches(a.prev_index, a.prev_term) {
@@ -407,6 +395,18 @@ impl ClusterCore {
         };
         self.send(from_addr, Some(from), Message::AppendReply(reply));
         Ok(())
+    }
+
+    /// Answers an append or snapshot it will not store, asking the sender to start
+    /// over from the beginning (or, with a higher term, to step down).
+    fn refuse_append(&mut self, to: NodeId, addr: Address, term: u64, sent_at: Instant) {
+        let reply = AppendReply {
+            term,
+            success: false,
+            index: 0,
+            sent_at,
+        };
+        self.send(addr, Some(to), Message::AppendReply(reply));
     }
 
     fn may_adopt(&self, cluster: Option<ClusterId>) -> bool {
@@ -444,13 +444,7 @@ impl ClusterCore {
             );
         }
         if !self.accept_leader(now, from, &from_addr, s.term) {
-            let reply = AppendReply {
-                term: self.term,
-                success: false,
-                index: 0,
-                sent_at: s.sent_at,
-            };
-            self.send(from_addr, Some(from), Message::AppendReply(reply));
+            self.refuse_append(from, from_addr, self.term, s.sent_at);
             return Ok(());
         }
         let before = self.log.effective().contains(self.me.id);
