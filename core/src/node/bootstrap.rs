@@ -81,28 +81,21 @@ impl ClusterCore {
         if fresh.len() + 1 < self.cfg.min_nodes {
             return;
         }
-        // Join rather than found: not while a member of a cluster answered recently,
-        // nor while a listed peer has never answered: it may be a paused member of a
-        // cluster, perhaps its only one. It gets `silent_member_timeout` to answer.
-        if self
-            .admin
-            .member_seen_at
-            .is_some_and(|t| now.saturating_duration_since(t) <= recent)
-        {
-            return;
-        }
+        // Join rather than found: a listed peer that answered as a member of a
+        // cluster, or never answered at all, may be a member cut off or paused (perhaps
+        // a primary). It must have been silent for `silent_member_timeout` first.
         let patience = self
             .cfg
             .silent_member_timeout
             .unwrap_or(self.cfg.removal_grace)
             .max(self.cfg.probe_interval * 2);
-        let unheard = self.peers.values().any(|p| {
+        let maybe_member_nearby = self.peers.values().any(|p| {
+            let last_sign = p.answered_at.max(p.first_probed_at);
             p.listed
-                && p.answered_at.is_none()
-                && p.first_probed_at
-                    .is_none_or(|t| now.saturating_duration_since(t) < patience)
+                && !p.fresh
+                && last_sign.is_none_or(|t| now.saturating_duration_since(t) < patience)
         });
-        if unheard {
+        if maybe_member_nearby {
             return;
         }
         if fresh
