@@ -131,19 +131,15 @@ fn run(seed: u64) -> (Net, Vec<String>) {
     (net, log)
 }
 
-/// Whether liveness is owed: a majority of the latest committed voters is alive,
+/// Whether liveness is owed: a majority of the voters in the configuration of the
+/// most up-to-date log (the one an election must respect) is alive,
 /// or no cluster formed yet while `min_nodes` fresh nodes are alive.
 fn liveness_owed(net: &Net) -> bool {
     let live: Vec<usize> = net.live().collect();
     let latest = live
         .iter()
         .filter(|s| net.nodes[**s].core.cluster().is_some())
-        .max_by_key(|s| {
-            (
-                net.nodes[**s].core.term(),
-                net.nodes[**s].core.commit_index(),
-            )
-        });
+        .max_by_key(|s| net.nodes[**s].core.last_log_id());
     match latest {
         Some(s) => {
             // The configuration in force is the effective one (Raft uses the latest

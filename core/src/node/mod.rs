@@ -357,6 +357,12 @@ impl ClusterCore {
         self.log.commit_index()
     }
 
+    /// The (term, index) of the last entry in this node's log, committed or not: the
+    /// position Raft's election restriction compares.
+    pub fn last_log_id(&self) -> (u64, u64) {
+        (self.log.last_term(), self.log.last_index())
+    }
+
     /// Whether this node has finished leaving.
     pub fn has_left(&self) -> bool {
         self.left
