@@ -426,3 +426,30 @@ fn a_node_that_left_handles_nothing_more() {
     assert_eq!(net.nodes[f].core.status(now).role, Role::Inactive);
     assert_eq!(net.nodes[f].core.poll_timeout(), None);
 }
+
+#[test]
+fn a_leave_that_would_break_the_live_majority_waits_for_a_promotion() {
+    // Voters a, b, c and one non-voter d (parity keeps it a non-voter). Voter b dies
+    // but stays listed, so it stays a member. Then voter c leaves: removing c first
+    // would leave {a, b-dead}, no live majority. The leader must promote d first.
+    let mut net = Net::with_nodes(42, Config::fast_test(), 4);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(300);
+    let p = net.the_primary().unwrap();
+    let m = net.nodes[p].core.members().clone();
+    assert_eq!((m.members.len(), m.voter_count()), (4, 3));
+    let voters: Vec<usize> = (0..4)
+        .filter(|s| *s != p && m.is_voter(net.nodes[*s].core.identity().id))
+        .collect();
+    net.crash(voters[0]);
+    net.run_for(20);
+    net.leave(voters[1]);
+    net.run_for(1_500);
+    assert!(net.nodes[voters[1]].left);
+    let p = net
+        .the_primary()
+        .unwrap_or_else(|| panic!("no primary after the leave\n{}", net.trace_text()));
+    let m = net.nodes[p].core.members();
+    assert!(!m.contains(net.nodes[voters[1]].core.identity().id));
+    assert_eq!(m.voter_count(), 3, "the non-voter was promoted");
+}

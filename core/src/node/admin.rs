@@ -188,36 +188,44 @@ impl ClusterCore {
         if let Some((_, id)) = dead {
             return Some(Change::Remove { id });
         }
-        // A leaving member goes next, unless removing it would leave the remaining
-        // voters without a live majority while a promotion or a join could first
-        // restore one (the leaver keeps answering until its removal commits).
-        let leaver = self.admin.leaves.first().copied();
-        let leave_now = leaver.filter(|id| self.removal_keeps_live_quorum(now, *id));
-        if let Some(id) = leave_now {
-            return Some(Change::Remove { id });
-        }
-        // Promote a caught-up, responsive non-voter while there is room (P9), keeping
-        // the voter count odd: an even count tolerates no more failures than one
-        // fewer, and a promotion that cannot commit (the promoted member dies at
-        // once) would leave a majority harder to reach. So a promotion to an even
-        // count happens only when a second candidate can follow straight away.
+        // Promotion candidates: caught-up, responsive non-voters, while there is room
+        // for another voter (P9).
         let voters = cfg.voter_count();
-        if voters < self.cfg.max_voters {
-            let commit = self.log.commit_index();
-            let window = self.cfg.election_timeout_min;
-            let mut ready = cfg.members.iter().filter(|(id, m)| {
-                !m.voter
-                    && l.progress.get(id).is_some_and(|p| {
-                        p.matched >= commit && now.saturating_duration_since(p.last_heard) < window
-                    })
-            });
-            let first = ready.next().map(|(id, _)| *id);
-            let second = ready.next().is_some();
-            let to_odd = (voters + 1) % 2 == 1;
-            let pair_fits = second && voters + 2 <= self.cfg.max_voters;
-            if let Some(id) = first.filter(|_| to_odd || pair_fits) {
+        let commit = self.log.commit_index();
+        let window = self.cfg.election_timeout_min;
+        let mut ready = cfg.members.iter().filter(|(id, m)| {
+            !m.voter
+                && l.progress.get(id).is_some_and(|p| {
+                    p.matched >= commit && now.saturating_duration_since(p.last_heard) < window
+                })
+        });
+        let first = ready
+            .next()
+            .map(|(id, _)| *id)
+            .filter(|_| voters < self.cfg.max_voters);
+        let second = ready.next().is_some();
+        // A leaving voter is replaced before it is removed: promote a ready non-voter
+        // first, so that a voter that died unnoticed just before cannot leave the
+        // remaining voters without a live majority (the simulator found this race).
+        let leaver = self.admin.leaves.first().copied();
+        if let (Some(leaving), Some(id)) = (leaver, first) {
+            if cfg.is_voter(leaving) {
                 return Some(Change::Promote { id });
             }
+        }
+        // Then the leaver goes, unless the voters left would have no live majority
+        // while a join could still restore one (it keeps answering until then).
+        if let Some(id) = leaver.filter(|id| self.removal_keeps_live_quorum(now, *id)) {
+            return Some(Change::Remove { id });
+        }
+        // Otherwise promote, keeping the voter count odd: an even count tolerates no
+        // more failures than one fewer, and a promotion that cannot commit (the
+        // promoted member dies at once) leaves a majority harder to reach. So a
+        // promotion to an even count happens only when a second candidate can follow.
+        let to_odd = (voters + 1) % 2 == 1;
+        let pair_fits = second && voters + 2 <= self.cfg.max_voters;
+        if let Some(id) = first.filter(|_| to_odd || pair_fits) {
+            return Some(Change::Promote { id });
         }
         if let Some((id, (addr, name))) = self.admin.joins.pop_first() {
             return Some(Change::AddLearner { id, addr, name });
