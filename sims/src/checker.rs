@@ -292,28 +292,43 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     }
     if let Some(l) = liveness {
         let tl = agreement_timeline(trace, true);
-        match tl.last() {
-            Some((t, Some(_))) => {
-                let from = (*t).max(l.last_fault_ns);
-                if from > l.last_fault_ns + l.bound_ns {
-                    v.push(Violation {
-                        at_ms: ms(*t),
-                        what: format!(
-                            "liveness: agreed primary only {} ms after the last fault (bound {} ms)",
-                            ms(from - l.last_fault_ns),
-                            ms(l.bound_ns)
-                        ),
-                    });
-                }
-            }
-            _ => v.push(Violation {
+        // The first agreement at or after the last fault (an agreement that was already in
+        // force at the fault counts from the fault).
+        let first = tl
+            .iter()
+            .enumerate()
+            .filter(|(i, (t, a))| {
+                a.is_some()
+                    && (*t >= l.last_fault_ns
+                        || tl.get(i + 1).is_none_or(|n| n.0 > l.last_fault_ns))
+            })
+            .map(|(_, (t, _))| (*t).max(l.last_fault_ns))
+            .next();
+        match first {
+            Some(t) if t > l.last_fault_ns + l.bound_ns => v.push(Violation {
+                at_ms: ms(t),
+                what: format!(
+                    "liveness: agreed primary only {} ms after the last fault (bound {} ms)",
+                    ms(t - l.last_fault_ns),
+                    ms(l.bound_ns)
+                ),
+            }),
+            Some(_) => {}
+            None => v.push(Violation {
                 at_ms: ms(trace.end_ns),
                 what: format!(
-                    "liveness: no primary agreed by every live member at the end ({} ms after the last fault, bound {} ms)",
+                    "liveness: no primary agreed by every live member within {} ms after the last fault (bound {} ms)",
                     ms(trace.end_ns.saturating_sub(l.last_fault_ns)),
                     ms(l.bound_ns)
                 ),
             }),
+        }
+        if first.is_some() && !tl.last().is_some_and(|x| x.1.is_some()) {
+            v.push(Violation {
+                at_ms: ms(trace.end_ns),
+                what: "liveness: the live members no longer agree on one primary and member list at the end"
+                    .into(),
+            });
         }
     }
     v

@@ -93,7 +93,11 @@ impl Scenario {
 
     /// The protocol configuration it runs with (the default, `Config::datacenter`).
     pub fn config(self) -> Config {
-        Config::datacenter()
+        match self {
+            // P4: min_nodes above half the replicas that can take part in bootstrap.
+            Scenario::HundredMembers => Config::datacenter().with_min_nodes(51),
+            _ => Config::datacenter(),
+        }
     }
 
     /// Recorder options.
@@ -227,18 +231,9 @@ impl Ctx {
         loop {
             let views = self.c.views();
             let now = self.c.now_ns();
-            let prim: Vec<_> = views
-                .iter()
-                .filter(|(_, v)| v.lease_valid && v.lease_end_ns.is_some_and(|e| e > now))
-                .collect();
-            if let [(slot, p)] = prim.as_slice() {
-                let agreed = views
-                    .iter()
-                    .filter(|(_, v)| v.cluster.is_some())
-                    .all(|(_, v)| v.id == p.id || v.primary == Some(p.id));
-                if agreed {
-                    return Some(*slot);
-                }
+            let live = views.iter().map(|(_, v)| v);
+            if let Some(id) = crate::checker::agreed_primary(live, now, true) {
+                return views.iter().find(|(_, v)| v.id == id).map(|(s, _)| *s);
             }
             if waited >= max_ms {
                 return None;
@@ -408,7 +403,7 @@ async fn scale(s: &mut Ctx) {
     for _ in 0..4 {
         let slot = s.pods.pop().expect("pods");
         s.c.leave(slot);
-        s.fault("failover: scale down: pod leaves");
+        s.fault("scale down: pod leaves");
         s.sleep_rand(1_000, 2_000).await;
         s.c.kill(slot, true);
     }
