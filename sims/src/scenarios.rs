@@ -484,6 +484,11 @@ async fn chaos(s: &mut Ctx) {
         return;
     }
     let end = s.c.now_ns() + 30_000_000_000;
+    // A restarted pod leaves its old identity in the configuration until the leader
+    // replaces it; restarting a majority of voters before that happens loses quorum for
+    // good (outside the liveness assumption), so restarts are spaced out.
+    let spacing = u64::try_from(s.c.config().removal_grace.as_nanos()).unwrap_or(0) + 5_000_000_000;
+    let mut last_restart: Option<u64> = None;
     while s.c.now_ns() < end {
         let pods = s.pods.clone();
         let victim = pods[s.range(0, pods.len() as u64) as usize];
@@ -506,10 +511,12 @@ async fn chaos(s: &mut Ctx) {
                 s.c.resume(victim);
                 s.fault("resume");
             }
-            3 => {
+            3 if last_restart.is_none_or(|t| s.c.now_ns() > t + spacing) => {
+                last_restart = Some(s.c.now_ns());
                 s.c.restart(victim);
                 s.fault("restart (new identity)");
             }
+            3 => {}
             4 => {
                 s.c.set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
                 s.fault("lossy network");
