@@ -1,0 +1,44 @@
+//! Mounting the cluster service into an existing axum application: the node opens no
+//! listener of its own; peers post to the application's port.
+//!
+//! ```text
+//! cargo run -p cluster-mode --example axum_mount -- 127.0.0.1:7001 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+//! ```
+//! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`.
+
+use axum::routing::get;
+use axum::Router;
+use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
+use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:7001".into());
+    let peers = args.next().unwrap_or_else(|| listen.clone());
+    let cluster = ClusterBuilder::new(Arc::new(StaticDiscovery::parse_list(&peers)?))
+        .mounted()
+        .advertise(listen.clone())
+        .config(Config::default().with_min_nodes(if peers.contains(',') { 2 } else { 1 }))
+        .start()
+        .await?;
+
+    let handle = cluster.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let c = handle.clone();
+                async move { format!("role: {:?}\n", c.role()) }
+            }),
+        )
+        // The whole cluster protocol and status endpoint: one line each.
+        .route_service(PATH_MESSAGE, cluster.service())
+        .route_service(PATH_STATUS, cluster.service());
+
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("serving the app and the cluster on {listen}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! The [`Cluster`] handle and its [`ClusterBuilder`].
+
+use crate::clock::{Clock, SystemClock};
+use crate::driver::{
+    spawn_driver, ClusterEvent, Control, DriverHandle, DriverParts, Inbox, NodeState, Subscribers,
+};
+use crate::mac::Secret;
+use crate::metrics::{CounterSnapshot, Counters};
+use crate::server::{serve, ClusterService, DEFAULT_MAX_BODY};
+use crate::transport::{HttpTransport, TransportOptions};
+use cluster_mode_core::{
+    ClusterCore, Config, ConfigError, FencingToken, Identity, MemberStatus, NodeId, PrimaryInfo,
+    Role, Status,
+};
+use cluster_mode_discovery::Discovery;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why [`ClusterBuilder::start`] failed. Nothing is left running.
+#[derive(Debug)]
+pub enum StartError {
+    /// No discovery source was given.
+    NoDiscovery,
+    /// The configuration is invalid (the field is named).
+    Config(ConfigError),
+    /// The listen address could not be bound.
+    Bind(std::io::Error),
+    /// No address peers can reach this node at: give [`ClusterBuilder::advertise`]
+    /// when listening on an unspecified address (`0.0.0.0`) or when mounted.
+    NoAdvertiseAddress,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::NoDiscovery => write!(f, "no discovery source given"),
+            StartError::Config(e) => write!(f, "invalid config: {e}"),
+            StartError::Bind(e) => write!(f, "cannot bind the cluster listener: {e}"),
+            StartError::NoAdvertiseAddress => write!(
+                f,
+                "no advertised address: set one when listening on 0.0.0.0 or when mounted"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+enum Listen {
+    Addr(SocketAddr),
+    Listener(tokio::net::TcpListener),
+    Mounted,
+}
+
+/// Configures and starts a cluster node.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
+/// use std::sync::Arc;
+///
+/// let peers = StaticDiscovery::parse_list("10.0.0.1:7946,10.0.0.2:7946,10.0.0.3:7946")?;
+/// let cluster = ClusterBuilder::new(Arc::new(peers))
+///     .listen("0.0.0.0:7946".parse()?)
+///     .advertise("10.0.0.1:7946")
+///     .config(Config::default())
+///     .start()
+///     .await?;
+/// if cluster.is_primary() {
+///     // run the singleton job
+/// }
+/// # Ok(()) }
+/// ```
+pub struct ClusterBuilder {
+    discovery: Option<Arc<dyn Discovery>>,
+    listen: Listen,
+    advertise: Option<String>,
+    name: Option<String>,
+    config: Config,
+    secret: Option<Secret>,
+    transport: TransportOptions,
+    clock: Option<Arc<dyn Clock>>,
+    discovery_interval: Option<Duration>,
+    max_body: usize,
+}
+
+impl ClusterBuilder {
+    /// A builder finding peers through `discovery`, listening on `0.0.0.0:7946` by
+    /// default, with [`Config::default`].
+    pub fn new(discovery: Arc<dyn Discovery>) -> Self {
+        ClusterBuilder {
+            discovery: Some(discovery),
+            listen: Listen::Addr(SocketAddr::from(([0, 0, 0, 0], 7946))),
+            advertise: None,
+            name: None,
+            config: Config::default(),
+            secret: None,
+            transport: TransportOptions::default(),
+            clock: None,
+            discovery_interval: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Listens on `addr` (port 0 picks a free port; see [`Cluster::local_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Listen::Addr(addr);
+        self
+    }
+
+    /// Serves on an already bound listener.
+    pub fn listener(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.listen = Listen::Listener(listener);
+        self
+    }
+
+    /// Opens no listener: the application mounts [`Cluster::service`] in its own
+    /// server at [`crate::server::PATH_MESSAGE`]. Needs [`advertise`](Self::advertise).
+    pub fn mounted(mut self) -> Self {
+        self.listen = Listen::Mounted;
+        self
+    }
+
+    /// The `host:port` peers reach this node at. It must be written exactly as
+    /// discovery lists this node (for example `10.0.0.7:7946`).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// A human-readable name (a pod name, say) shown in status and logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The protocol timing and membership settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A shared secret: every message is signed with HMAC-SHA256 and unsigned or
+    /// wrongly signed messages are refused (401).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// Transport tuning (queue length, requests in flight, request timeout).
+    pub fn transport_options(mut self, opts: TransportOptions) -> Self {
+        self.transport = opts;
+        self
+    }
+
+    /// The node's clock (a simulation can give each node its own drifting clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Polls discovery this often instead of the source's own interval.
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery_interval = Some(interval);
+        self
+    }
+
+    /// The largest accepted request body (default 64 KiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Binds the listener (unless mounted), spawns the loop and the server, and
+    /// returns the handle. The node starts discovering at once.
+    pub async fn start(self) -> Result<Cluster, StartError> {
+        let discovery = self.discovery.ok_or(StartError::NoDiscovery)?;
+        self.config.validate().map_err(StartError::Config)?;
+        let listener = match self.listen {
+            Listen::Addr(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(StartError::Bind)?),
+            Listen::Listener(l) => Some(l),
+            Listen::Mounted => None,
+        };
+        let local_addr = match &listener {
+            Some(l) => Some(l.local_addr().map_err(StartError::Bind)?),
+            None => None,
+        };
+        let advertise = match (self.advertise, local_addr) {
+            (Some(a), _) => a,
+            (None, Some(a)) if !a.ip().is_unspecified() => a.to_string(),
+            _ => return Err(StartError::NoAdvertiseAddress),
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let id = crate::fresh_node_id();
+        let mut identity = Identity::new(id, advertise.as_str());
+        if let Some(n) = self.name {
+            identity = identity.with_name(n);
+        }
+        let core = ClusterCore::new(identity, self.config, rand::random::<u64>(), clock.now())
+            .map_err(StartError::Config)?;
+        let counters = Arc::new(Counters::default());
+        let (inbox, inbox_rx) = Inbox::channel(1024);
+        let transport =
+            HttpTransport::new(inbox.clone(), counters.clone(), self.secret.clone(), self.transport);
+        let subscribers = Subscribers::default();
+        let driver = spawn_driver(DriverParts {
+            core,
+            clock: clock.clone(),
+            transport: Arc::new(transport),
+            discovery,
+            discovery_interval: self.discovery_interval,
+            inbox: inbox_rx,
+            counters: counters.clone(),
+            subscribers: subscribers.clone(),
+        });
+        let service = ClusterService::new(
+            inbox,
+            driver.state.clone(),
+            clock.clone(),
+            counters.clone(),
+            self.secret,
+            self.max_body,
+            advertise.clone(),
+        );
+        let server = listener.map(|l| tokio::spawn(serve(l, service.clone(), counters.clone())));
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                driver,
+                clock,
+                subscribers,
+                service,
+                counters,
+                advertise,
+                local_addr,
+                server: Mutex::new(server),
+            }),
+        })
+    }
+}
+
+/// A running cluster node. Cheap to clone; every clone is the same node.
+///
+/// Role queries are synchronous and cheap: they read the view the loop last
+/// published (a `tokio::sync::watch`) and judge the primary lease against the node's
+/// clock at the moment of the call. Dropping the handles does not stop the node: call
+/// [`leave`](Self::leave) (graceful) or [`shutdown`](Self::shutdown).
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    driver: DriverHandle,
+    clock: Arc<dyn Clock>,
+    subscribers: Subscribers,
+    service: ClusterService,
+    counters: Arc<Counters>,
+    advertise: String,
+    local_addr: Option<SocketAddr>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id())
+            .field("address", &self.inner.advertise)
+            .finish()
+    }
+}
+
+/// Every change of one node, in order, none dropped. Get one with
+/// [`Cluster::subscribe`]; it sees the changes after it was made (read the current
+/// state with [`Cluster::status`]).
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<ClusterEvent>,
+}
+
+impl Subscription {
+    /// The next change; `None` once the node has stopped and every change was read.
+    pub async fn next(&mut self) -> Option<ClusterEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next change if one is waiting.
+    pub fn try_next(&mut self) -> Option<ClusterEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Cluster {
+    /// A builder; see [`ClusterBuilder`].
+    pub fn builder(discovery: Arc<dyn Discovery>) -> ClusterBuilder {
+        ClusterBuilder::new(discovery)
+    }
+
+    /// This process's node id (fresh at every start).
+    pub fn id(&self) -> NodeId {
+        self.inner.driver.id
+    }
+
+    /// The address peers reach this node at.
+    pub fn address(&self) -> &str {
+        &self.inner.advertise
+    }
+
+    /// The address of the library's own listener, if it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    fn state(&self) -> watch::Ref<'_, NodeState> {
+        self.inner.driver.state.borrow()
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.status().role
+    }
+
+    /// Whether this node is primary now: the leader holding a lease that a majority
+    /// acknowledged, checked against the clock at this call. A primary that was paused
+    /// past its lease answers `false` when it resumes.
+    pub fn is_primary(&self) -> bool {
+        let now = self.inner.clock.now();
+        self.state().is_primary_at(now)
+    }
+
+    /// Whether this node follows a known primary.
+    pub fn is_secondary(&self) -> bool {
+        self.role() == Role::Secondary
+    }
+
+    /// Whether this node is in a cluster (primary, secondary or candidate).
+    pub fn is_active(&self) -> bool {
+        matches!(self.role(), Role::Primary | Role::Secondary | Role::Candidate)
+    }
+
+    /// The primary this node knows of (itself only while its lease is valid).
+    pub fn primary(&self) -> Option<PrimaryInfo> {
+        let s = self.status();
+        match s.primary {
+            Some(p) if p.id == s.id && s.role != Role::Primary => None,
+            other => other,
+        }
+    }
+
+    /// The committed members.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.state().status.members.clone()
+    }
+
+    /// The committed members other than the primary this node knows of.
+    pub fn secondaries(&self) -> Vec<MemberStatus> {
+        let s = self.status();
+        let primary = s.primary.map(|p| p.id);
+        s.members.into_iter().filter(|m| Some(m.id) != primary).collect()
+    }
+
+    /// The fencing token (P7), while this node is primary.
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        let now = self.inner.clock.now();
+        self.state().fencing_token_at(now)
+    }
+
+    /// The node's view, judged now.
+    pub fn status(&self) -> Status {
+        let now = self.inner.clock.now();
+        self.state().status_at(now)
+    }
+
+    /// A `watch` of the node's view as the loop publishes it.
+    pub fn watch(&self) -> watch::Receiver<NodeState> {
+        self.inner.driver.state.clone()
+    }
+
+    /// Every role, primary and membership change from now on, in order.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { rx: self.inner.subscribers.subscribe() }
+    }
+
+    /// The HTTP service (messages and status) to mount in an application's server.
+    pub fn service(&self) -> ClusterService {
+        self.inner.service.clone()
+    }
+
+    /// The shell's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.inner.counters.snapshot()
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// Leaves gracefully: a primary first hands leadership to an up-to-date member,
+    /// then the node is removed from the configuration; then the node stops. Returns
+    /// when done (bounded by `Config::leave_timeout`).
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.driver.control.send(Control::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops at once without leaving, as a crash would (the others fail over).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.driver.control.send(Control::Stop).await;
+        let server = self.inner.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = server {
+            s.abort();
+        }
+        let mut state = self.inner.driver.state.clone();
+        let _ = state.wait_for(|s| s.stopped).await;
+    }
+}

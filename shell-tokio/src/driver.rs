@@ -1,0 +1,502 @@
+//! The driving loop, written once for tokio and for madsim.
+//!
+//! One task owns the [`ClusterCore`]. It waits (with `select!`, biased) for the core's
+//! next timeout, a control request from a [`crate::Cluster`] handle, an envelope or a
+//! delivery failure from the transport ([`Inbox`]), or a discovery answer; hands the
+//! event to the core; then applies every command the core emits, in order:
+//!
+//! - `Send` goes to [`Transport::send`], which must not block (it queues);
+//! - `RoleChanged`, `MembersChanged` and `LeaveFinished` go to every subscriber, in
+//!   order, none dropped (unbounded per-subscriber queues: a subscriber that never
+//!   reads grows its own queue, nothing else);
+//!
+//! and finally publishes the node's view to a `tokio::sync::watch` ([`NodeState`]).
+//!
+//! Everything here uses only `tokio::{spawn, time, sync, select}`, which madsim-tokio
+//! simulates when built with `--cfg madsim`, so a simulation reuses this loop with its
+//! own [`Transport`] (datagrams, say) and its own [`Clock`] (drifting, say).
+
+use crate::clock::Clock;
+use crate::metrics::{bump, Counters};
+use cluster_mode_core::{
+    Address, ClusterCore, Command, Discovered, Envelope, FencingToken, Input, Instant, Member,
+    NodeId, PrimaryInfo, Rejected, Role, Status,
+};
+use cluster_mode_discovery::{Discovery, DiscoveryResult};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Carries envelopes to peers. Implemented by the hyper transport
+/// ([`crate::transport::HttpTransport`]); a simulation can plug a cheaper one.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `env` for delivery to `to` and returns at once. Delivery is best
+    /// effort: when the peer's queue is full the envelope is dropped (and counted).
+    /// A failed delivery should be reported with [`Inbox::unreachable`].
+    fn send(&self, to: &Address, env: Envelope);
+}
+
+/// What a transport hands to the loop.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A received envelope, and where to answer whether the core accepted it.
+    Message {
+        /// The envelope.
+        env: Envelope,
+        /// Receives the core's verdict, if the transport wants it (HTTP does, to pick
+        /// the status code; a datagram transport passes `None`).
+        reply: Option<oneshot::Sender<Result<(), Rejected>>>,
+    },
+    /// A message to this address could not be delivered.
+    Unreachable(Address),
+}
+
+/// Why [`Inbox::deliver`] did not hand an envelope to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliverError {
+    /// The core refused it; its state is unchanged.
+    Rejected(Rejected),
+    /// The loop has stopped (the node left or was shut down).
+    Closed,
+}
+
+/// The sending side of the loop's input queue, held by transports. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    tx: mpsc::Sender<Inbound>,
+}
+
+/// The receiving side of the loop's input queue; pass it to [`DriverParts`].
+#[derive(Debug)]
+pub struct InboxReceiver {
+    rx: mpsc::Receiver<Inbound>,
+}
+
+impl Inbox {
+    /// A bounded queue of `capacity` inputs. When it is full, [`Inbox::deliver`]
+    /// waits (backpressure on the sender's connection) and [`Inbox::try_deliver`]
+    /// drops.
+    pub fn channel(capacity: usize) -> (Inbox, InboxReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Inbox { tx }, InboxReceiver { rx })
+    }
+
+    /// Hands `env` to the core and waits for its verdict.
+    pub async fn deliver(&self, env: Envelope) -> Result<(), DeliverError> {
+        let (reply, verdict) = oneshot::channel();
+        self.tx
+            .send(Inbound::Message { env, reply: Some(reply) })
+            .await
+            .map_err(|_| DeliverError::Closed)?;
+        match verdict.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(r)) => Err(DeliverError::Rejected(r)),
+            Err(_) => Err(DeliverError::Closed),
+        }
+    }
+
+    /// Hands `env` to the core without waiting; returns `false` if the queue was full
+    /// or the loop has stopped (the envelope is then dropped, like a lost datagram).
+    pub fn try_deliver(&self, env: Envelope) -> bool {
+        self.tx.try_send(Inbound::Message { env, reply: None }).is_ok()
+    }
+
+    /// Reports that a message to `addr` could not be delivered. Dropped if the queue
+    /// is full (the core treats it as a hint only).
+    pub fn unreachable(&self, addr: Address) {
+        let _ = self.tx.try_send(Inbound::Unreachable(addr));
+    }
+
+    /// Whether the loop has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// One change, as delivered to subscribers, in the order the core emitted it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClusterEvent {
+    /// The application-facing role or the known primary changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The term.
+        term: u64,
+        /// The primary this node knows of.
+        primary: Option<PrimaryInfo>,
+        /// The node's clock when it changed.
+        at: Instant,
+    },
+    /// The committed member list changed; the full new list.
+    MembersChanged {
+        /// Every member.
+        members: Vec<(NodeId, Member)>,
+        /// The node's clock when it changed.
+        at: Instant,
+    },
+    /// The node has left the cluster (after [`crate::Cluster::leave`]).
+    LeaveFinished {
+        /// The node's clock when it finished.
+        at: Instant,
+    },
+}
+
+/// The node's view as last published by the loop. The lease fields are as of the
+/// publication: use [`NodeState::is_primary_at`] and [`NodeState::status_at`] with the
+/// node's clock to judge them at the moment of asking.
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    /// The core's status as of the last event that changed it.
+    pub status: Status,
+    /// The loop has stopped (left or shut down).
+    pub stopped: bool,
+}
+
+impl NodeState {
+    /// Whether the node holds a valid primary lease at `now` (the node's clock): the
+    /// core said the lease was valid when it last published, and its end is still
+    /// ahead. A primary that was paused past its lease answers `false` on resuming.
+    pub fn is_primary_at(&self, now: Instant) -> bool {
+        !self.stopped
+            && self.status.lease_valid
+            && self.status.lease_until.is_some_and(|until| now < until)
+    }
+
+    /// The fencing token at `now`, if primary then.
+    pub fn fencing_token_at(&self, now: Instant) -> Option<FencingToken> {
+        if self.is_primary_at(now) {
+            self.status.fencing_token
+        } else {
+            None
+        }
+    }
+
+    /// The status with role, lease and fencing token judged at `now`.
+    pub fn status_at(&self, now: Instant) -> Status {
+        let mut s = self.status.clone();
+        let valid = self.is_primary_at(now);
+        s.lease_valid = valid;
+        if !valid {
+            s.fencing_token = None;
+            if s.role == Role::Primary {
+                s.role = Role::Candidate;
+            }
+        }
+        if self.stopped {
+            s.role = Role::Inactive;
+        }
+        s
+    }
+}
+
+/// Registered subscribers; each gets every event after it subscribed.
+#[derive(Clone, Debug, Default)]
+pub struct Subscribers {
+    list: Arc<Mutex<Vec<mpsc::UnboundedSender<ClusterEvent>>>>,
+}
+
+impl Subscribers {
+    /// A new subscription's receiver.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<ClusterEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().push(tx);
+        rx
+    }
+
+    fn publish(&self, ev: &ClusterEvent) {
+        self.lock().retain(|tx| tx.send(ev.clone()).is_ok());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<ClusterEvent>>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A request from a handle to the loop.
+#[derive(Debug)]
+pub enum Control {
+    /// Leave gracefully; the sender is resolved when leaving finished.
+    Leave(oneshot::Sender<()>),
+    /// Stop at once without leaving (like a crash, for tests), or after leaving.
+    Stop,
+}
+
+/// Everything the loop needs.
+pub struct DriverParts {
+    /// The state machine, already created with the node's identity and config.
+    pub core: ClusterCore,
+    /// The node's clock (the one `core` was created with).
+    pub clock: Arc<dyn Clock>,
+    /// Where `Send` commands go.
+    pub transport: Arc<dyn Transport>,
+    /// The discovery source.
+    pub discovery: Arc<dyn Discovery>,
+    /// Poll discovery this often instead of the source's own `poll_interval()`.
+    pub discovery_interval: Option<Duration>,
+    /// Received envelopes and delivery failures.
+    pub inbox: InboxReceiver,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// Subscribers to events.
+    pub subscribers: Subscribers,
+}
+
+/// What [`spawn_driver`] returns: the ways to talk to the running loop.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    /// The node id.
+    pub id: NodeId,
+    /// The latest published view.
+    pub state: watch::Receiver<NodeState>,
+    /// Requests to the loop.
+    pub control: mpsc::Sender<Control>,
+}
+
+/// How long one discovery call may take before it counts as failed.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Spawns the loop (and the discovery task feeding it) on the current runtime.
+pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
+    let now = parts.clock.now();
+    let id = parts.core.identity().id;
+    let (state_tx, state_rx) =
+        watch::channel(NodeState { status: parts.core.status(now), stopped: false });
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (disc_tx, disc_rx) = mpsc::channel(4);
+    let interval = parts.discovery_interval.unwrap_or_else(|| parts.discovery.poll_interval());
+    let disc_task = tokio::spawn(
+        discovery_task(parts.discovery.clone(), interval, disc_tx, parts.counters.clone())
+            .instrument(info_span!("cluster_discovery", node = %id)),
+    );
+    let term = parts.core.term();
+    let driver = Driver {
+        core: parts.core,
+        clock: parts.clock,
+        transport: parts.transport,
+        counters: parts.counters,
+        subscribers: parts.subscribers,
+        state: state_tx,
+        leave_waiters: Vec::new(),
+        span: info_span!("cluster", node = %id, term),
+        last_term: term,
+    };
+    tokio::spawn(async move {
+        driver.run(parts.inbox.rx, control_rx, disc_rx).await;
+        disc_task.abort();
+    });
+    DriverHandle { id, state: state_rx, control: control_tx }
+}
+
+struct Driver {
+    core: ClusterCore,
+    clock: Arc<dyn Clock>,
+    transport: Arc<dyn Transport>,
+    counters: Arc<Counters>,
+    subscribers: Subscribers,
+    state: watch::Sender<NodeState>,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    span: tracing::Span,
+    last_term: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut control: mpsc::Receiver<Control>,
+        mut discovery: mpsc::Receiver<Input>,
+    ) {
+        {
+            let span = self.span.clone();
+            let _e = span.enter();
+            info!(addr = %self.core.identity().addr, "cluster node started");
+            self.after_input();
+        }
+        let mut control_open = true;
+        let mut discovery_open = true;
+        loop {
+            let timeout = self.core.poll_timeout();
+            let deadline = timeout.map(|t| self.clock.deadline(t));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = sleep => {
+                    let _ = self.input(Input::Tick);
+                }
+                ctl = control.recv(), if control_open => match ctl {
+                    Some(Control::Leave(done)) => {
+                        if self.core.has_left() {
+                            let _ = done.send(());
+                        } else {
+                            self.leave_waiters.push(done);
+                            let _ = self.input(Input::Leave);
+                        }
+                    }
+                    Some(Control::Stop) => break,
+                    None => control_open = false,
+                },
+                msg = inbox.recv() => match msg {
+                    Some(Inbound::Message { env, reply }) => {
+                        bump(&self.counters.messages_in);
+                        let r = self.input(Input::Message(env));
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                    }
+                    Some(Inbound::Unreachable(addr)) => {
+                        let _ = self.input(Input::Unreachable(addr));
+                    }
+                    // No transport holds an Inbox any more: nothing can arrive.
+                    None => break,
+                },
+                d = discovery.recv(), if discovery_open => match d {
+                    Some(input) => {
+                        let _ = self.input(input);
+                    }
+                    None => discovery_open = false,
+                },
+            }
+        }
+        self.state.send_modify(|s| s.stopped = true);
+        for w in self.leave_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        let _e = self.span.enter();
+        info!("cluster node stopped");
+    }
+
+    /// Hands one input to the core, applies its commands, publishes the view.
+    fn input(&mut self, input: Input) -> Result<(), Rejected> {
+        // Entered only around synchronous work, never across an await.
+        let span = self.span.clone();
+        let _e = span.enter();
+        let now = self.clock.now();
+        let r = self.core.handle(now, input);
+        if let Err(reason) = &r {
+            debug!(%reason, "message rejected by the core");
+        }
+        self.after_input();
+        r
+    }
+
+    fn after_input(&mut self) {
+        let now = self.clock.now();
+        let term = self.core.term();
+        if term != self.last_term {
+            // A new span per term, so every later line carries the current term.
+            self.last_term = term;
+            self.span = info_span!("cluster", node = %self.core.identity().id, term);
+        }
+        while let Some(cmd) = self.core.poll_command() {
+            match cmd {
+                Command::Send { to, msg } => {
+                    bump(&self.counters.messages_out);
+                    self.transport.send(&to, msg);
+                }
+                Command::RoleChanged { role, term, primary } => {
+                    info!(?role, term, primary = ?primary.as_ref().map(|p| p.id), "role changed");
+                    self.subscribers.publish(&ClusterEvent::RoleChanged {
+                        role,
+                        term,
+                        primary,
+                        at: now,
+                    });
+                }
+                Command::MembersChanged(members) => {
+                    info!(count = members.len(), "members changed");
+                    self.subscribers.publish(&ClusterEvent::MembersChanged { members, at: now });
+                }
+                Command::LeaveFinished => {
+                    info!("left the cluster");
+                    self.subscribers.publish(&ClusterEvent::LeaveFinished { at: now });
+                    for w in self.leave_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+            }
+        }
+        let status = self.core.status(now);
+        self.state.send_if_modified(|s| {
+            if s.status == status {
+                false
+            } else {
+                s.status = status;
+                true
+            }
+        });
+    }
+}
+
+/// Polls discovery (and listens to its push stream, when it has one) and feeds the
+/// loop. An error becomes `Input::DiscoveryFailed`, never an empty list.
+async fn discovery_task(
+    discovery: Arc<dyn Discovery>,
+    interval: Duration,
+    tx: mpsc::Sender<Input>,
+    counters: Arc<Counters>,
+) {
+    let interval = interval.max(Duration::from_millis(10));
+    let mut push = discovery.watch();
+    loop {
+        let result = match tokio::time::timeout(DISCOVERY_TIMEOUT, discovery.snapshot()).await {
+            Ok(r) => to_input(r),
+            Err(_) => Input::DiscoveryFailed(format!(
+                "discovery did not answer within {DISCOVERY_TIMEOUT:?}"
+            )),
+        };
+        if matches!(result, Input::DiscoveryFailed(_)) {
+            bump(&counters.discovery_failures);
+        }
+        if tx.send(result).await.is_err() {
+            return;
+        }
+        let sleep = tokio::time::sleep(interval);
+        tokio::pin!(sleep);
+        loop {
+            let pushed = async {
+                match push.as_mut() {
+                    Some(p) => p.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                r = pushed => match r {
+                    Some(r) => {
+                        let input = to_input(r);
+                        if matches!(input, Input::DiscoveryFailed(_)) {
+                            bump(&counters.discovery_failures);
+                        }
+                        if tx.send(input).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        warn!("discovery push stream ended; polling only");
+                        push = None;
+                    }
+                },
+                _ = &mut sleep => break,
+            }
+        }
+    }
+}
+
+fn to_input(r: DiscoveryResult) -> Input {
+    match r {
+        Ok(list) => Input::Discovery(
+            list.into_iter()
+                .filter(|i| i.ready)
+                .map(|i| Discovered { addr: Address::from(i.addr.to_string()), name: i.name })
+                .collect(),
+        ),
+        Err(e) => Input::DiscoveryFailed(e.to_string()),
+    }
+}

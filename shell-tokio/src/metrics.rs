@@ -1,0 +1,69 @@
+//! Counters of what the shell did and refused, shown in the status JSON.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[$doc:meta] $name:ident),* $(,)?) => {
+        /// Monotonic counters of one node's shell. Cheap to bump from any task.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(#[$doc] pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`Counters`] at one moment, for the status JSON.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct CounterSnapshot {
+            $(#[$doc] pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> CounterSnapshot {
+                CounterSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Envelopes handed to the core from the network.
+    messages_in,
+    /// Envelopes the core asked to send.
+    messages_out,
+    /// Envelopes dropped because the peer's send queue was full.
+    send_queue_full,
+    /// Sends that failed (connect error, timeout, non-2xx answer).
+    send_failed,
+    /// Bytes of envelope bodies sent (without HTTP headers).
+    bytes_out,
+    /// TCP connections this node opened to peers.
+    connections_opened,
+    /// TCP connections accepted by the node's own listener.
+    connections_accepted,
+    /// Requests refused: body over the size limit (413).
+    rejected_too_large,
+    /// Requests refused: not a valid frame (400).
+    rejected_malformed,
+    /// Requests refused: another protocol version (400).
+    rejected_version,
+    /// Requests refused: missing or wrong MAC while a secret is set (401).
+    rejected_mac,
+    /// Messages the core refused: from another cluster (409).
+    rejected_foreign_cluster,
+    /// Messages the core refused: meant for a previous process at this address (403).
+    rejected_not_for_me,
+    /// Messages the core refused: breaking a protocol rule (400).
+    rejected_invalid,
+    /// Messages refused because this node has left or stopped (410/503).
+    rejected_left,
+    /// Requests to an unknown path or with a wrong method (404/405).
+    rejected_route,
+    /// Discovery answers that failed.
+    discovery_failures,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}

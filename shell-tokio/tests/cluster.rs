@@ -1,0 +1,131 @@
+//! Nodes on real sockets on 127.0.0.1, in one process.
+
+mod common;
+
+use cluster_mode::{ClusterBuilder, ClusterEvent, Role};
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_three() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    assert!(nodes[p].fencing_token().is_some());
+    assert_eq!(nodes[p].members().len(), 3);
+    assert_eq!(nodes[p].secondaries().len(), 2);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_five() {
+    init_tracing();
+    let (nodes, _) = start_nodes(5, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    // All five become members.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes[p].members().len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "members: {:?}", nodes[p].members());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_crash_fails_over() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let old_token = nodes[p].fencing_token().unwrap();
+    nodes[p].shutdown().await;
+    assert!(!nodes[p].is_primary());
+    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    let q = wait_agreed_primary(&rest, Duration::from_secs(10)).await;
+    let new_token = rest[q].fencing_token().unwrap();
+    assert!(new_token > old_token, "{new_token:?} > {old_token:?}");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_hands_over() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let mut events = nodes[p].subscribe();
+    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    nodes[p].leave().await;
+    assert!(!nodes[p].is_primary());
+    let q = wait_agreed_primary(&rest, Duration::from_secs(5)).await;
+    // The leaver is removed from the configuration.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rest[q].members().iter().any(|m| m.id == nodes[p].id()) {
+        assert!(tokio::time::Instant::now() < deadline, "leaver still a member");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut saw_finished = false;
+    while let Some(ev) = events.try_next() {
+        if matches!(ev, ClusterEvent::LeaveFinished { .. }) {
+            saw_finished = true;
+        }
+    }
+    assert!(saw_finished);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_rejoins_with_new_identity() {
+    init_tracing();
+    let (nodes, addrs) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    // Restart a secondary at the same address.
+    let s = (p + 1) % 3;
+    let old_id = nodes[s].id();
+    nodes[s].shutdown().await;
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addrs[s]).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let fresh = ClusterBuilder::new(discovery(&addrs))
+        .listener(listener.expect("rebind"))
+        .config(test_config())
+        .start()
+        .await
+        .unwrap();
+    assert_ne!(fresh.id(), old_id);
+    let all: Vec<_> = nodes.iter().enumerate().map(|(i, n)| if i == s { &fresh } else { n }).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(q) = agreed_primary(&all) {
+            let m = all[q].members();
+            if m.len() == 3 && m.iter().any(|m| m.id == fresh.id()) && !m.iter().any(|m| m.id == old_id) {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "fresh node did not rejoin: {:?}", fresh.status());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fresh.role(), if fresh.is_primary() { Role::Primary } else { Role::Secondary });
+    fresh.shutdown().await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Node processes (the `cluster-node` binary) and a tiny status client.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Free loopback addresses (bound then released).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ls.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// Node processes, killed on drop.
+pub struct Procs {
+    pub addrs: Vec<SocketAddr>,
+    pub children: Vec<Option<Child>>,
+}
+
+impl Procs {
+    pub fn start(n: usize, extra: &[&str]) -> Procs {
+        let addrs = free_addrs(n);
+        let peers = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let children = addrs
+            .iter()
+            .map(|a| Some(spawn_node(*a, &peers, extra)))
+            .collect();
+        Procs { addrs, children }
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, i: usize, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid(i).to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn spawn_node(addr: SocketAddr, peers: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cluster-node"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--peers")
+        .arg(peers)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cluster-node")
+}
+
+/// What one status request said.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub primary: bool,
+    pub term: u64,
+    pub primary_addr: Option<String>,
+}
+
+/// GET /cluster/v1/status with a timeout.
+pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out);
+        let body = text.split("\r\n\r\n").nth(1)?;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(Sample {
+            primary: v["role"] == "Primary" && v["lease_valid"] == true,
+            term: v["term"].as_u64()?,
+            primary_addr: v["primary"]["addr"].as_str().map(str::to_owned),
+        })
+    };
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
+}
+
+/// Waits until one node says it is primary and every other listed one names it.
+pub async fn wait_agreed(addrs: &[SocketAddr], within: Duration) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let mut samples = Vec::new();
+        for a in addrs {
+            samples.push(status(*a, Duration::from_millis(200)).await);
+        }
+        let prim: Vec<usize> = (0..addrs.len()).filter(|&i| samples[i].as_ref().is_some_and(|s| s.primary)).collect();
+        if prim.len() == 1 {
+            let p = prim[0];
+            let paddr = addrs[p].to_string();
+            if samples.iter().all(|s| s.as_ref().is_some_and(|s| s.primary_addr.as_deref() == Some(paddr.as_str()))) {
+                return Some(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
