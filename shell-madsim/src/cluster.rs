@@ -1,10 +1,11 @@
 //! `SimCluster`: node lifecycle, network faults, clocks, discovery, recording.
 
 use crate::clock::Clock;
-use crate::node::{self, global_now, Ctrl};
+use crate::node::{self, global_now, view_of, TransportKind};
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
+use cluster_mode::driver::NodeState;
 use crate::registry::Registry;
-use cluster_mode_core::{Address, ClusterCore, Config};
+use cluster_mode_core::{Address, Config};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
@@ -13,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
 /// The port every simulated node listens on.
 pub const PORT: u16 = 7000;
@@ -39,8 +40,8 @@ pub(crate) struct Slot {
     pub(crate) alive: bool,
     pub(crate) paused: bool,
     pub(crate) left: bool,
-    pub(crate) core: Option<Arc<Mutex<ClusterCore>>>,
-    pub(crate) ctrl: Option<UnboundedSender<Ctrl>>,
+    pub(crate) state: Option<watch::Receiver<NodeState>>,
+    pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 pub(crate) struct Inner {
@@ -49,6 +50,7 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) recorder: Recorder,
     pub(crate) rng: SplitMix,
+    pub(crate) transport: TransportKind,
     cut_links: BTreeSet<(usize, usize)>,
     isolated: BTreeSet<usize>,
 }
@@ -69,11 +71,13 @@ pub struct SimOptions {
     pub sample_ms: u64,
     /// The largest clock offset given to a node at creation, in milliseconds.
     pub max_clock_offset_ms: u64,
+    /// The transport between nodes.
+    pub transport: TransportKind,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { sample_ms: 5, max_clock_offset_ms: 10_000 }
+        SimOptions { sample_ms: 5, max_clock_offset_ms: 10_000, transport: TransportKind::Datagram }
     }
 }
 
@@ -112,6 +116,7 @@ impl SimCluster {
             registry: Registry::default(),
             recorder: Recorder::default(),
             rng: SplitMix(madsim::rand::random::<u64>()),
+            transport: opts.transport,
             cut_links: BTreeSet::new(),
             isolated: BTreeSet::new(),
         };
@@ -159,8 +164,8 @@ impl SimCluster {
                 alive: false,
                 paused: false,
                 left: false,
-                core: None,
-                ctrl: None,
+                state: None,
+                leave: None,
             });
             g.slots.len() - 1
         };
@@ -193,8 +198,8 @@ impl SimCluster {
         let was_alive = s.alive && !s.left;
         s.alive = false;
         s.paused = false;
-        s.core = None;
-        s.ctrl = None;
+        s.state = None;
+        s.leave = None;
         let addr = s.addr.clone();
         if unlist {
             g.registry.unlist(now, &addr);
@@ -250,8 +255,9 @@ impl SimCluster {
 
     /// Asks the node to leave gracefully (`Input::Leave`).
     pub fn leave(&self, slot: usize) {
-        if let Some(tx) = &self.shared.lock().slots[slot].ctrl {
-            let _ = tx.send(Ctrl::Leave);
+        let leave = self.shared.lock().slots[slot].leave.clone();
+        if let Some(leave) = leave {
+            leave();
         }
     }
 
@@ -340,17 +346,20 @@ impl SimCluster {
 
     /// The current view of every running, unpaused node, by slot.
     pub fn views(&self) -> Vec<(usize, NodeView)> {
-        let g = self.shared.lock();
         let now = global_now();
-        g.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive && !s.paused && !s.left)
-            .filter_map(|(i, s)| {
-                let core = s.core.as_ref()?;
-                let st = core.lock().ok()?.status(s.clock.local(now));
-                Some((i, NodeView::from_status(&st, &s.clock)))
-            })
+        let states: Vec<(usize, watch::Receiver<NodeState>)> = {
+            let g = self.shared.lock();
+            g.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.alive && !s.paused && !s.left)
+                .filter_map(|(i, s)| Some((i, s.state.clone()?)))
+                .collect()
+        };
+        states
+            .into_iter()
+            .filter(|(_, st)| !st.borrow().stopped)
+            .map(|(i, st)| (i, view_of(&st.borrow(), &self.shared, i, now)))
             .collect()
     }
 
@@ -364,17 +373,18 @@ impl SimCluster {
 }
 
 fn sample(shared: &Shared) {
-    let mut g = shared.lock();
     let now = global_now();
-    let inner = &mut *g;
-    for (i, s) in inner.slots.iter().enumerate() {
-        if !s.alive || s.paused || s.left {
-            continue;
-        }
-        let Some(core) = &s.core else { continue };
-        let Ok(c) = core.lock() else { continue };
-        let view = NodeView::from_status(&c.status(s.clock.local(now)), &s.clock);
-        drop(c);
-        inner.recorder.view(now, i, view);
+    let states: Vec<(usize, watch::Receiver<NodeState>)> = {
+        let g = shared.lock();
+        g.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive && !s.paused && !s.left)
+            .filter_map(|(i, s)| Some((i, s.state.clone()?)))
+            .collect()
+    };
+    for (i, st) in states {
+        let view = view_of(&st.borrow(), shared, i, now);
+        shared.lock().recorder.view(now, i, view);
     }
 }

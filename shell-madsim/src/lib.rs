@@ -23,4 +23,5 @@ mod registry;
 pub use clock::Clock;
 pub use cluster::{SimCluster, SimOptions, SlotInfo};
 pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
+pub use node::TransportKind;
 pub use registry::Registry;

@@ -1,22 +1,32 @@
-//! TEMPORARY per-node driving loop, to be replaced by the shared `cluster_mode::driver`
-//! of the tokio shell once it lands (see DESIGN.md "The shells": the loop is written
-//! once). It is deliberately small: one task owns the core and applies its commands
-//! in order; a long-lived receiver task feeds datagrams from a `madsim::net::Endpoint`
-//! through a queue; sends are datagrams (a few simulated microseconds each).
+//! One simulated node process: the shared driving loop of the tokio shell
+//! (`cluster_mode::driver`, the loop written once) with a simulated clock, the simulated
+//! discovery registry, and either a datagram transport on `madsim::net::Endpoint` or
+//! the real hyper transport over madsim's TCP.
 
 use crate::cluster::Shared;
 use crate::recorder::{NodeView, RecordKind};
-use cluster_mode_core::{ClusterCore, Command, Envelope, Identity, Input, NodeId};
+use cluster_mode::driver::{
+    spawn_driver, ClusterEvent, Control, DriverParts, Inbox, NodeState, Subscribers, Transport,
+};
+use cluster_mode::metrics::Counters;
+use cluster_mode::{Cluster, Clock};
+use cluster_mode_core::{
+    Address, ClusterCore, Envelope, Identity, Instant, NodeId, Role, Status,
+};
+use cluster_mode_discovery::{BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance};
 use madsim::net::Endpoint;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// A request from the simulation to a node.
-#[derive(Debug)]
-pub(crate) enum Ctrl {
-    Leave,
+/// Which transport the nodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Postcard datagrams on `madsim::net::Endpoint`: cheap, lossy, unordered.
+    Datagram,
+    /// The production hyper transport and server of `cluster-mode`, over madsim TCP.
+    Http,
 }
 
 /// Simulated nanoseconds since the simulation started.
@@ -25,119 +35,263 @@ pub(crate) fn global_now() -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One process lifetime of the node in `slot`: a fresh identity, until killed or left.
-pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
-    let (addr, name, cfg) = {
-        let g = shared.lock();
-        let s = &g.slots[slot];
-        (s.addr.clone(), s.name.clone(), g.cfg.clone())
-    };
-    let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
+/// The node's drifting clock, as the shell's `Clock`.
+struct SimClock {
+    shared: Arc<Shared>,
+    slot: usize,
+    epoch: madsim::time::Instant,
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        let c = self.shared.lock().slots[self.slot].clock;
+        c.local(global_now())
+    }
+
+    fn deadline(&self, at: Instant) -> madsim::time::Instant {
+        let c = self.shared.lock().slots[self.slot].clock;
+        self.epoch + Duration::from_nanos(c.global_of(at).min(1 << 62))
+    }
+}
+
+/// The simulated discovery registry, as the shell's `Discovery`.
+struct SimDiscovery {
+    shared: Arc<Shared>,
+    slot: usize,
+}
+
+impl Discovery for SimDiscovery {
+    fn snapshot(&self) -> BoxFuture<'_, DiscoveryResult> {
+        let mut g = self.shared.lock();
+        let now = global_now();
+        let inner = &mut *g;
+        let rng = &mut inner.rng;
+        let answer = inner.registry.answer(&inner.slots[self.slot].name, now, || rng.next());
+        let r = match answer {
+            Ok(list) => Ok(list
+                .into_iter()
+                .filter_map(|d| {
+                    let addr: SocketAddr = d.addr.as_str().parse().ok()?;
+                    let i = Instance::new(addr);
+                    Some(match d.name {
+                        Some(n) => i.with_name(n),
+                        None => i,
+                    })
+                })
+                .collect()),
+            Err(e) => Err(DiscoveryError::Backend(e)),
+        };
+        Box::pin(std::future::ready(r))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.shared.lock().registry.interval_ms)
+    }
+}
+
+/// Datagram transport: `send` queues to one long-lived sender task.
+struct DatagramTransport {
+    tx: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    shared: Arc<Shared>,
+    slot: usize,
+}
+
+impl Transport for DatagramTransport {
+    fn send(&self, to: &Address, env: Envelope) {
+        self.shared.lock().recorder.count_send(self.slot);
+        if let Ok(dst) = to.as_str().parse::<SocketAddr>() {
+            let _ = self.tx.send((dst, env.encode()));
+        }
+    }
+}
+
+/// What the simulation keeps of a running node.
+pub(crate) struct Running {
+    pub(crate) state: watch::Receiver<NodeState>,
+    pub(crate) leave: Arc<dyn Fn() + Send + Sync>,
+}
+
+fn epoch() -> madsim::time::Instant {
+    let h = madsim::time::TimeHandle::current();
+    h.now_instant() - h.elapsed()
+}
+
+async fn start_datagram(
+    shared: &Arc<Shared>,
+    slot: usize,
+    core: ClusterCore,
+    clock: Arc<dyn Clock>,
+    sock: SocketAddr,
+    interval: Duration,
+) -> (Running, mpsc::UnboundedReceiver<ClusterEvent>) {
     let ep = Arc::new(Endpoint::bind(sock).await.expect("bind node endpoint"));
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (inbox, inbox_rx) = Inbox::channel(1024);
     let rx_ep = ep.clone();
     madsim::task::spawn(async move {
         while let Ok((data, _from)) = rx_ep.recv_from_raw(0).await {
             if let Ok(bytes) = data.downcast::<Vec<u8>>() {
-                if in_tx.send(*bytes).is_err() {
-                    break;
+                if let Ok(env) = Envelope::decode(&bytes) {
+                    // A full inbox drops the datagram, as a socket buffer would.
+                    let _ = inbox.try_deliver(env);
                 }
             }
         }
     });
-    let (ctrl_tx, mut ctrl_rx) = mpsc::unbounded_channel::<Ctrl>();
-    let id = NodeId(madsim::rand::random::<u128>());
-    let seed = madsim::rand::random::<u64>();
-    let start = global_now();
-    let core = {
-        let mut g = shared.lock();
-        let clock = g.slots[slot].clock;
-        let ident = Identity::new(id, addr.clone()).with_name(name.clone());
-        let core = ClusterCore::new(ident, cfg, seed, clock.local(start)).expect("valid config");
-        let core = Arc::new(Mutex::new(core));
-        let s = &mut g.slots[slot];
-        s.core = Some(core.clone());
-        s.ctrl = Some(ctrl_tx);
-        s.alive = true;
-        g.recorder.push(start, slot, RecordKind::Started { name, id, addr: addr.to_string() });
-        core
-    };
-    let mut next_discovery = start;
-    let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-    loop {
-        let now = global_now();
-        let (deadline, interval) = {
-            let g = shared.lock();
-            let clock = g.slots[slot].clock;
-            let t = core.lock().expect("core lock").poll_timeout();
-            (t.map_or(u64::MAX, |t| clock.global_of(t)), g.registry.interval_ms)
-        };
-        let wake = deadline.min(next_discovery);
-        let nap = Duration::from_nanos(wake.saturating_sub(now));
-        let input = tokio::select! {
-            biased;
-            Some(Ctrl::Leave) = ctrl_rx.recv() => Some(Input::Leave),
-            Some(bytes) = in_rx.recv() => Some(Envelope::decode(&bytes).map_or(Input::Tick, Input::Message)),
-            () = madsim::time::sleep(nap) => None,
-        };
-        let now = global_now();
-        let mut inputs = Vec::with_capacity(2);
-        match input {
-            Some(i) => inputs.push(i),
-            None => {
-                if now >= next_discovery {
-                    next_discovery = now + interval * 1_000_000;
-                    let mut g = shared.lock();
-                    let answer = {
-                        let inner = &mut *g;
-                        let reg = &inner.registry;
-                        let rng = &mut inner.rng;
-                        reg.answer(&inner.slots[slot].name, now, || rng.next())
-                    };
-                    inputs.push(match answer {
-                        Ok(list) => Input::Discovery(list),
-                        Err(e) => Input::DiscoveryFailed(e),
-                    });
-                }
-                inputs.push(Input::Tick);
-            }
-        }
-        let mut left = false;
-        {
-            let mut g = shared.lock();
-            let clock = g.slots[slot].clock;
-            let local = clock.local(now);
-            let mut c = core.lock().expect("core lock");
-            for i in inputs {
-                let _ = c.handle(local, i);
-                while let Some(cmd) = c.poll_command() {
-                    match cmd {
-                        Command::Send { to, msg } => {
-                            if let Ok(dst) = to.as_str().parse::<SocketAddr>() {
-                                out.push((dst, msg.encode()));
-                            }
-                        }
-                        Command::LeaveFinished => left = true,
-                        Command::RoleChanged { .. } | Command::MembersChanged(_) => {}
-                    }
-                }
-            }
-            let view = NodeView::from_status(&c.status(local), &clock);
-            drop(c);
-            for _ in 0..out.len() {
-                g.recorder.count_send(slot);
-            }
-            g.recorder.view(now, slot, view);
-            if left {
-                g.slots[slot].left = true;
-                g.recorder.push(now, slot, RecordKind::Stopped("left the cluster".into()));
-            }
-        }
-        for (dst, bytes) in out.drain(..) {
+    let (tx, mut out_rx) = mpsc::unbounded_channel::<(SocketAddr, Vec<u8>)>();
+    madsim::task::spawn(async move {
+        while let Some((dst, bytes)) = out_rx.recv().await {
             let _ = ep.send_to_raw(dst, 0, Box::new(bytes)).await;
         }
-        if left {
-            return;
+    });
+    let subscribers = Subscribers::default();
+    let events = subscribers.subscribe();
+    let handle = spawn_driver(DriverParts {
+        core,
+        clock,
+        transport: Arc::new(DatagramTransport { tx, shared: shared.clone(), slot }),
+        discovery: Arc::new(SimDiscovery { shared: shared.clone(), slot }),
+        discovery_interval: Some(interval),
+        inbox: inbox_rx,
+        counters: Arc::new(Counters::default()),
+        subscribers,
+    });
+    let control = handle.control.clone();
+    let leave = Arc::new(move || {
+        let (done, _) = oneshot::channel();
+        let _ = control.try_send(Control::Leave(done));
+    });
+    (Running { state: handle.state, leave }, events)
+}
+
+async fn start_http(
+    shared: &Arc<Shared>,
+    slot: usize,
+    name: String,
+    clock: Arc<dyn Clock>,
+    sock: SocketAddr,
+    interval: Duration,
+) -> (Running, mpsc::UnboundedReceiver<ClusterEvent>) {
+    let cfg = shared.lock().cfg.clone();
+    let cluster = Cluster::builder(Arc::new(SimDiscovery { shared: shared.clone(), slot }))
+        .listen(sock)
+        .advertise(sock.to_string())
+        .name(name)
+        .config(cfg)
+        .clock(clock)
+        .discovery_interval(interval)
+        .start()
+        .await
+        .expect("start cluster node");
+    let mut sub = cluster.subscribe();
+    let (tx, rx) = mpsc::unbounded_channel();
+    madsim::task::spawn(async move {
+        while let Some(ev) = sub.next().await {
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let state = cluster.watch();
+    let leave = Arc::new(move || {
+        let c = cluster.clone();
+        madsim::task::spawn(async move { c.leave().await });
+    });
+    (Running { state, leave }, rx)
+}
+
+/// The view to record from a published status, judged at global time `now`.
+pub(crate) fn view_of(state: &NodeState, shared: &Shared, slot: usize, now: u64) -> NodeView {
+    let clock = shared.lock().slots[slot].clock;
+    NodeView::from_status(&state.status_at(clock.local(now)), &clock)
+}
+
+/// One process lifetime of the node in `slot`: a fresh identity, until killed or left.
+pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
+    let (addr, name, cfg, kind, interval) = {
+        let g = shared.lock();
+        let s = &g.slots[slot];
+        (
+            s.addr.clone(),
+            s.name.clone(),
+            g.cfg.clone(),
+            g.transport,
+            Duration::from_millis(g.registry.interval_ms),
+        )
+    };
+    let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
+    let clock: Arc<dyn Clock> = Arc::new(SimClock { shared: shared.clone(), slot, epoch: epoch() });
+    let (running, mut events) = match kind {
+        TransportKind::Datagram => {
+            let id = NodeId(madsim::rand::random::<u128>());
+            let seed = madsim::rand::random::<u64>();
+            let ident = Identity::new(id, addr.clone()).with_name(name.clone());
+            let core = ClusterCore::new(ident, cfg.clone(), seed, clock.now()).expect("valid config");
+            start_datagram(&shared, slot, core, clock.clone(), sock, interval).await
+        }
+        TransportKind::Http => start_http(&shared, slot, name.clone(), clock.clone(), sock, interval).await,
+    };
+    let mut state = running.state.clone();
+    {
+        let now = global_now();
+        let id = state.borrow().status.id;
+        let mut g = shared.lock();
+        let s = &mut g.slots[slot];
+        s.state = Some(running.state.clone());
+        s.leave = Some(running.leave.clone());
+        s.alive = true;
+        g.recorder.push(now, slot, RecordKind::Started { name, id, addr: addr.to_string() });
+    }
+    let lease = cfg.lease_duration;
+    loop {
+        tokio::select! {
+            biased;
+            ev = events.recv() => match ev {
+                Some(ClusterEvent::RoleChanged { role, term, primary, at }) => {
+                    // Exact transitions, stamped with the node's clock at the change.
+                    let (g_at, clock) = {
+                        let c = shared.lock().slots[slot].clock;
+                        (c.global_of(at), c)
+                    };
+                    let mut st: Status = state.borrow().status.clone();
+                    let same_term = st.term == term;
+                    st.term = term;
+                    st.role = role;
+                    st.primary = primary;
+                    st.lease_valid = role == Role::Primary;
+                    st.is_leader = role == Role::Primary || (same_term && st.is_leader);
+                    if st.lease_valid {
+                        if st.lease_until.is_none_or(|u| u <= at) || !same_term {
+                            // Not yet published: the lease cannot outlast `at + lease`.
+                            st.lease_until = Some(at + lease);
+                        }
+                        if let (Some(c), true) = (st.cluster, st.fencing_token.is_none() || !same_term) {
+                            st.fencing_token = Some(cluster_mode_core::FencingToken { cluster: c, term });
+                        }
+                    } else {
+                        st.lease_until = st.lease_until.filter(|_| same_term && st.is_leader);
+                        st.fencing_token = None;
+                    }
+                    let view = NodeView::from_status(&st, &clock);
+                    shared.lock().recorder.view(g_at, slot, view);
+                }
+                Some(ClusterEvent::LeaveFinished { .. }) => {
+                    let now = global_now();
+                    let mut g = shared.lock();
+                    g.slots[slot].left = true;
+                    g.recorder.push(now, slot, RecordKind::Stopped("left the cluster".into()));
+                    return;
+                }
+                Some(ClusterEvent::MembersChanged { .. }) => {}
+                None => return,
+            },
+            r = state.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = global_now();
+                let view = view_of(&state.borrow_and_update(), &shared, slot, now);
+                shared.lock().recorder.view(now, slot, view);
+            }
         }
     }
 }

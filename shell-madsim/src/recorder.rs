@@ -143,7 +143,11 @@ impl Recorder {
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self, names: Vec<String>, end_ns: u64) -> Trace {
-        Trace { records: self.records.clone(), names, sent: self.sent.clone(), end_ns }
+        let mut records = self.records.clone();
+        // Transition events are stamped with the node's clock at the change and may be
+        // recorded after later samples: order by time (stable for equal times).
+        records.sort_by_key(|r| r.at_ns);
+        Trace { records, names, sent: self.sent.clone(), end_ns }
     }
 }
 
