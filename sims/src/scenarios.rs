@@ -2,7 +2,7 @@
 //! its last fault happened so the checker can apply the liveness bound.
 
 use cluster_mode_core::Config;
-use cluster_mode_madsim::{SimCluster, SimOptions};
+use cluster_mode_madsim::{SimCluster, SimOptions, TransportKind};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -41,10 +41,18 @@ pub enum Scenario {
     Chaos,
     /// 100 members with 5 voters; the primary crashes.
     HundredMembers,
+    /// No fault for 10 s over the real hyper transport (madsim TCP).
+    HttpSteady,
+    /// `PrimaryCrash` over the real hyper transport (madsim TCP).
+    HttpPrimaryCrash,
+    /// `PrimaryIsolated` over the real hyper transport (madsim TCP).
+    HttpPrimaryIsolated,
+    /// `PausedPrimary` over the real hyper transport (madsim TCP).
+    HttpPausedPrimary,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 16] = [
+pub const ALL: [Scenario; 20] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -61,6 +69,10 @@ pub const ALL: [Scenario; 16] = [
     Scenario::LeaveDuringElection,
     Scenario::Chaos,
     Scenario::HundredMembers,
+    Scenario::HttpSteady,
+    Scenario::HttpPrimaryCrash,
+    Scenario::HttpPrimaryIsolated,
+    Scenario::HttpPausedPrimary,
 ];
 
 impl Scenario {
@@ -83,6 +95,10 @@ impl Scenario {
             Scenario::LeaveDuringElection => "leave-during-election",
             Scenario::Chaos => "chaos",
             Scenario::HundredMembers => "hundred-members",
+            Scenario::HttpSteady => "http-steady",
+            Scenario::HttpPrimaryCrash => "http-primary-crash",
+            Scenario::HttpPrimaryIsolated => "http-primary-isolated",
+            Scenario::HttpPausedPrimary => "http-paused-primary",
         }
     }
 
@@ -104,6 +120,12 @@ impl Scenario {
     pub fn options(self) -> SimOptions {
         match self {
             Scenario::HundredMembers => SimOptions { sample_ms: 25, ..SimOptions::default() },
+            Scenario::HttpSteady
+            | Scenario::HttpPrimaryCrash
+            | Scenario::HttpPrimaryIsolated
+            | Scenario::HttpPausedPrimary => {
+                SimOptions { transport: TransportKind::Http, ..SimOptions::default() }
+            }
             _ => SimOptions::default(),
         }
     }
@@ -113,14 +135,17 @@ impl Scenario {
         let mut s = Ctx::new(c);
         match self {
             Scenario::ColdStart => cold_start(&mut s).await,
-            Scenario::PrimaryCrash => primary_crash(&mut s).await,
-            Scenario::PrimaryIsolated => primary_isolated(&mut s).await,
+            Scenario::HttpSteady => steady(&mut s).await,
+            Scenario::PrimaryCrash | Scenario::HttpPrimaryCrash => primary_crash(&mut s).await,
+            Scenario::PrimaryIsolated | Scenario::HttpPrimaryIsolated => {
+                primary_isolated(&mut s).await
+            }
             Scenario::MinorityPartition => partition(&mut s, true).await,
             Scenario::MajorityPartition => partition(&mut s, false).await,
             Scenario::OneWayPartition => one_way(&mut s).await,
             Scenario::FlappingLink => flapping(&mut s).await,
             Scenario::LossDelayStorm => storm(&mut s).await,
-            Scenario::PausedPrimary => paused(&mut s).await,
+            Scenario::PausedPrimary | Scenario::HttpPausedPrimary => paused(&mut s).await,
             Scenario::RollingRestart => rolling(&mut s).await,
             Scenario::ScaleUpDown => scale(&mut s).await,
             Scenario::DiscoveryChaos => discovery(&mut s).await,
@@ -263,6 +288,13 @@ async fn cold_start(s: &mut Ctx) {
     }
     s.fault("all five pods started");
     s.sleep(8_000).await;
+}
+
+async fn steady(s: &mut Ctx) {
+    if s.start(5).await.is_some() {
+        s.fault("cluster formed; no fault from here on");
+    }
+    s.sleep(10_000).await;
 }
 
 async fn primary_crash(s: &mut Ctx) {

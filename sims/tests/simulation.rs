@@ -68,12 +68,15 @@ mod sim {
         leave_during_election => LeaveDuringElection,
         chaos => Chaos,
         hundred_members => HundredMembers,
+        http_primary_crash => HttpPrimaryCrash,
+        http_primary_isolated => HttpPrimaryIsolated,
+        http_paused_primary => HttpPausedPrimary,
     }
 
     /// A replay of one seed gives the identical trace, bit for bit.
     #[test]
     fn replay_gives_identical_trace() {
-        for (s, seed) in [(Scenario::Chaos, 7), (Scenario::DiscoveryChaos, 3)] {
+        for (s, seed) in [(Scenario::Chaos, 7), (Scenario::DiscoveryChaos, 3), (Scenario::HttpPrimaryCrash, 5)] {
             let a = run_seed(s, seed);
             let b = run_seed(s, seed);
             assert_eq!(a.trace.text(), b.trace.text(), "{} seed {seed}: traces differ", s.name());
