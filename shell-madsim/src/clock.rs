@@ -17,7 +17,11 @@ impl Clock {
     /// A clock reading `offset` nanoseconds at global time 0, with rate error `ppm`
     /// (positive: runs fast). `ppm` must be above -1_000_000.
     pub fn new(offset: u64, ppm: i64) -> Self {
-        Clock { anchor_global: 0, anchor_local: offset, ppm: ppm.max(-999_999) }
+        Clock {
+            anchor_global: 0,
+            anchor_local: offset,
+            ppm: ppm.max(-999_999),
+        }
     }
 
     /// The rate error in parts per million.
@@ -42,13 +46,18 @@ impl Clock {
         let dl = u128::from(l - self.anchor_local);
         let rate = (1_000_000 + self.ppm) as u128;
         let dg = (dl * 1_000_000).div_ceil(rate);
-        self.anchor_global.saturating_add(u64::try_from(dg).unwrap_or(u64::MAX))
+        self.anchor_global
+            .saturating_add(u64::try_from(dg).unwrap_or(u64::MAX))
     }
 
     /// Changes the rate from global time `now` on, keeping the reading continuous.
     pub fn set_ppm(&mut self, now: u64, ppm: i64) {
         let local = self.local(now).as_nanos();
-        *self = Clock { anchor_global: now, anchor_local: local, ppm: ppm.max(-999_999) };
+        *self = Clock {
+            anchor_global: now,
+            anchor_local: local,
+            ppm: ppm.max(-999_999),
+        };
     }
 }
 

@@ -3,8 +3,8 @@
 use crate::clock::Clock;
 use crate::node::{self, global_now, view_of, TransportKind};
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
-use cluster_mode::driver::NodeState;
 use crate::registry::Registry;
+use cluster_mode::driver::NodeState;
 use cluster_mode_core::{Address, Config};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
@@ -77,7 +77,11 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { sample_ms: 5, max_clock_offset_ms: 10_000, transport: TransportKind::Datagram }
+        SimOptions {
+            sample_ms: 5,
+            max_clock_offset_ms: 10_000,
+            transport: TransportKind::Datagram,
+        }
     }
 }
 
@@ -129,7 +133,10 @@ impl SimCluster {
                 sample(&sampler);
             }
         });
-        SimCluster { shared, max_offset_ms: opts.max_clock_offset_ms.max(1) }
+        SimCluster {
+            shared,
+            max_offset_ms: opts.max_clock_offset_ms.max(1),
+        }
     }
 
     /// Simulated nanoseconds since the simulation started.
@@ -186,7 +193,10 @@ impl SimCluster {
 
     /// Records a cluster-wide fault description (shown in traces and timelines).
     pub fn fault(&self, what: impl Into<String>) {
-        self.shared.lock().recorder.push(global_now(), usize::MAX, RecordKind::Fault(what.into()));
+        self.shared
+            .lock()
+            .recorder
+            .push(global_now(), usize::MAX, RecordKind::Fault(what.into()));
     }
 
     fn stop_slot(&self, slot: usize, why: &str, unlist: bool) {
@@ -205,7 +215,8 @@ impl SimCluster {
             g.registry.unlist(now, &addr);
         }
         if was_alive {
-            g.recorder.push(now, slot, RecordKind::Stopped(why.to_string()));
+            g.recorder
+                .push(now, slot, RecordKind::Stopped(why.to_string()));
         }
     }
 
@@ -298,7 +309,10 @@ impl SimCluster {
     pub fn heal(&self) {
         let (links, isolated) = {
             let mut g = self.shared.lock();
-            (std::mem::take(&mut g.cut_links), std::mem::take(&mut g.isolated))
+            (
+                std::mem::take(&mut g.cut_links),
+                std::mem::take(&mut g.isolated),
+            )
         };
         let net = NetSim::current();
         for (a, b) in links {

@@ -22,6 +22,6 @@ mod registry;
 
 pub use clock::Clock;
 pub use cluster::{SimCluster, SimOptions, SlotInfo};
-pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
 pub use node::TransportKind;
+pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;

@@ -9,10 +9,8 @@ use cluster_mode::driver::{
     spawn_driver, ClusterEvent, Control, DriverParts, Inbox, NodeState, Subscribers, Transport,
 };
 use cluster_mode::metrics::Counters;
-use cluster_mode::{Cluster, Clock};
-use cluster_mode_core::{
-    Address, ClusterCore, Envelope, Identity, Instant, NodeId, Role, Status,
-};
+use cluster_mode::{Clock, Cluster};
+use cluster_mode_core::{Address, ClusterCore, Envelope, Identity, Instant, NodeId, Role, Status};
 use cluster_mode_discovery::{BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance};
 use madsim::net::Endpoint;
 use std::net::SocketAddr;
@@ -66,7 +64,9 @@ impl Discovery for SimDiscovery {
         let now = global_now();
         let inner = &mut *g;
         let rng = &mut inner.rng;
-        let answer = inner.registry.answer(&inner.slots[self.slot].name, now, || rng.next());
+        let answer = inner
+            .registry
+            .answer(&inner.slots[self.slot].name, now, || rng.next());
         let r = match answer {
             Ok(list) => Ok(list
                 .into_iter()
@@ -148,8 +148,15 @@ async fn start_datagram(
     let handle = spawn_driver(DriverParts {
         core,
         clock,
-        transport: Arc::new(DatagramTransport { tx, shared: shared.clone(), slot }),
-        discovery: Arc::new(SimDiscovery { shared: shared.clone(), slot }),
+        transport: Arc::new(DatagramTransport {
+            tx,
+            shared: shared.clone(),
+            slot,
+        }),
+        discovery: Arc::new(SimDiscovery {
+            shared: shared.clone(),
+            slot,
+        }),
         discovery_interval: Some(interval),
         inbox: inbox_rx,
         counters: Arc::new(Counters::default()),
@@ -160,7 +167,13 @@ async fn start_datagram(
         let (done, _) = oneshot::channel();
         let _ = control.try_send(Control::Leave(done));
     });
-    (Running { state: handle.state, leave }, events)
+    (
+        Running {
+            state: handle.state,
+            leave,
+        },
+        events,
+    )
 }
 
 async fn start_http(
@@ -172,16 +185,19 @@ async fn start_http(
     interval: Duration,
 ) -> (Running, mpsc::UnboundedReceiver<ClusterEvent>) {
     let cfg = shared.lock().cfg.clone();
-    let cluster = Cluster::builder(Arc::new(SimDiscovery { shared: shared.clone(), slot }))
-        .listen(sock)
-        .advertise(sock.to_string())
-        .name(name)
-        .config(cfg)
-        .clock(clock)
-        .discovery_interval(interval)
-        .start()
-        .await
-        .expect("start cluster node");
+    let cluster = Cluster::builder(Arc::new(SimDiscovery {
+        shared: shared.clone(),
+        slot,
+    }))
+    .listen(sock)
+    .advertise(sock.to_string())
+    .name(name)
+    .config(cfg)
+    .clock(clock)
+    .discovery_interval(interval)
+    .start()
+    .await
+    .expect("start cluster node");
     let mut sub = cluster.subscribe();
     let (tx, rx) = mpsc::unbounded_channel();
     madsim::task::spawn(async move {
@@ -219,16 +235,23 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
         )
     };
     let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
-    let clock: Arc<dyn Clock> = Arc::new(SimClock { shared: shared.clone(), slot, epoch: epoch() });
+    let clock: Arc<dyn Clock> = Arc::new(SimClock {
+        shared: shared.clone(),
+        slot,
+        epoch: epoch(),
+    });
     let (running, mut events) = match kind {
         TransportKind::Datagram => {
             let id = NodeId(madsim::rand::random::<u128>());
             let seed = madsim::rand::random::<u64>();
             let ident = Identity::new(id, addr.clone()).with_name(name.clone());
-            let core = ClusterCore::new(ident, cfg.clone(), seed, clock.now()).expect("valid config");
+            let core =
+                ClusterCore::new(ident, cfg.clone(), seed, clock.now()).expect("valid config");
             start_datagram(&shared, slot, core, clock.clone(), sock, interval).await
         }
-        TransportKind::Http => start_http(&shared, slot, name.clone(), clock.clone(), sock, interval).await,
+        TransportKind::Http => {
+            start_http(&shared, slot, name.clone(), clock.clone(), sock, interval).await
+        }
     };
     let mut state = running.state.clone();
     {
@@ -239,7 +262,15 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
         s.state = Some(running.state.clone());
         s.leave = Some(running.leave.clone());
         s.alive = true;
-        g.recorder.push(now, slot, RecordKind::Started { name, id, addr: addr.to_string() });
+        g.recorder.push(
+            now,
+            slot,
+            RecordKind::Started {
+                name,
+                id,
+                addr: addr.to_string(),
+            },
+        );
     }
     let lease = cfg.lease_duration;
     loop {

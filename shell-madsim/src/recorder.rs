@@ -122,7 +122,11 @@ impl Recorder {
             return;
         }
         self.last[slot] = Some(view.clone());
-        self.records.push(Record { at_ns, slot, kind: RecordKind::View(view) });
+        self.records.push(Record {
+            at_ns,
+            slot,
+            kind: RecordKind::View(view),
+        });
     }
 
     /// Records a lifecycle event or fault.
@@ -147,7 +151,12 @@ impl Recorder {
         // Transition events are stamped with the node's clock at the change and may be
         // recorded after later samples: order by time (stable for equal times).
         records.sort_by_key(|r| r.at_ns);
-        Trace { records, names, sent: self.sent.clone(), end_ns }
+        Trace {
+            records,
+            names,
+            sent: self.sent.clone(),
+            end_ns,
+        }
     }
 }
 
@@ -174,8 +183,17 @@ impl Trace {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for r in &self.records {
-            let _ = write!(out, "{:>6}.{:06}ms ", r.at_ns / 1_000_000, r.at_ns % 1_000_000);
-            let who = if r.slot == usize::MAX { "*" } else { self.name(r.slot) };
+            let _ = write!(
+                out,
+                "{:>6}.{:06}ms ",
+                r.at_ns / 1_000_000,
+                r.at_ns % 1_000_000
+            );
+            let who = if r.slot == usize::MAX {
+                "*"
+            } else {
+                self.name(r.slot)
+            };
             let _ = match &r.kind {
                 RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
                 RecordKind::View(v) => writeln!(

@@ -61,7 +61,10 @@ impl Registry {
     pub fn list(&mut self, now: u64, addr: &Address, name: &str) {
         let mut set = self.current();
         set.retain(|d| &d.addr != addr);
-        set.insert(Discovered { addr: addr.clone(), name: Some(name.to_string()) });
+        set.insert(Discovered {
+            addr: addr.clone(),
+            name: Some(name.to_string()),
+        });
         self.push(now, set);
     }
 
@@ -75,7 +78,8 @@ impl Registry {
     /// Restricts what the node named `node` is told to `addrs` (intersected with the
     /// listing). Disagreeing discovery at bootstrap is a set of such views.
     pub fn set_view(&mut self, node: &str, addrs: impl IntoIterator<Item = Address>) {
-        self.views.insert(node.to_string(), addrs.into_iter().collect());
+        self.views
+            .insert(node.to_string(), addrs.into_iter().collect());
     }
 
     /// Removes every per-node view: all nodes see the whole listing again.
@@ -105,7 +109,9 @@ impl Registry {
             .find(|(t, _)| *t <= at)
             .or(self.history.first())
             .map(|h| &h.1);
-        let Some(set) = set else { return Ok(Vec::new()) };
+        let Some(set) = set else {
+            return Ok(Vec::new());
+        };
         let view = self.views.get(node);
         let mut out = Vec::with_capacity(set.len());
         for d in set {

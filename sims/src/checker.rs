@@ -137,7 +137,11 @@ impl World {
     }
 
     fn agreed_primary(&self, t: u64, require_members: bool) -> Option<NodeId> {
-        let live = self.views.iter().filter(|(s, _)| !self.paused.contains(s)).map(|(_, v)| v);
+        let live = self
+            .views
+            .iter()
+            .filter(|(s, _)| !self.paused.contains(s))
+            .map(|(_, v)| v);
         agreed_primary(live, t, require_members)
     }
 }
@@ -151,8 +155,9 @@ pub fn agreed_primary<'a>(
     require_members: bool,
 ) -> Option<NodeId> {
     let live: Vec<&NodeView> = live.collect();
-    let mut primaries =
-        live.iter().filter(|v| v.lease_valid && v.lease_end_ns.is_some_and(|e| e > t));
+    let mut primaries = live
+        .iter()
+        .filter(|v| v.lease_valid && v.lease_end_ns.is_some_and(|e| e > t));
     let p = primaries.next()?;
     if primaries.next().is_some() {
         return None;
@@ -203,7 +208,9 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut committed: BTreeMap<(ClusterId, u64), (u64, NodeId)> = BTreeMap::new();
     let mut clusters: BTreeSet<ClusterId> = BTreeSet::new();
     for r in &trace.records {
-        let RecordKind::View(view) = &r.kind else { continue };
+        let RecordKind::View(view) = &r.kind else {
+            continue;
+        };
         if view.is_leader {
             let prev = *leaders.entry((view.cluster, view.term)).or_insert(view.id);
             if prev != view.id {
@@ -240,7 +247,11 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut second_end: u64 = 0;
     for iv in &ivs {
         if let Some(b) = best {
-            let overlap = if b.id != iv.id { iv.start < b.end } else { iv.start < second_end };
+            let overlap = if b.id != iv.id {
+                iv.start < b.end
+            } else {
+                iv.start < second_end
+            };
             if overlap {
                 v.push(Violation {
                     at_ms: ms(iv.start),
@@ -259,7 +270,10 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
         match best {
             Some(b) if b.id == iv.id => {
                 if iv.end > b.end {
-                    best = Some(LeaseInterval { start: b.start, ..*iv });
+                    best = Some(LeaseInterval {
+                        start: b.start,
+                        ..*iv
+                    });
                 }
             }
             Some(b) => {
@@ -276,7 +290,11 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut last: BTreeMap<Option<ClusterId>, (NodeId, u64)> = BTreeMap::new();
     for iv in &ivs {
         if let Some(&(id, term)) = last.get(&iv.cluster) {
-            let bad = if id == iv.id { iv.term < term } else { iv.term <= term };
+            let bad = if id == iv.id {
+                iv.term < term
+            } else {
+                iv.term <= term
+            };
             if bad {
                 v.push(Violation {
                     at_ms: ms(iv.start),
@@ -323,7 +341,7 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
                 ),
             }),
         }
-        if first.is_some() && !tl.last().is_some_and(|x| x.1.is_some()) {
+        if first.is_some() && tl.last().is_none_or(|x| x.1.is_none()) {
             v.push(Violation {
                 at_ms: ms(trace.end_ns),
                 what: "liveness: the live members no longer agree on one primary and member list at the end"

@@ -74,7 +74,16 @@ pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult
         c.sleep_ms(1_000).await;
         (c.trace(), plan, bound)
     });
-    let live = liveness.then_some(Liveness { last_fault_ns: plan.last_fault_ns, bound_ns: bound });
+    let live = liveness.then_some(Liveness {
+        last_fault_ns: plan.last_fault_ns,
+        bound_ns: bound,
+    });
     let violations = checker::check(&trace, live);
-    RunResult { scenario, seed, trace, plan, violations }
+    RunResult {
+        scenario,
+        seed,
+        trace,
+        plan,
+        violations,
+    }
 }

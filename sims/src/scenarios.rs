@@ -119,13 +119,17 @@ impl Scenario {
     /// Recorder options.
     pub fn options(self) -> SimOptions {
         match self {
-            Scenario::HundredMembers => SimOptions { sample_ms: 25, ..SimOptions::default() },
+            Scenario::HundredMembers => SimOptions {
+                sample_ms: 25,
+                ..SimOptions::default()
+            },
             Scenario::HttpSteady
             | Scenario::HttpPrimaryCrash
             | Scenario::HttpPrimaryIsolated
-            | Scenario::HttpPausedPrimary => {
-                SimOptions { transport: TransportKind::Http, ..SimOptions::default() }
-            }
+            | Scenario::HttpPausedPrimary => SimOptions {
+                transport: TransportKind::Http,
+                ..SimOptions::default()
+            },
             _ => SimOptions::default(),
         }
     }
@@ -195,7 +199,10 @@ impl Ctx {
     }
 
     fn plan(&self) -> Plan {
-        Plan { last_fault_ns: self.last_fault_ns, extra_bound_ns: self.extra_bound_ns }
+        Plan {
+            last_fault_ns: self.last_fault_ns,
+            extra_bound_ns: self.extra_bound_ns,
+        }
     }
 
     /// A uniform random number in `lo..hi` (deterministic per seed).
@@ -477,14 +484,18 @@ async fn drift(s: &mut Ctx) {
         let b = s.drift_bound;
         s.add_with_drift(if i % 2 == 0 { b } else { -b });
     }
-    let Some(p) = s.wait_primary(30_000).await else { return };
+    let Some(p) = s.wait_primary(30_000).await else {
+        return;
+    };
     s.sleep_rand(0, 1_000).await;
     s.c.isolate(p);
     s.fault("failover: primary (clock at the drift bound) isolated");
     s.sleep(2_000).await;
     s.c.heal();
     s.fault("healed");
-    let Some(p) = s.wait_primary(10_000).await else { return };
+    let Some(p) = s.wait_primary(10_000).await else {
+        return;
+    };
     s.c.pause(p);
     s.fault("failover: primary paused");
     s.sleep(1_500).await;
@@ -577,7 +588,9 @@ async fn hundred(s: &mut Ctx) {
         }
     }
     s.fault("100 pods started");
-    let Some(p) = s.wait_primary(30_000).await else { return };
+    let Some(p) = s.wait_primary(30_000).await else {
+        return;
+    };
     s.c.kill(p, true);
     s.fault("failover: primary crashed");
     s.extra_bound_ns = 5_000_000_000;

@@ -23,15 +23,24 @@ pub struct SeedStats {
 
 /// The primary a majority of live cluster members name at `t`, if one node holds a
 /// valid lease.
-fn majority_primary(views: &BTreeMap<usize, NodeView>, paused: &BTreeSet<usize>, t: u64) -> Option<NodeId> {
+fn majority_primary(
+    views: &BTreeMap<usize, NodeView>,
+    paused: &BTreeSet<usize>,
+    t: u64,
+) -> Option<NodeId> {
     let live: Vec<&NodeView> = views
         .iter()
         .filter(|(s, v)| !paused.contains(s) && v.cluster.is_some())
         .map(|(_, v)| v)
         .collect();
-    let mut p = live.iter().filter(|v| v.lease_valid && v.lease_end_ns.is_some_and(|e| e > t));
+    let mut p = live
+        .iter()
+        .filter(|v| v.lease_valid && v.lease_end_ns.is_some_and(|e| e > t));
     let p = p.next()?;
-    let naming = live.iter().filter(|v| v.id == p.id || v.primary == Some(p.id)).count();
+    let naming = live
+        .iter()
+        .filter(|v| v.id == p.id || v.primary == Some(p.id))
+        .count();
     (naming * 2 > live.len()).then_some(p.id)
 }
 
@@ -82,7 +91,11 @@ pub fn seed_stats(trace: &Trace) -> SeedStats {
     }
     for (i, &tf) in faults.iter().enumerate() {
         let until = faults.get(i + 1).copied().unwrap_or(u64::MAX);
-        let old = agreed.iter().take_while(|(t, _)| *t <= tf).last().and_then(|x| x.1);
+        let old = agreed
+            .iter()
+            .take_while(|(t, _)| *t <= tf)
+            .last()
+            .and_then(|x| x.1);
         let new = agreed
             .iter()
             .find(|(t, p)| *t >= tf && *t < until && p.is_some() && *p != old);
@@ -156,7 +169,10 @@ impl Summary {
 
     /// A readable summary.
     pub fn text(&self) -> String {
-        let f = |q| self.failover_ms(q).map_or("-".to_string(), |x| format!("{x:.0} ms"));
+        let f = |q| {
+            self.failover_ms(q)
+                .map_or("-".to_string(), |x| format!("{x:.0} ms"))
+        };
         format!(
             "seeds={} failovers={} failover p50={} p99={} max={} | no-primary share={:.2}% | messages/node/s={:.1}",
             self.seeds,

@@ -21,7 +21,10 @@ fn color(role: Role) -> &'static str {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Renders `trace` as an SVG document titled `title`.
@@ -47,10 +50,20 @@ pub fn svg(trace: &Trace, title: &str) -> String {
         LEFT + WIDTH + 20.0
     );
     let _ = writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(o, r#"<text x="{LEFT}" y="16" font-size="13">{}</text>"#, esc(title));
+    let _ = writeln!(
+        o,
+        r#"<text x="{LEFT}" y="16" font-size="13">{}</text>"#,
+        esc(title)
+    );
     // Time axis: a tick per second (or per 10 s for long runs).
     let secs = trace.end_ns / 1_000_000_000;
-    let step = if secs > 60 { 10 } else if secs > 20 { 5 } else { 1 };
+    let step = if secs > 60 {
+        10
+    } else if secs > 20 {
+        5
+    } else {
+        1
+    };
     for s in (0..=secs).step_by(step as usize) {
         let xs = x(s * 1_000_000_000);
         let _ = writeln!(
@@ -130,7 +143,12 @@ pub fn svg(trace: &Trace, title: &str) -> String {
         close(&mut rects, s, *seg, trace.end_ns);
     }
     for (s, name) in trace.names.iter().enumerate() {
-        let _ = writeln!(o, r#"<text x="4" y="{:.1}">{}</text>"#, lane_y(s) + 14.0, esc(name));
+        let _ = writeln!(
+            o,
+            r#"<text x="4" y="{:.1}">{}</text>"#,
+            lane_y(s) + 14.0,
+            esc(name)
+        );
     }
     o.push_str(&rects);
     o.push_str(&marks);
@@ -155,7 +173,13 @@ pub fn svg(trace: &Trace, title: &str) -> String {
         );
     }
     let mut lx = LEFT;
-    for role in [Role::Primary, Role::Secondary, Role::Candidate, Role::Inactive, Role::Leaving] {
+    for role in [
+        Role::Primary,
+        Role::Secondary,
+        Role::Candidate,
+        Role::Inactive,
+        Role::Leaving,
+    ] {
         let _ = writeln!(
             o,
             r#"<rect x="{lx}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{:.1}">{role:?}</text>"#,

@@ -24,8 +24,14 @@ mod cli {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
+    /// One seed's result: scenario, seed, violations, failure report.
+    type Outcome = (Scenario, u64, Vec<String>, String);
+
     #[derive(Parser)]
-    #[command(name = "cluster-sim", about = "Deterministic simulations of cluster-mode")]
+    #[command(
+        name = "cluster-sim",
+        about = "Deterministic simulations of cluster-mode"
+    )]
     struct Cli {
         #[command(subcommand)]
         cmd: Cmd,
@@ -35,7 +41,7 @@ mod cli {
     enum Cmd {
         /// Runs a scenario (or `all`) over a seed range and checks every invariant.
         Run {
-            /// Scenario name, or `all`.
+            /// Scenario name, a comma-separated list, or `all`.
             scenario: String,
             /// First seed.
             #[arg(long, default_value_t = 0)]
@@ -94,10 +100,14 @@ mod cli {
         if name == "all" {
             return Ok(ALL.to_vec());
         }
-        Scenario::from_name(name).map(|s| vec![s]).ok_or_else(|| {
-            let names: Vec<_> = ALL.iter().map(|s| s.name()).collect();
-            format!("unknown scenario {name:?}; one of: all {}", names.join(" "))
-        })
+        name.split(',')
+            .map(|n| {
+                Scenario::from_name(n).ok_or_else(|| {
+                    let names: Vec<_> = ALL.iter().map(|s| s.name()).collect();
+                    format!("unknown scenario {n:?}; one of: all {}", names.join(" "))
+                })
+            })
+            .collect()
     }
 
     /// Runs `f` over every (scenario, seed) on `jobs` threads, in a deterministic order
@@ -110,8 +120,10 @@ mod cli {
         f: fn(Scenario, u64) -> T,
         on_done: &(dyn Fn(u64, u64, &T) + Sync),
     ) -> Vec<T> {
-        let work: Vec<(Scenario, u64)> =
-            list.iter().flat_map(|s| (from..from + seeds).map(move |k| (*s, k))).collect();
+        let work: Vec<(Scenario, u64)> = list
+            .iter()
+            .flat_map(|s| (from..from + seeds).map(move |k| (*s, k)))
+            .collect();
         let total = work.len() as u64;
         let next = AtomicU64::new(0);
         let done = AtomicU64::new(0);
@@ -128,7 +140,12 @@ mod cli {
                 });
             }
         });
-        results.into_inner().expect("results").into_iter().flatten().collect()
+        results
+            .into_inner()
+            .expect("results")
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     pub fn main() -> i32 {
@@ -140,7 +157,14 @@ mod cli {
                 }
                 0
             }
-            Cmd::Run { scenario, from, seeds, jobs, no_liveness, fail_fast } => {
+            Cmd::Run {
+                scenario,
+                from,
+                seeds,
+                jobs,
+                no_liveness,
+                fail_fast,
+            } => {
                 let list = match scenarios(&scenario) {
                     Ok(l) => l,
                     Err(e) => {
@@ -151,36 +175,47 @@ mod cli {
                 let start = Instant::now();
                 let failed = Arc::new(AtomicU64::new(0));
                 let stop = fail_fast;
-                let f: fn(Scenario, u64) -> (Scenario, u64, Vec<String>, String) = if no_liveness {
+                let f: fn(Scenario, u64) -> Outcome = if no_liveness {
                     |s, k| {
                         let r = run_seed_with(s, k, false);
-                        (s, k, r.violations.iter().map(|v| v.to_string()).collect(), r.report())
+                        (
+                            s,
+                            k,
+                            r.violations.iter().map(|v| v.to_string()).collect(),
+                            r.report(),
+                        )
                     }
                 } else {
                     |s, k| {
                         let r = run_seed(s, k);
-                        (s, k, r.violations.iter().map(|v| v.to_string()).collect(), r.report())
+                        (
+                            s,
+                            k,
+                            r.violations.iter().map(|v| v.to_string()).collect(),
+                            r.report(),
+                        )
                     }
                 };
                 let failed2 = failed.clone();
-                let progress = move |d: u64, total: u64, r: &(Scenario, u64, Vec<String>, String)| {
-                    if !r.2.is_empty() {
-                        failed2.fetch_add(1, Ordering::SeqCst);
-                        eprint!("{}", r.3);
-                        if stop {
-                            std::process::exit(1);
+                let progress =
+                    move |d: u64, total: u64, r: &(Scenario, u64, Vec<String>, String)| {
+                        if !r.2.is_empty() {
+                            failed2.fetch_add(1, Ordering::SeqCst);
+                            eprint!("{}", r.3);
+                            if stop {
+                                std::process::exit(1);
+                            }
                         }
-                    }
-                    if d % 50 == 0 || d == total {
-                        let el = start.elapsed().as_secs_f64();
-                        eprintln!(
-                            "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed",
-                            el,
-                            d as f64 / el,
-                            failed2.load(Ordering::SeqCst)
-                        );
-                    }
-                };
+                        if d % 50 == 0 || d == total {
+                            let el = start.elapsed().as_secs_f64();
+                            eprintln!(
+                                "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed",
+                                el,
+                                d as f64 / el,
+                                failed2.load(Ordering::SeqCst)
+                            );
+                        }
+                    };
                 let results = sweep(&list, from, seeds, jobs, f, &progress);
                 let el = start.elapsed().as_secs_f64();
                 let bad: Vec<_> = results.iter().filter(|r| !r.2.is_empty()).collect();
@@ -193,7 +228,12 @@ mod cli {
                     jobs
                 );
                 for r in &bad {
-                    println!("  {} seed {}: {}", r.0.name(), r.1, r.2.first().cloned().unwrap_or_default());
+                    println!(
+                        "  {} seed {}: {}",
+                        r.0.name(),
+                        r.1,
+                        r.2.first().cloned().unwrap_or_default()
+                    );
                 }
                 i32::from(!bad.is_empty())
             }
@@ -213,7 +253,11 @@ mod cli {
                     1
                 }
             }
-            Cmd::Timeline { scenario, seed, out } => {
+            Cmd::Timeline {
+                scenario,
+                seed,
+                out,
+            } => {
                 let Some(s) = Scenario::from_name(&scenario) else {
                     eprintln!("unknown scenario {scenario:?}");
                     return 2;
@@ -227,7 +271,12 @@ mod cli {
                 println!("wrote {out} ({} violation(s))", r.violations.len());
                 0
             }
-            Cmd::Stats { scenario, from, seeds, jobs } => {
+            Cmd::Stats {
+                scenario,
+                from,
+                seeds,
+                jobs,
+            } => {
                 let list = match scenarios(&scenario) {
                     Ok(l) => l,
                     Err(e) => {
@@ -238,11 +287,14 @@ mod cli {
                 let start = Instant::now();
                 let f: fn(Scenario, u64) -> (Scenario, cluster_mode_sims::stats::SeedStats) =
                     |s, k| (s, seed_stats(&run_seed_with(s, k, false).trace));
-                let progress = move |d: u64, total: u64, _: &(Scenario, cluster_mode_sims::stats::SeedStats)| {
-                    if d % 100 == 0 || d == total {
-                        eprintln!("[{d}/{total}] {:.1}s", start.elapsed().as_secs_f64());
-                    }
-                };
+                let progress =
+                    move |d: u64,
+                          total: u64,
+                          _: &(Scenario, cluster_mode_sims::stats::SeedStats)| {
+                        if d % 100 == 0 || d == total {
+                            eprintln!("[{d}/{total}] {:.1}s", start.elapsed().as_secs_f64());
+                        }
+                    };
                 let results = sweep(&list, from, seeds, jobs, f, &progress);
                 let mut all = Summary::default();
                 for s in &list {
