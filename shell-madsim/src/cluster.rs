@@ -1,7 +1,7 @@
 //! `SimCluster`: node lifecycle, network faults, clocks, discovery, recording.
 
 use crate::clock::Clock;
-use crate::node::{self, global_now, view_of, TransportKind};
+use crate::node::{self, global_now, raw_view_of, view_of, TransportKind};
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
 use crate::registry::Registry;
 use cluster_mode::driver::NodeState;
@@ -398,7 +398,7 @@ fn sample(shared: &Shared) {
             .collect()
     };
     for (i, st) in states {
-        let view = view_of(&st.borrow(), shared, i, now);
+        let view = raw_view_of(&st.borrow(), shared, i);
         shared.lock().recorder.view(now, i, view);
     }
 }

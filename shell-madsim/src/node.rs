@@ -215,7 +215,23 @@ async fn start_http(
     (Running { state, leave }, rx)
 }
 
-/// The view to record from a published status, judged at global time `now`.
+/// The view to record: the status exactly as the core published it (its own
+/// judgment of the lease when it last handled an event), not re-judged by the shell.
+/// The checker bounds a valid lease by its end, and treats a lease claimed past its
+/// end as held until the node says otherwise, so a core that ignores its lease end is
+/// caught even though the shell's `is_primary_at` would hide it from applications.
+pub(crate) fn raw_view_of(state: &NodeState, shared: &Shared, slot: usize) -> NodeView {
+    let clock = shared.lock().slots[slot].clock;
+    let mut st = state.status.clone();
+    if state.stopped {
+        st.role = Role::Inactive;
+        st.lease_valid = false;
+        st.fencing_token = None;
+    }
+    NodeView::from_status(&st, &clock)
+}
+
+/// The view an application sees at global time `now` (lease judged by the shell).
 pub(crate) fn view_of(state: &NodeState, shared: &Shared, slot: usize, now: u64) -> NodeView {
     let clock = shared.lock().slots[slot].clock;
     NodeView::from_status(&state.status_at(clock.local(now)), &clock)
@@ -320,7 +336,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
                     return;
                 }
                 let now = global_now();
-                let view = view_of(&state.borrow_and_update(), &shared, slot, now);
+                let view = raw_view_of(&state.borrow_and_update(), &shared, slot);
                 shared.lock().recorder.view(now, slot, view);
             }
         }

@@ -68,8 +68,11 @@ pub fn lease_intervals(trace: &Trace) -> Vec<LeaseInterval> {
             }
         }
         if let RecordKind::View(v) = &r.kind {
-            if let (true, Some(end)) = (v.lease_valid, v.lease_end_ns) {
-                if end > r.at_ns {
+            if v.lease_valid {
+                // A lease claimed at or past its end (or with no end) is held until the
+                // node's next record says otherwise: the claim is what matters.
+                let end = v.lease_end_ns.filter(|e| *e > r.at_ns).unwrap_or(u64::MAX);
+                {
                     open.insert(
                         r.slot,
                         LeaseInterval {
@@ -85,7 +88,10 @@ pub fn lease_intervals(trace: &Trace) -> Vec<LeaseInterval> {
             }
         }
     }
-    out.extend(open.into_values());
+    out.extend(open.into_values().map(|mut iv| {
+        iv.end = iv.end.min(trace.end_ns.max(iv.start + 1));
+        iv
+    }));
     out.sort_by_key(|iv| (iv.start, iv.slot));
     out
 }
