@@ -89,19 +89,41 @@ impl Discovery for SimDiscovery {
     }
 }
 
-/// Datagram transport: `send` queues to one long-lived sender task.
+/// Datagram transport. Every madsim socket operation costs at least 1 ms of simulated
+/// time in the task that performs it, so `send` queues to a long-lived sender task per
+/// peer (a bounded queue; a full queue drops, as the hyper transport does), and
+/// [`RECEIVERS`] tasks receive concurrently.
 struct DatagramTransport {
-    tx: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    ep: Arc<Endpoint>,
+    peers: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     shared: Arc<Shared>,
     slot: usize,
 }
 
+/// Envelopes queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 256;
+/// Concurrent receive tasks per node (each can take about 1,000 datagrams per
+/// simulated second).
+const RECEIVERS: usize = 16;
+
 impl Transport for DatagramTransport {
     fn send(&self, to: &Address, env: Envelope) {
         self.shared.lock().recorder.count_send(self.slot);
-        if let Ok(dst) = to.as_str().parse::<SocketAddr>() {
-            let _ = self.tx.send((dst, env.encode()));
-        }
+        let Ok(dst) = to.as_str().parse::<SocketAddr>() else {
+            return;
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = peers.entry(dst).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
+            let ep = self.ep.clone();
+            madsim::task::spawn(async move {
+                while let Some(bytes) = rx.recv().await {
+                    let _ = ep.send_to_raw(dst, 0, Box::new(bytes)).await;
+                }
+            });
+            tx
+        });
+        let _ = tx.try_send(env.encode());
     }
 }
 
@@ -126,30 +148,28 @@ async fn start_datagram(
 ) -> (Running, mpsc::UnboundedReceiver<ClusterEvent>) {
     let ep = Arc::new(Endpoint::bind(sock).await.expect("bind node endpoint"));
     let (inbox, inbox_rx) = Inbox::channel(1024);
-    let rx_ep = ep.clone();
-    madsim::task::spawn(async move {
-        while let Ok((data, _from)) = rx_ep.recv_from_raw(0).await {
-            if let Ok(bytes) = data.downcast::<Vec<u8>>() {
-                if let Ok(env) = Envelope::decode(&bytes) {
-                    // A full inbox drops the datagram, as a socket buffer would.
-                    let _ = inbox.try_deliver(env);
+    for _ in 0..RECEIVERS {
+        let rx_ep = ep.clone();
+        let inbox = inbox.clone();
+        madsim::task::spawn(async move {
+            while let Ok((data, _from)) = rx_ep.recv_from_raw(0).await {
+                if let Ok(bytes) = data.downcast::<Vec<u8>>() {
+                    if let Ok(env) = Envelope::decode(&bytes) {
+                        // A full inbox drops the datagram, as a socket buffer would.
+                        let _ = inbox.try_deliver(env);
+                    }
                 }
             }
-        }
-    });
-    let (tx, mut out_rx) = mpsc::unbounded_channel::<(SocketAddr, Vec<u8>)>();
-    madsim::task::spawn(async move {
-        while let Some((dst, bytes)) = out_rx.recv().await {
-            let _ = ep.send_to_raw(dst, 0, Box::new(bytes)).await;
-        }
-    });
+        });
+    }
     let subscribers = Subscribers::default();
     let events = subscribers.subscribe();
     let handle = spawn_driver(DriverParts {
         core,
         clock,
         transport: Arc::new(DatagramTransport {
-            tx,
+            ep,
+            peers: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             shared: shared.clone(),
             slot,
         }),
