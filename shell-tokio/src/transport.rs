@@ -140,7 +140,7 @@ impl Transport for HttpTransport {
     fn send(&self, to: &Address, env: Envelope) {
         let now = Instant::now();
         let mut peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut env = env;
+        let mut env = Some(env);
         // At most twice: a queue whose tasks just ended idle is replaced by a fresh one.
         for _ in 0..2 {
             let queue = match peers.get(to) {
@@ -151,8 +151,8 @@ impl Transport for HttpTransport {
                     q
                 }
             };
-            match queue.push(env, now) {
-                Ok(pushed) => {
+            match queue.push(&mut env, now) {
+                Some(pushed) => {
                     let c = &self.inner.counters;
                     c.send_coalesced
                         .fetch_add(pushed.coalesced as u64, Ordering::Relaxed);
@@ -162,8 +162,7 @@ impl Transport for HttpTransport {
                     }
                     return;
                 }
-                Err(back) => {
-                    env = back;
+                None => {
                     peers.remove(to);
                 }
             }
@@ -294,17 +293,18 @@ impl PeerQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `env`, or gives it back if the queue's tasks have ended.
-    fn push(&self, env: Envelope, now: Instant) -> Result<Pushed, Envelope> {
+    /// Takes `env` out of its option and queues it, unless the queue's tasks have
+    /// ended (`None`; `env` is then left in place).
+    fn push(&self, env: &mut Option<Envelope>, now: Instant) -> Option<Pushed> {
         let pushed = {
             let mut st = self.lock();
             if st.closed {
-                return Err(env);
+                return None;
             }
-            st.backlog.push(env, now)
+            st.backlog.push(env.take()?, now)
         };
         self.ready.notify_one();
-        Ok(pushed)
+        Some(pushed)
     }
 
     /// The next envelope young enough to send; `None` once idle for `idle` (the queue
