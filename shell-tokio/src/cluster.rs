@@ -13,6 +13,7 @@ use cluster_mode_core::{
     Role, Status,
 };
 use cluster_mode_discovery::Discovery;
+use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,8 +205,13 @@ impl ClusterBuilder {
             identity = identity.with_name(n);
         }
         let lease_duration = self.config.lease_duration;
-        let core = ClusterCore::new(identity, self.config, rand::random::<u64>(), clock.now())
-            .map_err(StartError::Config)?;
+        let core = ClusterCore::new(
+            identity,
+            self.config,
+            crate::fresh_rng().random::<u64>(),
+            clock.now(),
+        )
+        .map_err(StartError::Config)?;
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
         let mut transport_opts = self.transport;
