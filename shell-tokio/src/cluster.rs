@@ -13,6 +13,7 @@ use cluster_mode_core::{
     Role, Status,
 };
 use cluster_mode_discovery::Discovery;
+use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,7 +150,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Transport tuning (queue length, requests in flight, request timeout).
+    /// Transport tuning (queue length, requests in flight, request timeout, maximum
+    /// age of a queued message).
     pub fn transport_options(mut self, opts: TransportOptions) -> Self {
         self.transport = opts;
         self
@@ -202,16 +204,26 @@ impl ClusterBuilder {
         if let Some(n) = self.name {
             identity = identity.with_name(n);
         }
-        let core = ClusterCore::new(identity, self.config, rand::random::<u64>(), clock.now())
-            .map_err(StartError::Config)?;
+        let lease_duration = self.config.lease_duration;
+        let core = ClusterCore::new(
+            identity,
+            self.config,
+            crate::fresh_rng().random::<u64>(),
+            clock.now(),
+        )
+        .map_err(StartError::Config)?;
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
+        let mut transport_opts = self.transport;
+        // Stale acknowledgements renew no lease: by default, a message that waited
+        // longer than the lease is not worth sending.
+        transport_opts.max_age = transport_opts.max_age.or(Some(lease_duration));
         let transport = HttpTransport::new(
             id,
             inbox.clone(),
             counters.clone(),
             self.secret.clone(),
-            self.transport,
+            transport_opts,
         );
         let subscribers = Subscribers::default();
         let driver = spawn_driver(DriverParts {

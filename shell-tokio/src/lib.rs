@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use rand::Rng;
+
 pub mod clock;
 mod cluster;
 pub mod driver;
@@ -33,7 +35,16 @@ pub use driver::{ClusterEvent, NodeState, Transport};
 pub use server::ClusterService;
 
 /// A fresh random node id, drawn at every process start (P1). Deterministic under
-/// madsim (rand 0.9 over getrandom 0.3).
+/// madsim (getrandom 0.3 is simulated).
 pub fn fresh_node_id() -> NodeId {
-    NodeId(rand::random::<u128>())
+    NodeId(fresh_rng().random::<u128>())
+}
+
+/// A generator seeded from the OS at every call, not the thread-local one: rand's
+/// `ThreadRng` keeps its state across madsim runs on the same thread, so the second
+/// simulation of a seed on a thread drew other ids than the first (the sims'
+/// `replay_gives_identical_trace` failed on `http-primary-crash`).
+pub(crate) fn fresh_rng() -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::from_os_rng()
 }

@@ -31,8 +31,12 @@ counters! {
     messages_in,
     /// Envelopes the core asked to send.
     messages_out,
-    /// Envelopes dropped because the peer's send queue was full.
+    /// Envelopes dropped because the peer's send queue was full (the oldest queued).
     send_queue_full,
+    /// Queued heartbeats and append replies dropped: a newer one to the same node superseded them.
+    send_coalesced,
+    /// Queued envelopes dropped because they waited longer than the maximum age.
+    send_expired,
     /// Sends that failed (connect error, timeout, non-2xx answer).
     send_failed,
     /// Bytes of envelope bodies sent (without HTTP headers).

@@ -1,6 +1,17 @@
 //! hyper's runtime hooks over `tokio::{spawn, time, net}` (which madsim simulates):
 //! an executor, a timer and a TCP connector. hyper-util's own `TokioExecutor`,
 //! `TokioTimer` and `HttpConnector` call real tokio and would panic in a simulation.
+//!
+//! Both ends wrap their TCP streams in [`FlushGate`]: hyper's HTTP/1 dispatcher
+//! flushes its connection every time it is polled, with or without anything written.
+//! On a kernel socket that is free, but madsim's simulated `TcpStream` sends every
+//! flush, even an empty one, as a packet that the receiver takes at least 1 ms of
+//! simulated time to consume, in order. Each empty packet wakes the other end's
+//! dispatcher, which flushes again: empty packets bounce between the two ends of every
+//! keep-alive connection, multiply with each request, and queue up ahead of the real
+//! bytes, so a request took longer and longer (20 ms at first, over 300 ms ten
+//! simulated seconds later). Skipping a flush with nothing written is correct for any
+//! stream.
 
 use crate::metrics::{bump, Counters};
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -59,10 +70,69 @@ impl hyper::rt::Timer for Timer {
 #[derive(Debug)]
 pub struct Conn(TokioIo<Counted>);
 
+/// A stream whose `poll_flush` reaches the inner stream only when bytes were written
+/// since the last completed flush (see the [module docs](self)).
+#[derive(Debug)]
+pub struct FlushGate<S> {
+    inner: S,
+    unflushed: bool,
+}
+
+impl<S> FlushGate<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        FlushGate {
+            inner,
+            unflushed: false,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FlushGate<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FlushGate<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                self.unflushed = true;
+            }
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = &r {
+            self.unflushed = false;
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A TCP stream counting the bytes through it (for the wire figures in status).
 #[derive(Debug)]
 pub struct Counted {
-    stream: tokio::net::TcpStream,
+    stream: FlushGate<tokio::net::TcpStream>,
     counters: Arc<Counters>,
 }
 
@@ -177,7 +247,10 @@ impl tower_service::Service<Uri> for Connector {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             let _ = stream.set_nodelay(true);
             bump(&counters.connections_opened);
-            Ok(Conn(TokioIo::new(Counted { stream, counters })))
+            Ok(Conn(TokioIo::new(Counted {
+                stream: FlushGate::new(stream),
+                counters,
+            })))
         })
     }
 }

@@ -328,7 +328,8 @@ pub async fn serve(
         let svc = service.clone();
         let mut alive = alive_rx.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
+            // Skips hyper's empty flushes (see `crate::rt`).
+            let io = hyper_util::rt::TokioIo::new(crate::rt::FlushGate::new(stream));
             let hyper_svc =
                 hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let svc = svc.clone();

@@ -1,0 +1,404 @@
+//! `SimCluster`: node lifecycle, network faults, clocks, discovery, recording.
+
+use crate::clock::Clock;
+use crate::node::{self, global_now, raw_view_of, view_of, TransportKind};
+use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
+use crate::registry::Registry;
+use cluster_mode::driver::NodeState;
+use cluster_mode_core::{Address, Config};
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId as SimNodeId;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The port every simulated node listens on.
+pub const PORT: u16 = 7000;
+
+/// SplitMix64 for the simulation's own choices (seeded from madsim's RNG).
+#[derive(Debug)]
+pub(crate) struct SplitMix(u64);
+impl SplitMix {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    pub(crate) addr: Address,
+    pub(crate) sim_id: Option<SimNodeId>,
+    pub(crate) clock: Clock,
+    pub(crate) alive: bool,
+    pub(crate) paused: bool,
+    pub(crate) left: bool,
+    pub(crate) state: Option<watch::Receiver<NodeState>>,
+    pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) registry: Registry,
+    pub(crate) recorder: Recorder,
+    pub(crate) rng: SplitMix,
+    pub(crate) transport: TransportKind,
+    cut_links: BTreeSet<(usize, usize)>,
+    isolated: BTreeSet<usize>,
+}
+
+pub(crate) struct Shared(Mutex<Inner>);
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Options of a simulated cluster.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// How often every live node's status is sampled (besides every change), in
+    /// simulated milliseconds. Sampling catches a lease that expires by time alone.
+    pub sample_ms: u64,
+    /// The largest clock offset given to a node at creation, in milliseconds.
+    pub max_clock_offset_ms: u64,
+    /// The transport between nodes.
+    pub transport: TransportKind,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            sample_ms: 5,
+            max_clock_offset_ms: 10_000,
+            transport: TransportKind::Datagram,
+        }
+    }
+}
+
+/// A publicly visible summary of one slot.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    /// Pod name.
+    pub name: String,
+    /// `ip:port`.
+    pub addr: String,
+    /// Whether its process runs (not killed, not left).
+    pub alive: bool,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Whether it finished leaving.
+    pub left: bool,
+}
+
+/// A cluster of simulated nodes. Create it inside a madsim runtime (in the future
+/// given to `Runtime::block_on`), then add nodes and inject faults between sleeps.
+///
+/// Nodes are *slots*: a pod name and IP. Restarting a slot gives it a new identity
+/// (P1); replacing a pod makes a new slot with a new name and IP.
+#[derive(Clone)]
+pub struct SimCluster {
+    shared: Arc<Shared>,
+    max_offset_ms: u64,
+}
+
+impl SimCluster {
+    /// A cluster whose nodes all use `cfg`. Starts the status sampler.
+    pub fn new(cfg: Config, opts: SimOptions) -> Self {
+        let inner = Inner {
+            cfg,
+            slots: Vec::new(),
+            registry: Registry::default(),
+            recorder: Recorder::default(),
+            rng: SplitMix(madsim::rand::random::<u64>()),
+            transport: opts.transport,
+            cut_links: BTreeSet::new(),
+            isolated: BTreeSet::new(),
+        };
+        let shared = Arc::new(Shared(Mutex::new(inner)));
+        let sampler = shared.clone();
+        let period = Duration::from_millis(opts.sample_ms.max(1));
+        madsim::task::spawn(async move {
+            loop {
+                madsim::time::sleep(period).await;
+                sample(&sampler);
+            }
+        });
+        SimCluster {
+            shared,
+            max_offset_ms: opts.max_clock_offset_ms.max(1),
+        }
+    }
+
+    /// Simulated nanoseconds since the simulation started.
+    pub fn now_ns(&self) -> u64 {
+        global_now()
+    }
+
+    /// Sleeps `ms` simulated milliseconds.
+    pub async fn sleep_ms(&self, ms: u64) {
+        madsim::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// The configuration every node uses.
+    pub fn config(&self) -> Config {
+        self.shared.lock().cfg.clone()
+    }
+
+    /// Adds a pod named `name` at `ip`, lists it in discovery and starts it. Its clock
+    /// gets a random offset and rate error `drift_ppm`. Returns its slot.
+    pub fn add_node(&self, name: &str, ip: Ipv4Addr, drift_ppm: i64) -> usize {
+        let slot = {
+            let mut g = self.shared.lock();
+            let offset = g.rng.next() % (self.max_offset_ms * 1_000_000) + 1_000_000_000;
+            let addr = Address::new(format!("{ip}:{PORT}"));
+            let now = global_now();
+            g.registry.list(now, &addr, name);
+            g.slots.push(Slot {
+                name: name.to_string(),
+                addr,
+                sim_id: None,
+                clock: Clock::new(offset, drift_ppm),
+                alive: false,
+                paused: false,
+                left: false,
+                state: None,
+                leave: None,
+            });
+            g.slots.len() - 1
+        };
+        let shared = self.shared.clone();
+        let handle = Handle::current()
+            .create_node()
+            .name(name)
+            .ip(IpAddr::V4(ip))
+            .init(move || node::run(shared.clone(), slot))
+            .build();
+        self.shared.lock().slots[slot].sim_id = Some(handle.id());
+        slot
+    }
+
+    fn sim_id(&self, slot: usize) -> SimNodeId {
+        self.shared.lock().slots[slot].sim_id.expect("node built")
+    }
+
+    /// Records a cluster-wide fault description (shown in traces and timelines).
+    pub fn fault(&self, what: impl Into<String>) {
+        self.shared
+            .lock()
+            .recorder
+            .push(global_now(), usize::MAX, RecordKind::Fault(what.into()));
+    }
+
+    fn stop_slot(&self, slot: usize, why: &str, unlist: bool) {
+        let id = self.sim_id(slot);
+        Handle::current().kill(id);
+        let mut g = self.shared.lock();
+        let now = global_now();
+        let s = &mut g.slots[slot];
+        let was_alive = s.alive && !s.left;
+        s.alive = false;
+        s.paused = false;
+        s.state = None;
+        s.leave = None;
+        let addr = s.addr.clone();
+        if unlist {
+            g.registry.unlist(now, &addr);
+        }
+        if was_alive {
+            g.recorder
+                .push(now, slot, RecordKind::Stopped(why.to_string()));
+        }
+    }
+
+    /// Kills the process (a crash). The pod stays listed in discovery unless
+    /// `unlist` (a pod that is gone for good).
+    pub fn kill(&self, slot: usize, unlist: bool) {
+        self.stop_slot(slot, "killed", unlist);
+    }
+
+    /// Kills and restarts the process at the same name and IP, with a new identity.
+    pub fn restart(&self, slot: usize) {
+        self.stop_slot(slot, "killed for restart", false);
+        let id = self.sim_id(slot);
+        {
+            let mut g = self.shared.lock();
+            let now = global_now();
+            let (addr, name) = (g.slots[slot].addr.clone(), g.slots[slot].name.clone());
+            g.slots[slot].left = false;
+            g.registry.list(now, &addr, &name);
+        }
+        Handle::current().restart(id);
+    }
+
+    /// Replaces the pod: the old one is killed and unlisted, a new pod `name` at `ip`
+    /// (a new identity) is added. Returns the new slot.
+    pub fn replace(&self, slot: usize, name: &str, ip: Ipv4Addr) -> usize {
+        self.stop_slot(slot, "replaced", true);
+        let ppm = self.shared.lock().slots[slot].clock.ppm();
+        self.add_node(name, ip, ppm)
+    }
+
+    /// Pauses the process (SIGSTOP, a long GC pause): no task of it runs.
+    pub fn pause(&self, slot: usize) {
+        Handle::current().pause(self.sim_id(slot));
+        let mut g = self.shared.lock();
+        g.slots[slot].paused = true;
+        g.recorder.push(global_now(), slot, RecordKind::Paused);
+    }
+
+    /// Resumes a paused process.
+    pub fn resume(&self, slot: usize) {
+        Handle::current().resume(self.sim_id(slot));
+        let mut g = self.shared.lock();
+        g.slots[slot].paused = false;
+        g.recorder.push(global_now(), slot, RecordKind::Resumed);
+    }
+
+    /// Asks the node to leave gracefully (`Input::Leave`).
+    pub fn leave(&self, slot: usize) {
+        let leave = self.shared.lock().slots[slot].leave.clone();
+        if let Some(leave) = leave {
+            leave();
+        }
+    }
+
+    /// Cuts the link `from -> to` (one direction only).
+    pub fn cut_one_way(&self, from: usize, to: usize) {
+        let (a, b) = (self.sim_id(from), self.sim_id(to));
+        NetSim::current().clog_link(a, b);
+        self.shared.lock().cut_links.insert((from, to));
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&self, a: usize, b: usize) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    /// Splits the listed slots into groups that cannot talk to each other. Slots not
+    /// listed in any group keep all their links.
+    pub fn partition(&self, groups: &[Vec<usize>]) {
+        for (i, ga) in groups.iter().enumerate() {
+            for gb in groups.iter().skip(i + 1) {
+                for &a in ga {
+                    for &b in gb {
+                        self.cut(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts the node off from everyone, both directions.
+    pub fn isolate(&self, slot: usize) {
+        NetSim::current().clog_node(self.sim_id(slot));
+        self.shared.lock().isolated.insert(slot);
+    }
+
+    /// Restores every cut link and isolated node.
+    pub fn heal(&self) {
+        let (links, isolated) = {
+            let mut g = self.shared.lock();
+            (
+                std::mem::take(&mut g.cut_links),
+                std::mem::take(&mut g.isolated),
+            )
+        };
+        let net = NetSim::current();
+        for (a, b) in links {
+            net.unclog_link(self.sim_id(a), self.sim_id(b));
+        }
+        for s in isolated {
+            net.unclog_node(self.sim_id(s));
+        }
+    }
+
+    /// Sets the network's packet loss rate (0.0-1.0) and one-way latency range.
+    pub fn set_net(&self, loss: f64, latency: Range<Duration>) {
+        NetSim::current().update_config(|c| {
+            c.packet_loss_rate = loss;
+            c.send_latency = latency;
+        });
+    }
+
+    /// Changes a node's clock rate error from now on (parts per million).
+    pub fn set_drift(&self, slot: usize, ppm: i64) {
+        let now = global_now();
+        self.shared.lock().slots[slot].clock.set_ppm(now, ppm);
+    }
+
+    /// Changes the discovery registry (lag, errors, flapping, per-node views).
+    pub fn registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.shared.lock().registry)
+    }
+
+    /// The slots, in creation order.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        self.shared
+            .lock()
+            .slots
+            .iter()
+            .map(|s| SlotInfo {
+                name: s.name.clone(),
+                addr: s.addr.to_string(),
+                alive: s.alive,
+                paused: s.paused,
+                left: s.left,
+            })
+            .collect()
+    }
+
+    /// The current view of every running, unpaused node, by slot.
+    pub fn views(&self) -> Vec<(usize, NodeView)> {
+        let now = global_now();
+        let states: Vec<(usize, watch::Receiver<NodeState>)> = {
+            let g = self.shared.lock();
+            g.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.alive && !s.paused && !s.left)
+                .filter_map(|(i, s)| Some((i, s.state.clone()?)))
+                .collect()
+        };
+        states
+            .into_iter()
+            .filter(|(_, st)| !st.borrow().stopped)
+            .map(|(i, st)| (i, view_of(&st.borrow(), &self.shared, i, now)))
+            .collect()
+    }
+
+    /// Samples every node now, then returns the history so far.
+    pub fn trace(&self) -> Trace {
+        sample(&self.shared);
+        let g = self.shared.lock();
+        let names = g.slots.iter().map(|s| s.name.clone()).collect();
+        g.recorder.snapshot(names, global_now())
+    }
+}
+
+fn sample(shared: &Shared) {
+    let now = global_now();
+    let states: Vec<(usize, watch::Receiver<NodeState>)> = {
+        let g = shared.lock();
+        g.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive && !s.paused && !s.left)
+            .filter_map(|(i, s)| Some((i, s.state.clone()?)))
+            .collect()
+    };
+    for (i, st) in states {
+        let view = raw_view_of(&st.borrow(), shared, i);
+        shared.lock().recorder.view(now, i, view);
+    }
+}

@@ -1,0 +1,27 @@
+//! Runs real `cluster-mode-core` nodes inside the madsim deterministic simulator.
+//!
+//! Everything here only exists when built with `--cfg madsim` (the `cargo simtest`
+//! alias): a plain build of this crate is empty, so madsim is never compiled into a
+//! production binary.
+//!
+//! - [`SimCluster`]: create, kill, restart, replace, pause and resume nodes; partition
+//!   the network (groups, one-way cuts, isolation); change loss and latency; give each
+//!   node a drifting clock; drive the simulated discovery [`Registry`].
+//! - [`Recorder`]: every node's status at every change and at a fine sampling interval,
+//!   plus the faults that were injected: the input of the invariant checker in
+//!   `cluster-mode-sims`.
+#![cfg(madsim)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod clock;
+mod cluster;
+mod node;
+mod recorder;
+mod registry;
+
+pub use clock::Clock;
+pub use cluster::{SimCluster, SimOptions, SlotInfo};
+pub use node::TransportKind;
+pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
+pub use registry::Registry;

@@ -1,0 +1,226 @@
+//! The recorded history of a simulation: node views at every change, and faults.
+
+use crate::clock::Clock;
+use cluster_mode_core::{ClusterId, NodeId, Role, Status};
+use std::fmt::Write as _;
+
+/// 64-bit FNV-1a: a stable hash (unlike `DefaultHasher`, fixed across Rust versions),
+/// used for member lists and trace hashes.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// One node's view at one instant, with its lease converted to global time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// The node's identity (new on every start).
+    pub id: NodeId,
+    /// The cluster it belongs to, if any.
+    pub cluster: Option<ClusterId>,
+    /// The application-visible role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// Whether it is the Raft leader of its term.
+    pub is_leader: bool,
+    /// The primary it reports (itself while it holds a lease).
+    pub primary: Option<NodeId>,
+    /// Committed configuration index.
+    pub commit_index: u64,
+    /// The committed member ids (sorted), with `true` for voters.
+    pub members: Vec<(NodeId, bool)>,
+    /// FNV-1a hash of the committed member list (ids, addresses, names, voter flags).
+    pub members_hash: u64,
+    /// Whether its primary lease is valid at this instant (by its own clock).
+    pub lease_valid: bool,
+    /// The lease end converted to global simulated nanoseconds, while leader.
+    pub lease_end_ns: Option<u64>,
+    /// The fencing token's term while primary.
+    pub fencing_term: Option<u64>,
+}
+
+impl NodeView {
+    /// Builds the view from a core status and the node's clock.
+    pub fn from_status(s: &Status, clock: &Clock) -> Self {
+        let mut text = String::new();
+        for m in &s.members {
+            let _ = write!(text, "{:?}|{}|{:?}|{};", m.id, m.addr, m.name, m.voter);
+        }
+        NodeView {
+            id: s.id,
+            cluster: s.cluster,
+            role: s.role,
+            term: s.term,
+            is_leader: s.is_leader,
+            primary: s.primary.as_ref().map(|p| p.id),
+            commit_index: s.commit_index,
+            members: s.members.iter().map(|m| (m.id, m.voter)).collect(),
+            members_hash: fnv1a(text.as_bytes()),
+            lease_valid: s.lease_valid,
+            lease_end_ns: s.lease_until.map(|l| clock.global_of(l)),
+            fencing_term: s.fencing_token.map(|t| t.term),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A node process started with a fresh identity.
+    Started {
+        /// Pod name.
+        name: String,
+        /// The new identity.
+        id: NodeId,
+        /// Its address.
+        addr: String,
+    },
+    /// The node's view changed (or a sample found it different).
+    View(NodeView),
+    /// The node process died (killed, replaced) or finished leaving.
+    Stopped(String),
+    /// The node was paused (SIGSTOP, long GC).
+    Paused,
+    /// The node was resumed.
+    Resumed,
+    /// A fault was injected or cleared (applies to the whole cluster).
+    Fault(String),
+}
+
+/// One entry of the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Global simulated time, nanoseconds since the simulation started.
+    pub at_ns: u64,
+    /// The node slot it concerns (`usize::MAX` for cluster-wide faults).
+    pub slot: usize,
+    /// What happened.
+    pub kind: RecordKind,
+}
+
+/// Collects records; deduplicates views per slot.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    records: Vec<Record>,
+    last: Vec<Option<NodeView>>,
+    /// Messages sent, per slot.
+    pub sent: Vec<u64>,
+}
+
+impl Recorder {
+    /// Records `view` for `slot` if it differs from the slot's last view.
+    pub fn view(&mut self, at_ns: u64, slot: usize, view: NodeView) {
+        if self.last.len() <= slot {
+            self.last.resize(slot + 1, None);
+        }
+        if self.last[slot].as_ref() == Some(&view) {
+            return;
+        }
+        self.last[slot] = Some(view.clone());
+        self.records.push(Record {
+            at_ns,
+            slot,
+            kind: RecordKind::View(view),
+        });
+    }
+
+    /// Records a lifecycle event or fault.
+    pub fn push(&mut self, at_ns: u64, slot: usize, kind: RecordKind) {
+        if slot < self.last.len() && !matches!(kind, RecordKind::Fault(_)) {
+            self.last[slot] = None;
+        }
+        self.records.push(Record { at_ns, slot, kind });
+    }
+
+    /// Counts one message sent by `slot`.
+    pub fn count_send(&mut self, slot: usize) {
+        if self.sent.len() <= slot {
+            self.sent.resize(slot + 1, 0);
+        }
+        self.sent[slot] += 1;
+    }
+
+    /// A copy of everything recorded so far.
+    pub fn snapshot(&self, names: Vec<String>, end_ns: u64) -> Trace {
+        let mut records = self.records.clone();
+        // Transition events are stamped with the node's clock at the change and may be
+        // recorded after later samples: order by time (stable for equal times).
+        records.sort_by_key(|r| r.at_ns);
+        Trace {
+            records,
+            names,
+            sent: self.sent.clone(),
+            end_ns,
+        }
+    }
+}
+
+/// A finished simulation's history: the checker's input.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Every record, in simulated-time order.
+    pub records: Vec<Record>,
+    /// Pod name per slot.
+    pub names: Vec<String>,
+    /// Messages sent per slot.
+    pub sent: Vec<u64>,
+    /// When the simulation ended (global ns).
+    pub end_ns: u64,
+}
+
+impl Trace {
+    /// The name of slot `slot` (or `"-"`).
+    pub fn name(&self, slot: usize) -> &str {
+        self.names.get(slot).map(String::as_str).unwrap_or("-")
+    }
+
+    /// A readable line per record.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.records {
+            let _ = write!(
+                out,
+                "{:>6}.{:06}ms ",
+                r.at_ns / 1_000_000,
+                r.at_ns % 1_000_000
+            );
+            let who = if r.slot == usize::MAX {
+                "*"
+            } else {
+                self.name(r.slot)
+            };
+            let _ = match &r.kind {
+                RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
+                RecordKind::View(v) => writeln!(
+                    out,
+                    "{who} id={} {:?} term={} leader={} primary={} commit={} members={} lease={}{} fence={:?}",
+                    v.id,
+                    v.role,
+                    v.term,
+                    v.is_leader,
+                    v.primary.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    v.commit_index,
+                    v.members.len(),
+                    v.lease_valid,
+                    v.lease_end_ns.map(|e| format!("(until {}ms)", e / 1_000_000)).unwrap_or_default(),
+                    v.fencing_term,
+                ),
+                RecordKind::Stopped(why) => writeln!(out, "{who} stopped: {why}"),
+                RecordKind::Paused => writeln!(out, "{who} paused"),
+                RecordKind::Resumed => writeln!(out, "{who} resumed"),
+                RecordKind::Fault(f) => writeln!(out, "{who} FAULT {f}"),
+            };
+        }
+        out
+    }
+
+    /// A stable hash of the whole trace: equal for two runs of one seed.
+    pub fn hash(&self) -> u64 {
+        fnv1a(self.text().as_bytes()) ^ fnv1a(format!("{:?}", self.sent).as_bytes())
+    }
+}

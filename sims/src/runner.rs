@@ -1,0 +1,89 @@
+//! Runs one scenario for one seed inside a fresh madsim runtime and checks it.
+
+use crate::checker::{self, Liveness, Violation};
+use crate::scenarios::{Plan, Scenario};
+use cluster_mode_madsim::{SimCluster, Trace};
+
+/// The result of one seed.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Which seed.
+    pub seed: u64,
+    /// The recorded history.
+    pub trace: Trace,
+    /// What the scenario reported.
+    pub plan: Plan,
+    /// Broken invariants (empty: passed).
+    pub violations: Vec<Violation>,
+}
+
+impl RunResult {
+    /// The one-line command that replays this seed.
+    pub fn replay_command(&self) -> String {
+        replay_command(self.scenario, self.seed)
+    }
+
+    /// A failure report: scenario, seed, violations, replay command.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "FAILED scenario={} seed={} ({} violation(s))\n",
+            self.scenario.name(),
+            self.seed,
+            self.violations.len()
+        );
+        for v in self.violations.iter().take(10) {
+            s.push_str(&format!("  {v}\n"));
+        }
+        s.push_str(&format!("  replay: {}\n", self.replay_command()));
+        s
+    }
+}
+
+/// The one-line command that replays `seed` of `scenario` and prints its trace.
+pub fn replay_command(scenario: Scenario, seed: u64) -> String {
+    format!("cargo sim replay {} --seed {seed}", scenario.name())
+}
+
+/// Runs `scenario` with `seed` and checks the recorded history.
+pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
+    run_seed_with(scenario, seed, true)
+}
+
+/// Like [`run_seed`]; `liveness: false` checks only the safety invariants.
+pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let cfg = scenario.config();
+    let (trace, plan, bound) = rt.block_on(async move {
+        let c = SimCluster::new(cfg.clone(), scenario.options());
+        let plan = scenario.run(c.clone()).await;
+        let interval = c.registry(|r| r.interval_ms);
+        let bound = checker::liveness_bound_ns(&cfg, interval) + plan.extra_bound_ns;
+        // Run until every live member agrees (or the bound passed), then one more second.
+        let deadline = plan.last_fault_ns + bound;
+        loop {
+            let views = c.views();
+            let agreed =
+                checker::agreed_primary(views.iter().map(|(_, v)| v), c.now_ns(), true).is_some();
+            if agreed || c.now_ns() > deadline {
+                break;
+            }
+            c.sleep_ms(100).await;
+        }
+        c.sleep_ms(1_000).await;
+        (c.trace(), plan, bound)
+    });
+    let live = liveness.then_some(Liveness {
+        last_fault_ns: plan.last_fault_ns,
+        bound_ns: bound,
+    });
+    let violations = checker::check(&trace, live);
+    RunResult {
+        scenario,
+        seed,
+        trace,
+        plan,
+        violations,
+    }
+}

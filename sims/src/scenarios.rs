@@ -1,0 +1,598 @@
+//! The scenario catalogue: each one builds a cluster, injects faults and returns when
+//! its last fault happened so the checker can apply the liveness bound.
+
+use cluster_mode_core::Config;
+use cluster_mode_madsim::{SimCluster, SimOptions, TransportKind};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// A scenario of the catalogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// Five nodes start at random instants; a primary must emerge.
+    ColdStart,
+    /// The primary crashes (its pod is gone).
+    PrimaryCrash,
+    /// The primary is cut off from everyone for 3 s, then healed.
+    PrimaryIsolated,
+    /// The primary and one follower (a minority) are split from the other three.
+    MinorityPartition,
+    /// The primary stays in the majority side of a 3/2 split.
+    MajorityPartition,
+    /// The primary can receive but not send (one-way cut), then healed.
+    OneWayPartition,
+    /// Links between the primary and two followers flap for 5 s.
+    FlappingLink,
+    /// 20% packet loss and 1-150 ms latency for 5 s.
+    LossDelayStorm,
+    /// The primary is paused for longer than the election timeout, then resumed.
+    PausedPrimary,
+    /// Every pod is replaced by a new identity at a new IP, one at a time.
+    RollingRestart,
+    /// Three nodes grow to seven, then shrink back to three by graceful leave.
+    ScaleUpDown,
+    /// Discovery lags, fails and disagrees between nodes during bootstrap.
+    DiscoveryChaos,
+    /// Clocks at the drift bound (+1% and -1%) while the primary crashes and is paused.
+    ClockDrift,
+    /// A member leaves while an election runs; then the new primary leaves.
+    LeaveDuringElection,
+    /// A random mix of faults on five nodes for 30 simulated seconds.
+    Chaos,
+    /// 100 members with 5 voters; the primary crashes.
+    HundredMembers,
+    /// No fault for 10 s over the real hyper transport (madsim TCP).
+    HttpSteady,
+    /// `PrimaryCrash` over the real hyper transport (madsim TCP).
+    HttpPrimaryCrash,
+    /// `PrimaryIsolated` over the real hyper transport (madsim TCP).
+    HttpPrimaryIsolated,
+    /// `PausedPrimary` over the real hyper transport (madsim TCP).
+    HttpPausedPrimary,
+}
+
+/// Every scenario, in catalogue order.
+pub const ALL: [Scenario; 20] = [
+    Scenario::ColdStart,
+    Scenario::PrimaryCrash,
+    Scenario::PrimaryIsolated,
+    Scenario::MinorityPartition,
+    Scenario::MajorityPartition,
+    Scenario::OneWayPartition,
+    Scenario::FlappingLink,
+    Scenario::LossDelayStorm,
+    Scenario::PausedPrimary,
+    Scenario::RollingRestart,
+    Scenario::ScaleUpDown,
+    Scenario::DiscoveryChaos,
+    Scenario::ClockDrift,
+    Scenario::LeaveDuringElection,
+    Scenario::Chaos,
+    Scenario::HundredMembers,
+    Scenario::HttpSteady,
+    Scenario::HttpPrimaryCrash,
+    Scenario::HttpPrimaryIsolated,
+    Scenario::HttpPausedPrimary,
+];
+
+impl Scenario {
+    /// The scenario's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::ColdStart => "cold-start",
+            Scenario::PrimaryCrash => "primary-crash",
+            Scenario::PrimaryIsolated => "primary-isolated",
+            Scenario::MinorityPartition => "minority-partition",
+            Scenario::MajorityPartition => "majority-partition",
+            Scenario::OneWayPartition => "one-way-partition",
+            Scenario::FlappingLink => "flapping-link",
+            Scenario::LossDelayStorm => "loss-delay-storm",
+            Scenario::PausedPrimary => "paused-primary",
+            Scenario::RollingRestart => "rolling-restart",
+            Scenario::ScaleUpDown => "scale-3-7-3",
+            Scenario::DiscoveryChaos => "discovery-chaos",
+            Scenario::ClockDrift => "clock-drift",
+            Scenario::LeaveDuringElection => "leave-during-election",
+            Scenario::Chaos => "chaos",
+            Scenario::HundredMembers => "hundred-members",
+            Scenario::HttpSteady => "http-steady",
+            Scenario::HttpPrimaryCrash => "http-primary-crash",
+            Scenario::HttpPrimaryIsolated => "http-primary-isolated",
+            Scenario::HttpPausedPrimary => "http-paused-primary",
+        }
+    }
+
+    /// Looks a scenario up by its name.
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        ALL.iter().copied().find(|s| s.name() == name)
+    }
+
+    /// The protocol configuration it runs with (the default, `Config::datacenter`).
+    pub fn config(self) -> Config {
+        match self {
+            // P4: min_nodes above half the replicas that can take part in bootstrap.
+            Scenario::HundredMembers => Config::datacenter().with_min_nodes(51),
+            _ => Config::datacenter(),
+        }
+    }
+
+    /// Recorder options.
+    pub fn options(self) -> SimOptions {
+        match self {
+            Scenario::HundredMembers => SimOptions {
+                sample_ms: 25,
+                ..SimOptions::default()
+            },
+            Scenario::HttpSteady
+            | Scenario::HttpPrimaryCrash
+            | Scenario::HttpPrimaryIsolated
+            | Scenario::HttpPausedPrimary => SimOptions {
+                transport: TransportKind::Http,
+                ..SimOptions::default()
+            },
+            _ => SimOptions::default(),
+        }
+    }
+
+    /// Runs the scenario on a fresh cluster; returns when its last fault happened.
+    pub async fn run(self, c: SimCluster) -> Plan {
+        let mut s = Ctx::new(c);
+        match self {
+            Scenario::ColdStart => cold_start(&mut s).await,
+            Scenario::HttpSteady => steady(&mut s).await,
+            Scenario::PrimaryCrash | Scenario::HttpPrimaryCrash => primary_crash(&mut s).await,
+            Scenario::PrimaryIsolated | Scenario::HttpPrimaryIsolated => {
+                primary_isolated(&mut s).await
+            }
+            Scenario::MinorityPartition => partition(&mut s, true).await,
+            Scenario::MajorityPartition => partition(&mut s, false).await,
+            Scenario::OneWayPartition => one_way(&mut s).await,
+            Scenario::FlappingLink => flapping(&mut s).await,
+            Scenario::LossDelayStorm => storm(&mut s).await,
+            Scenario::PausedPrimary | Scenario::HttpPausedPrimary => paused(&mut s).await,
+            Scenario::RollingRestart => rolling(&mut s).await,
+            Scenario::ScaleUpDown => scale(&mut s).await,
+            Scenario::DiscoveryChaos => discovery(&mut s).await,
+            Scenario::ClockDrift => drift(&mut s).await,
+            Scenario::LeaveDuringElection => leave_election(&mut s).await,
+            Scenario::Chaos => chaos(&mut s).await,
+            Scenario::HundredMembers => hundred(&mut s).await,
+        }
+        s.plan()
+    }
+}
+
+/// What the checker needs to know about a finished scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// When the last fault was injected or cleared (global ns).
+    pub last_fault_ns: u64,
+    /// Extra time allowed on top of the config-derived liveness bound (ns).
+    pub extra_bound_ns: u64,
+}
+
+/// Scenario state: the cluster, a deterministic RNG, the pods created.
+pub struct Ctx {
+    /// The simulated cluster.
+    pub c: SimCluster,
+    rng: u64,
+    next_ip: u32,
+    /// Current pod slots (replaced pods are swapped for their successors).
+    pub pods: Vec<usize>,
+    drift_bound: i64,
+    last_fault_ns: u64,
+    extra_bound_ns: u64,
+}
+
+impl Ctx {
+    fn new(c: SimCluster) -> Self {
+        let drift_bound = i64::from(c.config().max_clock_drift_ppm);
+        Ctx {
+            c,
+            rng: madsim::rand::random::<u64>(),
+            next_ip: 1,
+            pods: Vec::new(),
+            drift_bound,
+            last_fault_ns: 0,
+            extra_bound_ns: 0,
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
+            last_fault_ns: self.last_fault_ns,
+            extra_bound_ns: self.extra_bound_ns,
+        }
+    }
+
+    /// A uniform random number in `lo..hi` (deterministic per seed).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if hi <= lo {
+            lo
+        } else {
+            lo + z % (hi - lo)
+        }
+    }
+
+    fn ip(&mut self) -> Ipv4Addr {
+        let n = self.next_ip;
+        self.next_ip += 1;
+        Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250 + 1) as u8)
+    }
+
+    /// Adds a pod with a random clock drift within the configured bound.
+    pub fn add(&mut self) -> usize {
+        let b = self.drift_bound as u64;
+        let ppm = self.range(0, 2 * b + 1) as i64 - self.drift_bound;
+        self.add_with_drift(ppm)
+    }
+
+    fn add_with_drift(&mut self, ppm: i64) -> usize {
+        let ip = self.ip();
+        let name = format!("n{}", self.next_ip - 2);
+        let slot = self.c.add_node(&name, ip, ppm);
+        self.pods.push(slot);
+        slot
+    }
+
+    /// Marks a fault (shown in traces), and counts it as the latest fault.
+    pub fn fault(&mut self, what: impl Into<String>) {
+        self.c.fault(what);
+        self.last_fault_ns = self.c.now_ns();
+    }
+
+    /// Sleeps `ms` simulated milliseconds.
+    pub async fn sleep(&self, ms: u64) {
+        self.c.sleep_ms(ms).await;
+    }
+
+    /// Sleeps a random number of milliseconds in `lo..hi`.
+    pub async fn sleep_rand(&mut self, lo: u64, hi: u64) {
+        let ms = self.range(lo, hi);
+        self.sleep(ms).await;
+    }
+
+    /// Waits up to `max_ms` for a primary every live node agrees on; returns its slot.
+    pub async fn wait_primary(&self, max_ms: u64) -> Option<usize> {
+        let mut waited = 0;
+        loop {
+            let views = self.c.views();
+            let now = self.c.now_ns();
+            let live = views.iter().map(|(_, v)| v);
+            if let Some(id) = crate::checker::agreed_primary(live, now, true) {
+                return views.iter().find(|(_, v)| v.id == id).map(|(s, _)| *s);
+            }
+            if waited >= max_ms {
+                return None;
+            }
+            self.sleep(10).await;
+            waited += 10;
+        }
+    }
+
+    async fn start(&mut self, n: usize) -> Option<usize> {
+        for _ in 0..n {
+            self.add();
+        }
+        self.wait_primary(30_000).await
+    }
+
+    fn others(&self, slot: usize) -> Vec<usize> {
+        self.pods.iter().copied().filter(|s| *s != slot).collect()
+    }
+}
+
+async fn cold_start(s: &mut Ctx) {
+    for _ in 0..5 {
+        let d = s.range(0, 500);
+        s.sleep(d).await;
+        s.add();
+    }
+    s.fault("all five pods started");
+    s.sleep(8_000).await;
+}
+
+async fn steady(s: &mut Ctx) {
+    if s.start(5).await.is_some() {
+        s.fault("cluster formed; no fault from here on");
+    }
+    s.sleep(10_000).await;
+}
+
+async fn primary_crash(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    s.sleep_rand(0, 1_000).await;
+    s.c.kill(p, true);
+    s.fault("failover: primary crashed");
+    s.sleep(5_000).await;
+}
+
+async fn primary_isolated(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    s.sleep_rand(0, 1_000).await;
+    s.c.isolate(p);
+    s.fault("failover: primary isolated");
+    s.sleep(3_000).await;
+    s.c.heal();
+    s.fault("healed");
+    s.sleep(3_000).await;
+}
+
+async fn partition(s: &mut Ctx, primary_in_minority: bool) {
+    let Some(p) = s.start(5).await else { return };
+    s.sleep_rand(0, 1_000).await;
+    let others = s.others(p);
+    let (a, b) = if primary_in_minority {
+        (vec![p, others[0]], others[1..].to_vec())
+    } else {
+        (vec![p, others[0], others[1]], others[2..].to_vec())
+    };
+    s.c.partition(&[a, b]);
+    s.fault(if primary_in_minority {
+        "failover: partition, primary in the minority"
+    } else {
+        "partition, primary in the majority"
+    });
+    s.sleep(3_000).await;
+    s.c.heal();
+    s.fault("healed");
+    s.sleep(3_000).await;
+}
+
+async fn one_way(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    s.sleep_rand(0, 1_000).await;
+    let inbound_only = s.range(0, 2) == 0;
+    for o in s.others(p) {
+        if inbound_only {
+            s.c.cut_one_way(p, o);
+        } else {
+            s.c.cut_one_way(o, p);
+        }
+    }
+    s.fault(if inbound_only {
+        "failover: primary cannot send (one-way cut)"
+    } else {
+        "failover: primary cannot receive (one-way cut)"
+    });
+    s.sleep(3_000).await;
+    s.c.heal();
+    s.fault("healed");
+    s.sleep(3_000).await;
+}
+
+async fn flapping(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    let others = s.others(p);
+    s.fault("links of the primary start flapping");
+    let end = s.c.now_ns() + 5_000_000_000;
+    let mut cut = false;
+    while s.c.now_ns() < end {
+        if cut {
+            s.c.heal();
+        } else {
+            s.c.cut(p, others[0]);
+            s.c.cut(p, others[1]);
+        }
+        cut = !cut;
+        s.sleep_rand(50, 400).await;
+    }
+    s.c.heal();
+    s.fault("healed");
+    s.sleep(3_000).await;
+}
+
+async fn storm(s: &mut Ctx) {
+    if s.start(5).await.is_none() {
+        return;
+    }
+    s.c.set_net(0.2, Duration::from_millis(1)..Duration::from_millis(150));
+    s.fault("storm: 20% loss, 1-150 ms latency");
+    s.sleep(5_000).await;
+    s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+    s.fault("storm over");
+    s.sleep(4_000).await;
+}
+
+async fn paused(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    s.sleep_rand(0, 1_000).await;
+    s.c.pause(p);
+    s.fault("failover: primary paused");
+    let et = s.c.config().election_timeout_max.as_millis() as u64;
+    s.sleep_rand(et + 100, 3 * et).await;
+    s.c.resume(p);
+    s.fault("primary resumed");
+    s.sleep(3_000).await;
+}
+
+async fn rolling(s: &mut Ctx) {
+    if s.start(3).await.is_none() {
+        return;
+    }
+    let grace = s.c.config().removal_grace.as_millis() as u64;
+    for i in 0..3 {
+        let old = s.pods[i];
+        let ip = s.ip();
+        let name = format!("r{i}");
+        let new = s.c.replace(old, &name, ip);
+        s.pods[i] = new;
+        s.fault(format!("failover: pod {i} replaced by {name}"));
+        // Wait until the replacement joined and the old member is removed.
+        s.sleep(grace + 3_000).await;
+    }
+    s.sleep(2_000).await;
+}
+
+async fn scale(s: &mut Ctx) {
+    if s.start(3).await.is_none() {
+        return;
+    }
+    for _ in 0..4 {
+        s.add();
+        s.fault("scale up: pod added");
+        s.sleep_rand(300, 1_500).await;
+    }
+    s.sleep(3_000).await;
+    for _ in 0..4 {
+        let slot = s.pods.pop().expect("pods");
+        s.c.leave(slot);
+        s.fault("scale down: pod leaves");
+        s.sleep_rand(1_000, 2_000).await;
+        s.c.kill(slot, true);
+    }
+    s.sleep(3_000).await;
+}
+
+async fn discovery(s: &mut Ctx) {
+    s.c.registry(|r| {
+        r.lag_ms = 1_000;
+        r.error_ppm = 300_000;
+        r.flap_ppm = 200_000;
+    });
+    for _ in 0..5 {
+        s.add();
+    }
+    let addr = |i: usize| cluster_mode_core::Address::new(format!("10.0.0.{}:7000", i + 2));
+    s.c.registry(|r| {
+        for n in ["n0", "n1"] {
+            r.set_view(n, [addr(0), addr(1), addr(2)]);
+        }
+        for n in ["n3", "n4"] {
+            r.set_view(n, [addr(2), addr(3), addr(4)]);
+        }
+    });
+    s.fault("discovery lags 1 s, fails 30%, flaps 20%, views disagree");
+    s.sleep_rand(2_000, 5_000).await;
+    s.c.registry(|r| {
+        r.clear_views();
+        r.lag_ms = 0;
+        r.error_ppm = 0;
+        r.flap_ppm = 0;
+    });
+    s.fault("discovery healthy");
+    s.sleep(5_000).await;
+}
+
+async fn drift(s: &mut Ctx) {
+    for i in 0..5 {
+        let b = s.drift_bound;
+        s.add_with_drift(if i % 2 == 0 { b } else { -b });
+    }
+    let Some(p) = s.wait_primary(30_000).await else {
+        return;
+    };
+    s.sleep_rand(0, 1_000).await;
+    s.c.isolate(p);
+    s.fault("failover: primary (clock at the drift bound) isolated");
+    s.sleep(2_000).await;
+    s.c.heal();
+    s.fault("healed");
+    let Some(p) = s.wait_primary(10_000).await else {
+        return;
+    };
+    s.c.pause(p);
+    s.fault("failover: primary paused");
+    s.sleep(1_500).await;
+    s.c.resume(p);
+    s.fault("resumed");
+    s.sleep(3_000).await;
+}
+
+async fn leave_election(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    s.c.kill(p, true);
+    s.fault("failover: primary crashed");
+    let et = s.c.config().election_timeout_min.as_millis() as u64;
+    s.sleep_rand(et, 2 * et).await;
+    let others: Vec<usize> = s.others(p);
+    let leaver = others[s.range(0, others.len() as u64) as usize];
+    s.c.leave(leaver);
+    s.fault("a member leaves during the election");
+    s.pods.retain(|x| *x != p && *x != leaver);
+    if let Some(q) = s.wait_primary(10_000).await {
+        s.c.leave(q);
+        s.fault("failover: the new primary leaves");
+    }
+    s.sleep(5_000).await;
+}
+
+async fn chaos(s: &mut Ctx) {
+    if s.start(5).await.is_none() {
+        return;
+    }
+    let end = s.c.now_ns() + 30_000_000_000;
+    // A restarted pod leaves its old identity in the configuration until the leader
+    // replaces it; restarting a majority of voters before that happens loses quorum for
+    // good (outside the liveness assumption), so restarts are spaced out.
+    let spacing = u64::try_from(s.c.config().removal_grace.as_nanos()).unwrap_or(0) + 5_000_000_000;
+    let mut last_restart: Option<u64> = None;
+    while s.c.now_ns() < end {
+        let pods = s.pods.clone();
+        let victim = pods[s.range(0, pods.len() as u64) as usize];
+        match s.range(0, 6) {
+            0 => {
+                s.c.isolate(victim);
+                s.fault("isolate");
+            }
+            1 => {
+                let other = pods[s.range(0, pods.len() as u64) as usize];
+                if other != victim {
+                    s.c.cut_one_way(victim, other);
+                    s.fault("one-way cut");
+                }
+            }
+            2 => {
+                s.c.pause(victim);
+                s.fault("pause");
+                s.sleep_rand(100, 1_500).await;
+                s.c.resume(victim);
+                s.fault("resume");
+            }
+            3 if last_restart.is_none_or(|t| s.c.now_ns() > t + spacing) => {
+                last_restart = Some(s.c.now_ns());
+                s.c.restart(victim);
+                s.fault("restart (new identity)");
+            }
+            3 => {}
+            4 => {
+                s.c.set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
+                s.fault("lossy network");
+            }
+            _ => {
+                s.c.heal();
+                s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+                s.fault("heal");
+            }
+        }
+        s.sleep_rand(200, 2_500).await;
+    }
+    s.c.heal();
+    s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+    s.fault("heal all");
+    // Restarted pods leave dead identities behind until the removal grace passes.
+    s.extra_bound_ns = u64::try_from(s.c.config().removal_grace.as_nanos()).unwrap_or(0);
+    s.sleep(8_000).await;
+}
+
+async fn hundred(s: &mut Ctx) {
+    for i in 0..100 {
+        s.add();
+        if i % 10 == 9 {
+            s.sleep(50).await;
+        }
+    }
+    s.fault("100 pods started");
+    let Some(p) = s.wait_primary(30_000).await else {
+        return;
+    };
+    s.c.kill(p, true);
+    s.fault("failover: primary crashed");
+    s.extra_bound_ns = 5_000_000_000;
+    s.sleep(8_000).await;
+}
