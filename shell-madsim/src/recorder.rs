@@ -198,14 +198,18 @@ impl Trace {
                 RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
                 RecordKind::View(v) => writeln!(
                     out,
-                    "{who} id={} {:?} term={} leader={} primary={} commit={} members={} lease={}{} fence={:?}",
+                    "{who} id={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}",
                     v.id,
                     v.role,
                     v.term,
                     v.is_leader,
                     v.primary.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     v.commit_index,
-                    v.members.len(),
+                    v.members
+                        .iter()
+                        .map(|(id, voter)| format!("{id}{}", if *voter { "" } else { "(nv)" }))
+                        .collect::<Vec<_>>()
+                        .join(","),
                     v.lease_valid,
                     v.lease_end_ns.map(|e| format!("(until {}ms)", e / 1_000_000)).unwrap_or_default(),
                     v.fencing_term,
