@@ -5,6 +5,7 @@
 //! cargo run -p cluster-mode --example axum_mount -- 127.0.0.1:7001 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //! ```
 //! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`.
+#![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
 use axum::routing::get;
 use axum::Router;
@@ -12,6 +13,7 @@ use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
 use std::sync::Arc;
 
+#[cfg(not(madsim))]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -42,3 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     axum::serve(listener, app).await?;
     Ok(())
 }
+
+/// Real sockets and processes only: nothing to run under the madsim simulator.
+#[cfg(madsim)]
+fn main() {}

@@ -20,7 +20,9 @@ fn stamp(t0: Instant) -> String {
 async fn wait_new_primary(nodes: &[Cluster], exclude: &[usize], within: Duration) -> Option<usize> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        let p: Vec<usize> = (0..nodes.len()).filter(|i| !exclude.contains(i) && nodes[*i].is_primary()).collect();
+        let p: Vec<usize> = (0..nodes.len())
+            .filter(|i| !exclude.contains(i) && nodes[*i].is_primary())
+            .collect();
         if p.len() == 1 {
             return Some(p[0]);
         }
@@ -34,9 +36,16 @@ async fn main() {
     let t0 = Instant::now();
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        listeners.push(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
     }
-    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
+    let addrs: Vec<_> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr"))
+        .collect();
     let discovery = Arc::new(StaticDiscovery::new(addrs.iter().copied()));
     // The datacenter profile, with silent members removed after 2 s instead of 120 s
     // (static discovery keeps listing the killed node) so the demo does not wait long
@@ -56,10 +65,17 @@ async fn main() {
         tokio::spawn(async move {
             while let Some(ev) = events.next().await {
                 match ev {
-                    ClusterEvent::RoleChanged { role, term, primary, .. } => println!(
+                    ClusterEvent::RoleChanged {
+                        role,
+                        term,
+                        primary,
+                        ..
+                    } => println!(
                         "{} node-{i}: {role:?} (term {term}, primary {})",
                         stamp(t0),
-                        primary.map(|p| p.addr.to_string()).unwrap_or_else(|| "none".into())
+                        primary
+                            .map(|p| p.addr.to_string())
+                            .unwrap_or_else(|| "none".into())
                     ),
                     ClusterEvent::MembersChanged { members, .. } => {
                         println!("{} node-{i}: {} members", stamp(t0), members.len())
@@ -86,7 +102,11 @@ async fn main() {
         eprintln!("no failover");
         std::process::exit(1);
     };
-    println!("{} FAILOVER: node-{second} is primary {:?} after the kill", stamp(t0), killed.elapsed());
+    println!(
+        "{} FAILOVER: node-{second} is primary {:?} after the kill",
+        stamp(t0),
+        killed.elapsed()
+    );
     // Wait until the dead node is removed from the configuration: with it still a
     // member, two live nodes of three could not lose one more and keep a majority.
     let dead = nodes[first].id();
@@ -116,10 +136,18 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_micros(100)).await;
     };
-    println!("{} HANDOVER: node-{third} is primary; gap without a primary {:?}", stamp(t0), last_primary.elapsed());
+    println!(
+        "{} HANDOVER: node-{third} is primary; gap without a primary {:?}",
+        stamp(t0),
+        last_primary.elapsed()
+    );
     let _ = leave.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    println!("{} node-{third} sees {} members", stamp(t0), nodes[third].members().len());
+    println!(
+        "{} node-{third} sees {} members",
+        stamp(t0),
+        nodes[third].members().len()
+    );
     for n in &nodes {
         n.shutdown().await;
     }

@@ -28,7 +28,9 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        SystemClock { origin: tokio::time::Instant::now() }
+        SystemClock {
+            origin: tokio::time::Instant::now(),
+        }
     }
 }
 

@@ -179,7 +179,11 @@ impl ClusterBuilder {
         let discovery = self.discovery.ok_or(StartError::NoDiscovery)?;
         self.config.validate().map_err(StartError::Config)?;
         let listener = match self.listen {
-            Listen::Addr(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(StartError::Bind)?),
+            Listen::Addr(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(StartError::Bind)?,
+            ),
             Listen::Listener(l) => Some(l),
             Listen::Mounted => None,
         };
@@ -202,8 +206,13 @@ impl ClusterBuilder {
             .map_err(StartError::Config)?;
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
-        let transport =
-            HttpTransport::new(inbox.clone(), counters.clone(), self.secret.clone(), self.transport);
+        let transport = HttpTransport::new(
+            id,
+            inbox.clone(),
+            counters.clone(),
+            self.secret.clone(),
+            self.transport,
+        );
         let subscribers = Subscribers::default();
         let driver = spawn_driver(DriverParts {
             core,
@@ -336,7 +345,10 @@ impl Cluster {
 
     /// Whether this node is in a cluster (primary, secondary or candidate).
     pub fn is_active(&self) -> bool {
-        matches!(self.role(), Role::Primary | Role::Secondary | Role::Candidate)
+        matches!(
+            self.role(),
+            Role::Primary | Role::Secondary | Role::Candidate
+        )
     }
 
     /// The primary this node knows of (itself only while its lease is valid).
@@ -357,7 +369,10 @@ impl Cluster {
     pub fn secondaries(&self) -> Vec<MemberStatus> {
         let s = self.status();
         let primary = s.primary.map(|p| p.id);
-        s.members.into_iter().filter(|m| Some(m.id) != primary).collect()
+        s.members
+            .into_iter()
+            .filter(|m| Some(m.id) != primary)
+            .collect()
     }
 
     /// The fencing token (P7), while this node is primary.
@@ -379,7 +394,9 @@ impl Cluster {
 
     /// Every role, primary and membership change from now on, in order.
     pub fn subscribe(&self) -> Subscription {
-        Subscription { rx: self.inner.subscribers.subscribe() }
+        Subscription {
+            rx: self.inner.subscribers.subscribe(),
+        }
     }
 
     /// The HTTP service (messages and status) to mount in an application's server.
@@ -402,7 +419,14 @@ impl Cluster {
     /// when done (bounded by `Config::leave_timeout`).
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.inner.driver.control.send(Control::Leave(tx)).await.is_ok() {
+        if self
+            .inner
+            .driver
+            .control
+            .send(Control::Leave(tx))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
         self.shutdown().await;
@@ -411,7 +435,12 @@ impl Cluster {
     /// Stops at once without leaving, as a crash would (the others fail over).
     pub async fn shutdown(&self) {
         let _ = self.inner.driver.control.send(Control::Stop).await;
-        let server = self.inner.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let server = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(s) = server {
             s.abort();
         }

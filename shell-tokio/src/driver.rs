@@ -38,6 +38,8 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// What a transport hands to the loop.
+// Nearly every value is a `Message`; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     /// A received envelope, and where to answer whether the core accepted it.
@@ -86,7 +88,10 @@ impl Inbox {
     pub async fn deliver(&self, env: Envelope) -> Result<(), DeliverError> {
         let (reply, verdict) = oneshot::channel();
         self.tx
-            .send(Inbound::Message { env, reply: Some(reply) })
+            .send(Inbound::Message {
+                env,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| DeliverError::Closed)?;
         match verdict.await {
@@ -99,7 +104,9 @@ impl Inbox {
     /// Hands `env` to the core without waiting; returns `false` if the queue was full
     /// or the loop has stopped (the envelope is then dropped, like a lost datagram).
     pub fn try_deliver(&self, env: Envelope) -> bool {
-        self.tx.try_send(Inbound::Message { env, reply: None }).is_ok()
+        self.tx
+            .try_send(Inbound::Message { env, reply: None })
+            .is_ok()
     }
 
     /// Reports that a message to `addr` could not be delivered. Dropped if the queue
@@ -261,14 +268,23 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
     let now = parts.clock.now();
     let id = parts.core.identity().id;
-    let (state_tx, state_rx) =
-        watch::channel(NodeState { status: parts.core.status(now), stopped: false });
+    let (state_tx, state_rx) = watch::channel(NodeState {
+        status: parts.core.status(now),
+        stopped: false,
+    });
     let (control_tx, control_rx) = mpsc::channel(16);
     let (disc_tx, disc_rx) = mpsc::channel(4);
-    let interval = parts.discovery_interval.unwrap_or_else(|| parts.discovery.poll_interval());
+    let interval = parts
+        .discovery_interval
+        .unwrap_or_else(|| parts.discovery.poll_interval());
     let disc_task = tokio::spawn(
-        discovery_task(parts.discovery.clone(), interval, disc_tx, parts.counters.clone())
-            .instrument(info_span!("cluster_discovery", node = %id)),
+        discovery_task(
+            parts.discovery.clone(),
+            interval,
+            disc_tx,
+            parts.counters.clone(),
+        )
+        .instrument(info_span!("cluster_discovery", node = %id)),
     );
     let term = parts.core.term();
     let driver = Driver {
@@ -286,7 +302,11 @@ pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
         driver.run(parts.inbox.rx, control_rx, disc_rx).await;
         disc_task.abort();
     });
-    DriverHandle { id, state: state_rx, control: control_tx }
+    DriverHandle {
+        id,
+        state: state_rx,
+        control: control_tx,
+    }
 }
 
 struct Driver {
@@ -315,10 +335,17 @@ impl Driver {
             self.after_input();
         }
         let mut control_open = true;
+        let mut tick_floor: Option<tokio::time::Instant> = None;
         let mut discovery_open = true;
         loop {
             let timeout = self.core.poll_timeout();
-            let deadline = timeout.map(|t| self.clock.deadline(t));
+            let mut deadline = timeout.map(|t| self.clock.deadline(t));
+            // Guard against a timeout that a tick does not move past `now` (a core
+            // bug): tick at most once a millisecond then, so the biased select still
+            // serves messages and control requests.
+            if let (Some(d), Some(floor)) = (deadline, tick_floor) {
+                deadline = Some(d.max(floor));
+            }
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -329,6 +356,14 @@ impl Driver {
                 biased;
                 _ = sleep => {
                     let _ = self.input(Input::Tick);
+                    let now = self.clock.now();
+                    tick_floor = match self.core.poll_timeout() {
+                        Some(t) if t <= now => {
+                            debug!("timeout not advanced by a tick; next tick in 1 ms");
+                            Some(self.clock.deadline(now + Duration::from_millis(1)))
+                        }
+                        _ => None,
+                    };
                 }
                 ctl = control.recv(), if control_open => match ctl {
                     Some(Control::Leave(done)) => {
@@ -400,7 +435,11 @@ impl Driver {
                     bump(&self.counters.messages_out);
                     self.transport.send(&to, msg);
                 }
-                Command::RoleChanged { role, term, primary } => {
+                Command::RoleChanged {
+                    role,
+                    term,
+                    primary,
+                } => {
                     info!(?role, term, primary = ?primary.as_ref().map(|p| p.id), "role changed");
                     self.subscribers.publish(&ClusterEvent::RoleChanged {
                         role,
@@ -411,11 +450,13 @@ impl Driver {
                 }
                 Command::MembersChanged(members) => {
                     info!(count = members.len(), "members changed");
-                    self.subscribers.publish(&ClusterEvent::MembersChanged { members, at: now });
+                    self.subscribers
+                        .publish(&ClusterEvent::MembersChanged { members, at: now });
                 }
                 Command::LeaveFinished => {
                     info!("left the cluster");
-                    self.subscribers.publish(&ClusterEvent::LeaveFinished { at: now });
+                    self.subscribers
+                        .publish(&ClusterEvent::LeaveFinished { at: now });
                     for w in self.leave_waiters.drain(..) {
                         let _ = w.send(());
                     }
@@ -494,7 +535,10 @@ fn to_input(r: DiscoveryResult) -> Input {
         Ok(list) => Input::Discovery(
             list.into_iter()
                 .filter(|i| i.ready)
-                .map(|i| Discovered { addr: Address::from(i.addr.to_string()), name: i.name })
+                .map(|i| Discovered {
+                    addr: Address::from(i.addr.to_string()),
+                    name: i.name,
+                })
                 .collect(),
         ),
         Err(e) => Input::DiscoveryFailed(e.to_string()),

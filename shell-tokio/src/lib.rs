@@ -23,12 +23,12 @@ pub mod server;
 pub mod transport;
 
 pub use clock::{Clock, SystemClock};
+pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
 pub use cluster_mode_core::{
     Address, ClusterId, Config, FencingToken, Member, MemberStatus, NodeId, PrimaryInfo, Role,
     Status,
 };
 pub use cluster_mode_discovery::{Discovery, Instance, StaticDiscovery};
-pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
 pub use driver::{ClusterEvent, NodeState, Transport};
 pub use server::ClusterService;
 

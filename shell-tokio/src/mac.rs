@@ -36,7 +36,9 @@ impl Secret {
 
     /// Whether `mac_hex` is the MAC of `body` (compared in constant time).
     pub fn verify(&self, body: &[u8], mac_hex: &str) -> bool {
-        let Some(tag) = unhex(mac_hex.trim()) else { return false };
+        let Some(tag) = unhex(mac_hex.trim()) else {
+            return false;
+        };
         let mut m = self.mac();
         m.update(body);
         m.verify_slice(&tag).is_ok()
@@ -63,7 +65,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    s.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 #[cfg(test)]

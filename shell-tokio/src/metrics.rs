@@ -37,6 +37,10 @@ counters! {
     send_failed,
     /// Bytes of envelope bodies sent (without HTTP headers).
     bytes_out,
+    /// Bytes this node wrote on its outgoing peer connections (HTTP requests).
+    wire_bytes_out,
+    /// Bytes this node read on its outgoing peer connections (HTTP responses).
+    wire_bytes_in,
     /// TCP connections this node opened to peers.
     connections_opened,
     /// TCP connections accepted by the node's own listener.

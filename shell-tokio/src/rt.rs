@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -56,7 +57,54 @@ impl hyper::rt::Timer for Timer {
 
 /// A TCP connection for hyper-util's pooled client.
 #[derive(Debug)]
-pub struct Conn(TokioIo<tokio::net::TcpStream>);
+pub struct Conn(TokioIo<Counted>);
+
+/// A TCP stream counting the bytes through it (for the wire figures in status).
+#[derive(Debug)]
+pub struct Counted {
+    stream: tokio::net::TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.counters
+            .wire_bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.counters
+                .wire_bytes_out
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
@@ -129,7 +177,7 @@ impl tower_service::Service<Uri> for Connector {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             let _ = stream.set_nodelay(true);
             bump(&counters.connections_opened);
-            Ok(Conn(TokioIo::new(stream)))
+            Ok(Conn(TokioIo::new(Counted { stream, counters })))
         })
     }
 }

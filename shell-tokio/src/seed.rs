@@ -72,7 +72,9 @@ pub struct Cluster {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { inner: OnceLock::new() }
+        Cluster {
+            inner: OnceLock::new(),
+        }
     }
 }
 
@@ -102,7 +104,12 @@ impl Cluster {
         if !c.is_primary() {
             return None;
         }
-        Some(Arc::new(c.secondaries().iter().map(RestClusterNode::from_member).collect()))
+        Some(Arc::new(
+            c.secondaries()
+                .iter()
+                .map(RestClusterNode::from_member)
+                .collect(),
+        ))
     }
 
     /// The primaries (at most one), if this node is a secondary.
@@ -113,9 +120,17 @@ impl Cluster {
         }
         let status = c.status();
         let primary = status.primary?;
-        let member = status.members.iter().find(|m| m.id == primary.id).cloned().unwrap_or(
-            crate::MemberStatus { id: primary.id, addr: primary.addr, name: None, voter: true },
-        );
+        let member = status
+            .members
+            .iter()
+            .find(|m| m.id == primary.id)
+            .cloned()
+            .unwrap_or(crate::MemberStatus {
+                id: primary.id,
+                addr: primary.addr,
+                name: None,
+                voter: true,
+            });
         Some(std::iter::once(RestClusterNode::from_member(&member)).collect())
     }
 
@@ -137,7 +152,13 @@ impl Cluster {
     /// This node as a `ServiceInstance` (host and cluster port), once started.
     pub async fn get_service_instance(&self) -> Option<ServiceInstance> {
         let c = self.inner.get()?;
-        Some(instance_of(&c.id().0.to_string(), c.address(), c.status().members.iter().find(|m| m.id == c.id()).and_then(|m| m.name.clone())))
+        let name = c
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.id == c.id())
+            .and_then(|m| m.name);
+        Some(instance_of(&format!("{:?}", c.id()), c.address(), name))
     }
 }
 
@@ -154,7 +175,12 @@ fn instance_of(id: &str, addr: &str, name: Option<String>) -> ServiceInstance {
         Some(id.to_string()),
         None,
         Some(host),
-        Some(vec![Port::new(Some("cluster".into()), u32::from(port), "TCP".into(), None)]),
+        Some(vec![Port::new(
+            Some("cluster".into()),
+            u32::from(port),
+            "TCP".into(),
+            None,
+        )]),
         false,
         Some(format!("http://{addr}")),
         meta,
@@ -172,12 +198,18 @@ pub struct RestClusterNode {
 impl RestClusterNode {
     /// A node with this id and instance.
     pub fn new(node_id: String, instance: ServiceInstance) -> Self {
-        RestClusterNode { node_id, inner: instance }
+        RestClusterNode {
+            node_id,
+            inner: instance,
+        }
     }
 
     fn from_member(m: &crate::MemberStatus) -> Self {
         let id = format!("{:?}", m.id);
-        RestClusterNode { inner: instance_of(&id, m.addr.as_str(), m.name.clone()), node_id: id }
+        RestClusterNode {
+            inner: instance_of(&id, m.addr.as_str(), m.name.clone()),
+            node_id: id,
+        }
     }
 
     /// The node's id.
@@ -294,15 +326,24 @@ pub async fn start_cluster<T>(
     }
 }
 
-async fn advertise_addr(config: &ClusterConfig, discovery: &Arc<dyn Discovery>) -> Option<SocketAddr> {
+async fn advertise_addr(
+    config: &ClusterConfig,
+    discovery: &Arc<dyn Discovery>,
+) -> Option<SocketAddr> {
     if let Some(a) = config.advertise_addr {
         return Some(a);
     }
     let port = config.listen_addr.port();
-    if let Some(a) = std::env::var("CLUSTER_MODE_ADVERTISE").ok().and_then(|s| s.parse().ok()) {
+    if let Some(a) = std::env::var("CLUSTER_MODE_ADVERTISE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return Some(a);
     }
-    if let Some(ip) = std::env::var("POD_IP").ok().and_then(|s| s.parse::<IpAddr>().ok()) {
+    if let Some(ip) = std::env::var("POD_IP")
+        .ok()
+        .and_then(|s| s.parse::<IpAddr>().ok())
+    {
         return Some(SocketAddr::new(ip, port));
     }
     if !config.listen_addr.ip().is_unspecified() {
@@ -317,7 +358,30 @@ async fn advertise_addr(config: &ClusterConfig, discovery: &Arc<dyn Discovery>) 
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(config.update_interval.clamp(100, 2000))).await;
+        tokio::time::sleep(Duration::from_millis(
+            config.update_interval.clamp(100, 2000),
+        ))
+        .await;
     }
     None
+}
+
+/// The seed's summary of a node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// The node id (hex), or empty before the node started.
+    pub node_id: String,
+    /// This node as a `ServiceInstance`, once started.
+    pub instance: Option<ServiceInstance>,
+}
+
+/// The seed's `get_cluster_info`: this node's id and instance.
+pub async fn get_cluster_info(cluster: Arc<Cluster>) -> ClusterInfo {
+    ClusterInfo {
+        node_id: cluster
+            .handle()
+            .map(|c| format!("{:?}", c.id()))
+            .unwrap_or_default(),
+        instance: cluster.get_service_instance().await,
+    }
 }

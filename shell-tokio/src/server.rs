@@ -136,16 +136,28 @@ impl ClusterService {
                     .body(Full::new(Bytes::from(body)))
                     .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "".into()))
             }
-            (_, true, _) | (_, _, true) => {
-                self.refuse(&self.inner.counters.rejected_route, StatusCode::METHOD_NOT_ALLOWED, "wrong method".into())
-            }
-            _ => self.refuse(&self.inner.counters.rejected_route, StatusCode::NOT_FOUND, format!("no route {path}")),
+            (_, true, _) | (_, _, true) => self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            ),
+            _ => self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::NOT_FOUND,
+                format!("no route {path}"),
+            ),
         }
     }
 
-    fn refuse(&self, counter: &AtomicU64, code: StatusCode, reason: String) -> Response<Full<Bytes>> {
+    fn refuse(
+        &self,
+        counter: &AtomicU64,
+        code: StatusCode,
+        reason: String,
+    ) -> Response<Full<Bytes>> {
         bump(counter);
-        warn!(status = code.as_u16(), %reason, "request refused");
+        let node = self.inner.state.borrow().status.id;
+        warn!(%node, status = code.as_u16(), %reason, "request refused");
         plain(code, reason)
     }
 
@@ -162,23 +174,51 @@ impl ClusterService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
-            return self.refuse(&c.rejected_too_large, StatusCode::PAYLOAD_TOO_LARGE, format!("body over {max} bytes"));
+            return self.refuse(
+                &c.rejected_too_large,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {max} bytes"),
+            );
         }
-        let mac = req.headers().get(MAC_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mac = req
+            .headers()
+            .get(MAC_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = match Limited::new(req.into_body(), max).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    return self.refuse(&c.rejected_too_large, StatusCode::PAYLOAD_TOO_LARGE, format!("body over {max} bytes"));
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return self.refuse(
+                        &c.rejected_too_large,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body over {max} bytes"),
+                    );
                 }
-                return self.refuse(&c.rejected_malformed, StatusCode::BAD_REQUEST, format!("body error: {e}"));
+                return self.refuse(
+                    &c.rejected_malformed,
+                    StatusCode::BAD_REQUEST,
+                    format!("body error: {e}"),
+                );
             }
         };
         if let Some(secret) = &self.inner.secret {
             match mac {
-                None => return self.refuse(&c.rejected_mac, StatusCode::UNAUTHORIZED, format!("missing {MAC_HEADER}")),
+                None => {
+                    return self.refuse(
+                        &c.rejected_mac,
+                        StatusCode::UNAUTHORIZED,
+                        format!("missing {MAC_HEADER}"),
+                    )
+                }
                 Some(m) if !secret.verify(&body, &m) => {
-                    return self.refuse(&c.rejected_mac, StatusCode::UNAUTHORIZED, format!("bad {MAC_HEADER}"))
+                    return self.refuse(
+                        &c.rejected_mac,
+                        StatusCode::UNAUTHORIZED,
+                        format!("bad {MAC_HEADER}"),
+                    )
                 }
                 Some(_) => {}
             }
@@ -189,30 +229,52 @@ impl ClusterService {
                 return self.refuse(
                     &c.rejected_version,
                     StatusCode::BAD_REQUEST,
-                    format!("unsupported protocol version {v}, this node speaks {}", cluster_mode_core::PROTOCOL_VERSION),
+                    format!(
+                        "unsupported protocol version {v}, this node speaks {}",
+                        cluster_mode_core::PROTOCOL_VERSION
+                    ),
                 )
             }
             Err(DecodeError::TooLarge(n)) => {
-                return self.refuse(&c.rejected_too_large, StatusCode::PAYLOAD_TOO_LARGE, format!("frame of {n} bytes"))
+                return self.refuse(
+                    &c.rejected_too_large,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("frame of {n} bytes"),
+                )
             }
-            Err(e) => return self.refuse(&c.rejected_malformed, StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => {
+                return self.refuse(
+                    &c.rejected_malformed,
+                    StatusCode::BAD_REQUEST,
+                    e.to_string(),
+                )
+            }
         };
-        match tokio::time::timeout(self.inner.deliver_timeout, self.inner.inbox.deliver(env)).await {
+        match tokio::time::timeout(self.inner.deliver_timeout, self.inner.inbox.deliver(env)).await
+        {
             Ok(Ok(())) => plain(StatusCode::NO_CONTENT, String::new()),
             Ok(Err(DeliverError::Rejected(r))) => {
                 let (counter, code) = match &r {
                     Rejected::Version(_) => (&c.rejected_version, StatusCode::BAD_REQUEST),
-                    Rejected::ForeignCluster { .. } => (&c.rejected_foreign_cluster, StatusCode::CONFLICT),
+                    Rejected::ForeignCluster { .. } => {
+                        (&c.rejected_foreign_cluster, StatusCode::CONFLICT)
+                    }
                     Rejected::NotForMe => (&c.rejected_not_for_me, StatusCode::FORBIDDEN),
                     Rejected::Invalid(_) => (&c.rejected_invalid, StatusCode::BAD_REQUEST),
                     Rejected::Left => (&c.rejected_left, StatusCode::GONE),
                 };
                 self.refuse(counter, code, r.to_string())
             }
-            Ok(Err(DeliverError::Closed)) => {
-                self.refuse(&c.rejected_left, StatusCode::SERVICE_UNAVAILABLE, "node stopped".into())
-            }
-            Err(_) => self.refuse(&c.rejected_left, StatusCode::SERVICE_UNAVAILABLE, "node busy".into()),
+            Ok(Err(DeliverError::Closed)) => self.refuse(
+                &c.rejected_left,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node stopped".into(),
+            ),
+            Err(_) => self.refuse(
+                &c.rejected_left,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node busy".into(),
+            ),
         }
     }
 }
@@ -245,7 +307,11 @@ where
 
 /// Serves `service` on `listener` until the task is aborted: HTTP/1.1 with
 /// keep-alive, one task per connection, a header read timeout.
-pub async fn serve(listener: tokio::net::TcpListener, service: ClusterService, counters: Arc<Counters>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: ClusterService,
+    counters: Arc<Counters>,
+) {
     // Dropped when this task ends (or is aborted): every connection task then ends too.
     let (_alive, alive_rx) = watch::channel(());
     loop {
@@ -263,10 +329,11 @@ pub async fn serve(listener: tokio::net::TcpListener, service: ClusterService, c
         let mut alive = alive_rx.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
-            let hyper_svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let svc = svc.clone();
-                async move { Ok::<_, Infallible>(svc.handle(req).await) }
-            });
+            let hyper_svc =
+                hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let svc = svc.clone();
+                    async move { Ok::<_, Infallible>(svc.handle(req).await) }
+                });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(crate::rt::Timer)
                 .keep_alive(true)

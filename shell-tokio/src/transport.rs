@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 /// Tuning of [`HttpTransport`].
 #[derive(Clone, Debug)]
@@ -52,6 +52,7 @@ pub struct HttpTransport {
 }
 
 struct Inner {
+    node: cluster_mode_core::NodeId,
     client: HttpClient,
     peers: Mutex<HashMap<Address, mpsc::Sender<Envelope>>>,
     inbox: Inbox,
@@ -61,8 +62,9 @@ struct Inner {
 }
 
 impl HttpTransport {
-    /// A transport reporting failed deliveries to `inbox`.
+    /// The transport of node `node`, reporting failed deliveries to `inbox`.
     pub fn new(
+        node: cluster_mode_core::NodeId,
         inbox: Inbox,
         counters: Arc<Counters>,
         secret: Option<Secret>,
@@ -77,6 +79,7 @@ impl HttpTransport {
             .build(connector);
         HttpTransport {
             inner: Arc::new(Inner {
+                node,
                 client,
                 peers: Mutex::new(HashMap::new()),
                 inbox,
@@ -96,7 +99,8 @@ impl HttpTransport {
             let rx = rx.clone();
             let to = to.clone();
             let uri = uri.clone();
-            tokio::spawn(async move { sender_task(inner, to, uri, rx).await });
+            let span = tracing::debug_span!("cluster_send", node = %self.inner.node, peer = %to);
+            tokio::spawn(sender_task(inner, to, uri, rx).instrument(span));
         }
         tx
     }
@@ -154,7 +158,10 @@ async fn sender_task(
         };
         env.encode_into(&mut buf);
         let body = Bytes::copy_from_slice(&buf);
-        inner.counters.bytes_out.fetch_add(body.len() as u64, Ordering::Relaxed);
+        inner
+            .counters
+            .bytes_out
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         let mut req = hyper::Request::post(uri)
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .header(hyper::header::CONTENT_LENGTH, body.len());

@@ -1,5 +1,7 @@
 //! Every kind of bad input gets its 4xx, a counter, no state change, and the node
 //! keeps serving.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 
@@ -11,9 +13,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A one-shot HTTP/1.1 request over a fresh connection; returns (status, body).
-async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -24,7 +35,11 @@ async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, S
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (code, body)
 }
@@ -54,7 +69,14 @@ async fn every_rejection_is_a_4xx_and_the_node_keeps_serving() {
     let (code, _) = request(addr, "POST", PATH_MESSAGE, &[], &vec![0u8; 100_000]).await;
     assert_eq!(code, 413);
     // 400: not a frame.
-    let (code, _) = request(addr, "POST", PATH_MESSAGE, &[], b"\x01\xff\xff\xff\xff\xff\xff").await;
+    let (code, _) = request(
+        addr,
+        "POST",
+        PATH_MESSAGE,
+        &[],
+        b"\x01\xff\xff\xff\xff\xff\xff",
+    )
+    .await;
     assert_eq!(code, 400);
     let (code, _) = request(addr, "POST", PATH_MESSAGE, &[], b"").await;
     assert_eq!(code, 400);
@@ -114,13 +136,34 @@ async fn with_a_secret_unsigned_and_badly_signed_messages_get_401() {
     let (code, _) = request(addrs[0], "POST", PATH_MESSAGE, &[], &env).await;
     assert_eq!(code, 401);
     let bad = cluster_mode::mac::Secret::new("wrong").sign(&env);
-    let (code, _) = request(addrs[0], "POST", PATH_MESSAGE, &[("x-cluster-mac", bad)], &env).await;
+    let (code, _) = request(
+        addrs[0],
+        "POST",
+        PATH_MESSAGE,
+        &[("x-cluster-mac", bad)],
+        &env,
+    )
+    .await;
     assert_eq!(code, 401);
-    let (code, _) = request(addrs[0], "POST", PATH_MESSAGE, &[("x-cluster-mac", "zz".into())], &env).await;
+    let (code, _) = request(
+        addrs[0],
+        "POST",
+        PATH_MESSAGE,
+        &[("x-cluster-mac", "zz".into())],
+        &env,
+    )
+    .await;
     assert_eq!(code, 401);
     // A correctly signed probe is accepted.
     let good = cluster_mode::mac::Secret::new("s3cret").sign(&env);
-    let (code, _) = request(addrs[0], "POST", PATH_MESSAGE, &[("x-cluster-mac", good)], &env).await;
+    let (code, _) = request(
+        addrs[0],
+        "POST",
+        PATH_MESSAGE,
+        &[("x-cluster-mac", good)],
+        &env,
+    )
+    .await;
     assert_eq!(code, 204);
     assert_eq!(nodes[0].counters().rejected_mac, 3);
     // A node with another secret cannot join: its messages are refused.

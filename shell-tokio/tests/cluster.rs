@@ -1,4 +1,6 @@
 //! Nodes on real sockets on 127.0.0.1, in one process.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 
@@ -29,7 +31,11 @@ async fn cold_start_five() {
     // All five become members.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while nodes[p].members().len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "members: {:?}", nodes[p].members());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members: {:?}",
+            nodes[p].members()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for n in &nodes {
@@ -46,7 +52,12 @@ async fn primary_crash_fails_over() {
     let old_token = nodes[p].fencing_token().unwrap();
     nodes[p].shutdown().await;
     assert!(!nodes[p].is_primary());
-    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    let rest: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != p)
+        .map(|(_, n)| n)
+        .collect();
     let q = wait_agreed_primary(&rest, Duration::from_secs(10)).await;
     let new_token = rest[q].fencing_token().unwrap();
     assert!(new_token > old_token, "{new_token:?} > {old_token:?}");
@@ -62,14 +73,22 @@ async fn graceful_leave_hands_over() {
     let refs: Vec<_> = nodes.iter().collect();
     let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
     let mut events = nodes[p].subscribe();
-    let rest: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, n)| n).collect();
+    let rest: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != p)
+        .map(|(_, n)| n)
+        .collect();
     nodes[p].leave().await;
     assert!(!nodes[p].is_primary());
     let q = wait_agreed_primary(&rest, Duration::from_secs(5)).await;
     // The leaver is removed from the configuration.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rest[q].members().iter().any(|m| m.id == nodes[p].id()) {
-        assert!(tokio::time::Instant::now() < deadline, "leaver still a member");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaver still a member"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut saw_finished = false;
@@ -111,20 +130,97 @@ async fn restarted_node_rejoins_with_new_identity() {
         .await
         .unwrap();
     assert_ne!(fresh.id(), old_id);
-    let all: Vec<_> = nodes.iter().enumerate().map(|(i, n)| if i == s { &fresh } else { n }).collect();
+    let all: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| if i == s { &fresh } else { n })
+        .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(q) = agreed_primary(&all) {
             let m = all[q].members();
-            if m.len() == 3 && m.iter().any(|m| m.id == fresh.id()) && !m.iter().any(|m| m.id == old_id) {
+            if m.len() == 3
+                && m.iter().any(|m| m.id == fresh.id())
+                && !m.iter().any(|m| m.id == old_id)
+            {
                 break;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "fresh node did not rejoin: {:?}", fresh.status());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fresh node did not rejoin: {:?}",
+            fresh.status()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(fresh.role(), if fresh.is_primary() { Role::Primary } else { Role::Secondary });
+    assert_eq!(
+        fresh.role(),
+        if fresh.is_primary() {
+            Role::Primary
+        } else {
+            Role::Secondary
+        }
+    );
     fresh.shutdown().await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A clock that can be pushed forward, as if the process had been paused.
+struct JumpClock {
+    base: cluster_mode::SystemClock,
+    offset_ms: std::sync::atomic::AtomicU64,
+}
+
+impl cluster_mode::Clock for JumpClock {
+    fn now(&self) -> cluster_mode_core::Instant {
+        let off = Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst));
+        self.base.now() + off
+    }
+    fn deadline(&self, at: cluster_mode_core::Instant) -> tokio::time::Instant {
+        let off = Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst));
+        self.base.deadline(at.saturating_sub(off))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_primary_checks_the_lease_at_call_time() {
+    init_tracing();
+    let ls = listeners(3).await;
+    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    let disc = discovery(&addrs);
+    let clocks: Vec<std::sync::Arc<JumpClock>> = (0..3)
+        .map(|_| {
+            std::sync::Arc::new(JumpClock {
+                base: cluster_mode::SystemClock::new(),
+                offset_ms: 0.into(),
+            })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (l, c) in ls.into_iter().zip(&clocks) {
+        nodes.push(
+            ClusterBuilder::new(disc.clone())
+                .listener(l)
+                .config(test_config())
+                .clock(c.clone())
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    assert!(nodes[p].is_primary());
+    // The primary's clock jumps past its lease (a pause the loop has not yet seen):
+    // the very next call says no, with no help from the loop.
+    clocks[p]
+        .offset_ms
+        .store(1_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(!nodes[p].is_primary());
+    assert!(nodes[p].fencing_token().is_none());
+    assert_ne!(nodes[p].status().role, Role::Primary);
     for n in &nodes {
         n.shutdown().await;
     }

@@ -1,6 +1,8 @@
 //! The driving loop over an in-memory transport: what a simulation would plug in.
 
-use cluster_mode::driver::{spawn_driver, DriverHandle, DriverParts, Inbox, Subscribers, Transport};
+use cluster_mode::driver::{
+    spawn_driver, DriverHandle, DriverParts, Inbox, Subscribers, Transport,
+};
 use cluster_mode::metrics::Counters;
 use cluster_mode::{Clock, ClusterEvent, Config, StaticDiscovery, SystemClock};
 use cluster_mode_core::{Address, ClusterCore, Envelope, Identity, Role};
@@ -45,7 +47,8 @@ fn node(net: &Arc<MemNet>, addr: &str, peers: &StaticDiscovery) -> (DriverHandle
 }
 
 fn rand_seed(addr: &str) -> u64 {
-    addr.bytes().fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)))
+    addr.bytes()
+        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)))
 }
 
 #[tokio::test]
@@ -57,8 +60,14 @@ async fn three_nodes_elect_one_primary_in_memory() {
     let mut events = nodes[0].1.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let primaries = nodes.iter().filter(|(h, _)| h.state.borrow().status.role == Role::Primary).count();
-        let secondaries = nodes.iter().filter(|(h, _)| h.state.borrow().status.role == Role::Secondary).count();
+        let primaries = nodes
+            .iter()
+            .filter(|(h, _)| h.state.borrow().status.role == Role::Primary)
+            .count();
+        let secondaries = nodes
+            .iter()
+            .filter(|(h, _)| h.state.borrow().status.role == Role::Secondary)
+            .count();
         if primaries == 1 && secondaries == 2 {
             break;
         }
@@ -66,5 +75,8 @@ async fn three_nodes_elect_one_primary_in_memory() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ev = events.recv().await.unwrap();
-    assert!(matches!(ev, ClusterEvent::RoleChanged { .. } | ClusterEvent::MembersChanged { .. }));
+    assert!(matches!(
+        ev,
+        ClusterEvent::RoleChanged { .. } | ClusterEvent::MembersChanged { .. }
+    ));
 }

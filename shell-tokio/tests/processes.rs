@@ -1,4 +1,6 @@
 //! The `cluster-node` binary as separate processes on 127.0.0.1.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 #[path = "common/procs.rs"]
 mod procs;
@@ -10,11 +12,21 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_primary_fails_over() {
     let mut p = Procs::start(3, &["--fast"]);
-    let first = wait_agreed(&p.addrs, Duration::from_secs(15)).await.expect("no primary");
+    let first = wait_agreed(&p.addrs, Duration::from_secs(15))
+        .await
+        .expect("no primary");
     let t0 = Instant::now();
     p.kill(first);
-    let rest: Vec<_> = p.addrs.iter().enumerate().filter(|(i, _)| *i != first).map(|(_, a)| *a).collect();
-    let next = wait_agreed(&rest, Duration::from_secs(15)).await.expect("no failover");
+    let rest: Vec<_> = p
+        .addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, a)| *a)
+        .collect();
+    let next = wait_agreed(&rest, Duration::from_secs(15))
+        .await
+        .expect("no failover");
     eprintln!("failover to {} in {:?}", rest[next], t0.elapsed());
 }
 
@@ -29,7 +41,9 @@ struct Obs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_primary_never_two_primaries() {
     let p = Procs::start(3, &["--fast"]);
-    let first = wait_agreed(&p.addrs, Duration::from_secs(15)).await.expect("no primary");
+    let first = wait_agreed(&p.addrs, Duration::from_secs(15))
+        .await
+        .expect("no primary");
     let obs: Arc<Mutex<Vec<Obs>>> = Arc::default();
     let answers = Arc::new(Mutex::new(vec![0usize; 3]));
     let stop_at = Instant::now() + Duration::from_millis(2500);
@@ -43,7 +57,12 @@ async fn sigstop_primary_never_two_primaries() {
                 if let Some(s) = status(addr, Duration::from_millis(300)).await {
                     answers.lock().unwrap()[node] += 1;
                     if s.primary {
-                        obs.lock().unwrap().push(Obs { node, sent, recv: Instant::now(), term: s.term });
+                        obs.lock().unwrap().push(Obs {
+                            node,
+                            sent,
+                            recv: Instant::now(),
+                            term: s.term,
+                        });
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(3)).await;
@@ -65,17 +84,40 @@ async fn sigstop_primary_never_two_primaries() {
     for a in &obs {
         for b in &obs {
             if a.node != b.node && a.recv < b.sent {
-                assert!(a.term < b.term, "node {} primary in term {} then node {} primary in term {}", a.node, a.term, b.node, b.term);
+                assert!(
+                    a.term < b.term,
+                    "node {} primary in term {} then node {} primary in term {}",
+                    a.node,
+                    a.term,
+                    b.node,
+                    b.term
+                );
             }
         }
     }
     let others: Vec<_> = obs.iter().filter(|o| o.node != first).collect();
-    assert!(!others.is_empty(), "nobody took over while the primary was stopped");
+    assert!(
+        !others.is_empty(),
+        "nobody took over while the primary was stopped"
+    );
     let answers = answers.lock().unwrap().clone();
-    eprintln!("status answers per node: {answers:?}, primary observations: {}", obs.len());
-    assert!(answers.iter().all(|&n| n > 50), "too few samples: {answers:?}");
+    eprintln!(
+        "status answers per node: {answers:?}, primary observations: {}",
+        obs.len()
+    );
+    assert!(
+        answers.iter().all(|&n| n > 50),
+        "too few samples: {answers:?}"
+    );
     // The resumed node does not claim its old term's primacy after the takeover.
     let takeover = others.iter().map(|o| o.recv).min().unwrap();
-    let old_term = obs.iter().filter(|o| o.node == first).map(|o| o.term).min().unwrap_or(0);
-    assert!(!obs.iter().any(|o| o.node == first && o.term == old_term && o.sent > takeover));
+    let old_term = obs
+        .iter()
+        .filter(|o| o.node == first)
+        .map(|o| o.term)
+        .min()
+        .unwrap_or(0);
+    assert!(!obs
+        .iter()
+        .any(|o| o.node == first && o.term == old_term && o.sent > takeover));
 }

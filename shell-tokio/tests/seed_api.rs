@@ -1,5 +1,7 @@
 //! The seed (cluster-mode 0.3) API: its README example, and three nodes started with
 //! `start_cluster` on 127.0.0.1-3 reaching one primary.
+// Real sockets and processes: not under the madsim simulator.
+#![cfg(not(madsim))]
 
 mod common;
 
@@ -30,7 +32,12 @@ impl DiscoveryService for FakeK8s {
                     Some(format!("pod-{i}")),
                     Some("demo".into()),
                     Some(format!("127.0.0.{i}")),
-                    Some(vec![Port::new(Some("http".into()), 8080, "TCP".into(), None)]),
+                    Some(vec![Port::new(
+                        Some("http".into()),
+                        8080,
+                        "TCP".into(),
+                        None,
+                    )]),
                     false,
                     None,
                     HashMap::new(),
@@ -71,7 +78,11 @@ async fn seed_api_elects_a_primary() {
             listen_addr: format!("127.0.0.{i}:{port}").parse().unwrap(),
             ..ClusterConfig::default()
         };
-        tokio::spawn(start_cluster(cluster.clone(), DiscoveryClient::new(FakeK8s), config));
+        tokio::spawn(start_cluster(
+            cluster.clone(),
+            DiscoveryClient::new(FakeK8s),
+            config,
+        ));
         clusters.push(cluster);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -94,13 +105,22 @@ async fn seed_api_elects_a_primary() {
         if primaries == 1 && secondaries == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no primary through the seed API");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no primary through the seed API"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for c in &clusters {
         assert!(c.is_active().await);
         let si = c.get_service_instance().await.unwrap();
-        assert_eq!(si.get_ports().as_ref().unwrap()[0].get_port(), u32::from(port));
+        let info = cluster_mode::seed::get_cluster_info(c.clone()).await;
+        assert_eq!(info.instance.unwrap().instance_id(), si.instance_id());
+        assert_eq!(Some(&info.node_id), si.instance_id().as_ref());
+        assert_eq!(
+            si.get_ports().as_ref().unwrap()[0].get_port(),
+            u32::from(port)
+        );
         c.handle().unwrap().shutdown().await;
     }
 }

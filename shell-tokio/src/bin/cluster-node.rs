@@ -64,7 +64,11 @@ struct Args {
 }
 
 fn config(a: &Args) -> Config {
-    let mut c = if a.fast { Config::fast_test() } else { Config::datacenter() };
+    let mut c = if a.fast {
+        Config::fast_test()
+    } else {
+        Config::datacenter()
+    };
     c.min_nodes = a.min_nodes;
     if let Some(v) = a.heartbeat_ms {
         c.heartbeat_interval = Duration::from_millis(v);
@@ -83,7 +87,9 @@ fn config(a: &Args) -> Config {
 
 async fn discovery(a: &Args) -> Result<Arc<dyn Discovery>, String> {
     if let Some(p) = &a.peers {
-        return StaticDiscovery::parse_list(p).map(|d| Arc::new(d) as _).map_err(|e| e.to_string());
+        return StaticDiscovery::parse_list(p)
+            .map(|d| Arc::new(d) as _)
+            .map_err(|e| e.to_string());
     }
     if let Some(d) = &a.dns {
         #[cfg(feature = "dns")]
@@ -108,7 +114,9 @@ async fn discovery(a: &Args) -> Result<Arc<dyn Discovery>, String> {
                 .map_err(|e| e.to_string());
         }
         #[cfg(not(feature = "kubernetes"))]
-        return Err(format!("--k8s-service {s}: built without the `kubernetes` feature"));
+        return Err(format!(
+            "--k8s-service {s}: built without the `kubernetes` feature"
+        ));
     }
     Err("give one of --peers, --dns, --k8s-service".into())
 }
@@ -130,7 +138,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let mut b = ClusterBuilder::new(disc).listen(args.listen).config(config(&args));
+    let mut b = ClusterBuilder::new(disc)
+        .listen(args.listen)
+        .config(config(&args));
     if let Some(a) = &args.advertise {
         b = b.advertise(a.clone());
     }
@@ -161,8 +171,15 @@ async fn main() {
             };
             let ms = at.as_nanos() / 1_000_000;
             match ev {
-                ClusterEvent::RoleChanged { role, term, primary, .. } => {
-                    let p = primary.map(|p| p.addr.to_string()).unwrap_or_else(|| "-".into());
+                ClusterEvent::RoleChanged {
+                    role,
+                    term,
+                    primary,
+                    ..
+                } => {
+                    let p = primary
+                        .map(|p| p.addr.to_string())
+                        .unwrap_or_else(|| "-".into());
                     println!("EVENT {ms} role={role:?} term={term} primary={p}");
                 }
                 ClusterEvent::MembersChanged { members, .. } => {

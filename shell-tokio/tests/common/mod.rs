@@ -29,13 +29,19 @@ pub fn discovery(addrs: &[SocketAddr]) -> Arc<StaticDiscovery> {
 }
 
 /// Starts `n` nodes on loopback that list each other.
-pub async fn start_nodes(n: usize, cfg: Config, secret: Option<&str>) -> (Vec<Cluster>, Vec<SocketAddr>) {
+pub async fn start_nodes(
+    n: usize,
+    cfg: Config,
+    secret: Option<&str>,
+) -> (Vec<Cluster>, Vec<SocketAddr>) {
     let ls = listeners(n).await;
     let addrs: Vec<SocketAddr> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
     let disc = discovery(&addrs);
     let mut nodes = Vec::new();
     for l in ls {
-        let mut b = ClusterBuilder::new(disc.clone()).listener(l).config(cfg.clone());
+        let mut b = ClusterBuilder::new(disc.clone())
+            .listener(l)
+            .config(cfg.clone());
         if let Some(s) = secret {
             b = b.secret(s);
         }
@@ -61,7 +67,9 @@ pub async fn wait_agreed_primary(nodes: &[&Cluster], within: Duration) -> usize 
 }
 
 pub fn agreed_primary(nodes: &[&Cluster]) -> Option<usize> {
-    let prim: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_primary()).collect();
+    let prim: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].is_primary())
+        .collect();
     if prim.len() != 1 {
         return None;
     }

@@ -1,4 +1,5 @@
 //! Node processes (the `cluster-node` binary) and a tiny status client.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -7,7 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Free loopback addresses (bound then released).
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     ls.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
@@ -20,7 +23,11 @@ pub struct Procs {
 impl Procs {
     pub fn start(n: usize, extra: &[&str]) -> Procs {
         let addrs = free_addrs(n);
-        let peers = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let peers = addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let children = addrs
             .iter()
             .map(|a| Some(spawn_node(*a, &peers, extra)))
@@ -33,7 +40,11 @@ impl Procs {
     }
 
     pub fn signal(&self, i: usize, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid(i).to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid(i).to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -48,7 +59,10 @@ impl Procs {
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in self.children.iter_mut().flatten() {
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -81,7 +95,8 @@ pub struct Sample {
 pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let req =
+            format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;
@@ -105,11 +120,16 @@ pub async fn wait_agreed(addrs: &[SocketAddr], within: Duration) -> Option<usize
         for a in addrs {
             samples.push(status(*a, Duration::from_millis(200)).await);
         }
-        let prim: Vec<usize> = (0..addrs.len()).filter(|&i| samples[i].as_ref().is_some_and(|s| s.primary)).collect();
+        let prim: Vec<usize> = (0..addrs.len())
+            .filter(|&i| samples[i].as_ref().is_some_and(|s| s.primary))
+            .collect();
         if prim.len() == 1 {
             let p = prim[0];
             let paddr = addrs[p].to_string();
-            if samples.iter().all(|s| s.as_ref().is_some_and(|s| s.primary_addr.as_deref() == Some(paddr.as_str()))) {
+            if samples.iter().all(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.primary_addr.as_deref() == Some(paddr.as_str()))
+            }) {
                 return Some(p);
             }
         }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the cluster-mode (shell-tokio) tests need on a fresh Debian bookworm
+# machine. Run as root; idempotent (does nothing when everything is already there).
+#   - nftables and iproute2: the network-namespace partition test
+#     (tests/netns_partition.rs) cuts links with nft inside namespaces made with `ip`.
+#     Without root or these tools that test prints why and skips.
+# Every other test needs nothing beyond cargo (real sockets on 127.0.0.1 and the
+# cluster-node binary that cargo builds).
+set -euo pipefail
+
+missing=()
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "ci-deps.sh: missing ${missing[*]} and this is not root; run: apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "ci-deps.sh: $(/usr/sbin/nft --version 2>/dev/null || nft --version); $(ip -V)"
