@@ -227,6 +227,21 @@ async fn start_http(
             }
         }
     });
+    if std::env::var_os("SIM_HTTP_COUNTERS").is_some() {
+        // Diagnostics for FINDINGS.md #1: the shell's counters every 2 s.
+        let c = cluster.clone();
+        madsim::task::spawn(async move {
+            loop {
+                madsim::time::sleep(Duration::from_secs(2)).await;
+                eprintln!(
+                    "{:>6} ms {} {:?}",
+                    global_now() / 1_000_000,
+                    c.address(),
+                    c.counters()
+                );
+            }
+        });
+    }
     let state = cluster.watch();
     let leave = Arc::new(move || {
         let c = cluster.clone();
