@@ -1,7 +1,7 @@
 //! `SimCluster`: node lifecycle, network faults, clocks, discovery, recording.
 
 use crate::clock::Clock;
-use crate::node::{self, global_now, raw_view_of, view_of, TransportKind};
+use crate::node::{self, global_now, view_of, TransportKind};
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
 use crate::registry::Registry;
 use cluster_mode::driver::NodeState;
@@ -41,6 +41,8 @@ pub(crate) struct Slot {
     pub(crate) paused: bool,
     pub(crate) left: bool,
     pub(crate) state: Option<watch::Receiver<NodeState>>,
+    /// The sampler's own receiver: it rebuilds a view only when the value changed.
+    pub(crate) sampled: Option<watch::Receiver<NodeState>>,
     pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -172,6 +174,7 @@ impl SimCluster {
                 paused: false,
                 left: false,
                 state: None,
+                sampled: None,
                 leave: None,
             });
             g.slots.len() - 1
@@ -209,6 +212,7 @@ impl SimCluster {
         s.alive = false;
         s.paused = false;
         s.state = None;
+        s.sampled = None;
         s.leave = None;
         let addr = s.addr.clone();
         if unlist {
@@ -388,17 +392,24 @@ impl SimCluster {
 
 fn sample(shared: &Shared) {
     let now = global_now();
-    let states: Vec<(usize, watch::Receiver<NodeState>)> = {
-        let g = shared.lock();
-        g.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive && !s.paused && !s.left)
-            .filter_map(|(i, s)| Some((i, s.state.clone()?)))
-            .collect()
-    };
-    for (i, st) in states {
-        let view = raw_view_of(&st.borrow(), shared, i);
-        shared.lock().recorder.view(now, i, view);
+    let mut changed: Vec<(usize, NodeView)> = Vec::new();
+    {
+        let mut g = shared.lock();
+        for (i, s) in g.slots.iter_mut().enumerate() {
+            if !s.alive || s.paused || s.left {
+                continue;
+            }
+            let clock = s.clock;
+            let Some(rx) = s.sampled.as_mut() else {
+                continue;
+            };
+            if rx.has_changed().unwrap_or(false) {
+                let st = rx.borrow_and_update();
+                changed.push((i, crate::node::raw_view_with(&st, &clock)));
+            }
+        }
+        for (i, view) in changed {
+            g.recorder.view(now, i, view);
+        }
     }
 }

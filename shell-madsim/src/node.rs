@@ -227,6 +227,21 @@ async fn start_http(
             }
         }
     });
+    if std::env::var_os("SIM_HTTP_COUNTERS").is_some() {
+        // Diagnostics for FINDINGS.md #1: the shell's counters every 2 s.
+        let c = cluster.clone();
+        madsim::task::spawn(async move {
+            loop {
+                madsim::time::sleep(Duration::from_secs(2)).await;
+                eprintln!(
+                    "{:>6} ms {} {:?}",
+                    global_now() / 1_000_000,
+                    c.address(),
+                    c.counters()
+                );
+            }
+        });
+    }
     let state = cluster.watch();
     let leave = Arc::new(move || {
         let c = cluster.clone();
@@ -242,13 +257,19 @@ async fn start_http(
 /// caught even though the shell's `is_primary_at` would hide it from applications.
 pub(crate) fn raw_view_of(state: &NodeState, shared: &Shared, slot: usize) -> NodeView {
     let clock = shared.lock().slots[slot].clock;
-    let mut st = state.status.clone();
-    if state.stopped {
-        st.role = Role::Inactive;
-        st.lease_valid = false;
-        st.fencing_token = None;
+    raw_view_with(state, &clock)
+}
+
+/// [`raw_view_of`] with the node's clock at hand.
+pub(crate) fn raw_view_with(state: &NodeState, clock: &crate::clock::Clock) -> NodeView {
+    if !state.stopped {
+        return NodeView::from_status(&state.status, clock);
     }
-    NodeView::from_status(&st, &clock)
+    let mut st = state.status.clone();
+    st.role = Role::Inactive;
+    st.lease_valid = false;
+    st.fencing_token = None;
+    NodeView::from_status(&st, clock)
 }
 
 /// The view an application sees at global time `now` (lease judged by the shell).
@@ -296,6 +317,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
         let mut g = shared.lock();
         let s = &mut g.slots[slot];
         s.state = Some(running.state.clone());
+        s.sampled = Some(running.state.clone());
         s.leave = Some(running.leave.clone());
         s.alive = true;
         g.recorder.push(

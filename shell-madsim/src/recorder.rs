@@ -47,10 +47,22 @@ pub struct NodeView {
 impl NodeView {
     /// Builds the view from a core status and the node's clock.
     pub fn from_status(s: &Status, clock: &Clock) -> Self {
-        let mut text = String::new();
+        // FNV-1a over the member list, streamed (no intermediate string).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
         for m in &s.members {
-            let _ = write!(text, "{:?}|{}|{:?}|{};", m.id, m.addr, m.name, m.voter);
+            eat(&m.id.0.to_le_bytes());
+            eat(m.addr.as_str().as_bytes());
+            eat(&[0xff]);
+            eat(m.name.as_deref().unwrap_or("").as_bytes());
+            eat(&[0xfe, u8::from(m.voter)]);
         }
+        let members_hash = h;
         NodeView {
             id: s.id,
             cluster: s.cluster,
@@ -60,7 +72,7 @@ impl NodeView {
             primary: s.primary.as_ref().map(|p| p.id),
             commit_index: s.commit_index,
             members: s.members.iter().map(|m| (m.id, m.voter)).collect(),
-            members_hash: fnv1a(text.as_bytes()),
+            members_hash,
             lease_valid: s.lease_valid,
             lease_end_ns: s.lease_until.map(|l| clock.global_of(l)),
             fencing_term: s.fencing_token.map(|t| t.term),
@@ -198,14 +210,18 @@ impl Trace {
                 RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
                 RecordKind::View(v) => writeln!(
                     out,
-                    "{who} id={} {:?} term={} leader={} primary={} commit={} members={} lease={}{} fence={:?}",
+                    "{who} id={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}",
                     v.id,
                     v.role,
                     v.term,
                     v.is_leader,
                     v.primary.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     v.commit_index,
-                    v.members.len(),
+                    v.members
+                        .iter()
+                        .map(|(id, voter)| format!("{id}{}", if *voter { "" } else { "(nv)" }))
+                        .collect::<Vec<_>>()
+                        .join(","),
                     v.lease_valid,
                     v.lease_end_ns.map(|e| format!("(until {}ms)", e / 1_000_000)).unwrap_or_default(),
                     v.fencing_term,

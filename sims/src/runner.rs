@@ -52,7 +52,23 @@ pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
 }
 
 /// Like [`run_seed`]; `liveness: false` checks only the safety invariants.
+///
+/// Each run gets a fresh OS thread: the shell's hyper path draws node ids and core
+/// seeds from `rand`'s thread-local generator, which outlives one madsim runtime, so two
+/// runs on one thread would not be reproducible (see FINDINGS.md #5).
 pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+    std::thread::scope(|s| {
+        match s
+            .spawn(move || run_in_this_thread(scenario, seed, liveness))
+            .join()
+        {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let cfg = scenario.config();
     let (trace, plan, bound) = rt.block_on(async move {

@@ -282,6 +282,15 @@ impl Ctx {
         self.wait_primary(30_000).await
     }
 
+    /// The pod name of `slot`.
+    pub fn name(&self, slot: usize) -> String {
+        self.c
+            .slots()
+            .get(slot)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    }
+
     fn others(&self, slot: usize) -> Vec<usize> {
         self.pods.iter().copied().filter(|s| *s != slot).collect()
     }
@@ -308,7 +317,7 @@ async fn primary_crash(s: &mut Ctx) {
     let Some(p) = s.start(5).await else { return };
     s.sleep_rand(0, 1_000).await;
     s.c.kill(p, true);
-    s.fault("failover: primary crashed");
+    s.fault(format!("failover: primary {} crashed", s.name(p)));
     s.sleep(5_000).await;
 }
 
@@ -316,7 +325,7 @@ async fn primary_isolated(s: &mut Ctx) {
     let Some(p) = s.start(5).await else { return };
     s.sleep_rand(0, 1_000).await;
     s.c.isolate(p);
-    s.fault("failover: primary isolated");
+    s.fault(format!("failover: primary {} isolated", s.name(p)));
     s.sleep(3_000).await;
     s.c.heal();
     s.fault("healed");
@@ -403,7 +412,7 @@ async fn paused(s: &mut Ctx) {
     let Some(p) = s.start(5).await else { return };
     s.sleep_rand(0, 1_000).await;
     s.c.pause(p);
-    s.fault("failover: primary paused");
+    s.fault(format!("failover: primary {} paused", s.name(p)));
     let et = s.c.config().election_timeout_max.as_millis() as u64;
     s.sleep_rand(et + 100, 3 * et).await;
     s.c.resume(p);
@@ -489,7 +498,10 @@ async fn drift(s: &mut Ctx) {
     };
     s.sleep_rand(0, 1_000).await;
     s.c.isolate(p);
-    s.fault("failover: primary (clock at the drift bound) isolated");
+    s.fault(format!(
+        "failover: primary {} (clock at the drift bound) isolated",
+        s.name(p)
+    ));
     s.sleep(2_000).await;
     s.c.heal();
     s.fault("healed");
@@ -497,7 +509,7 @@ async fn drift(s: &mut Ctx) {
         return;
     };
     s.c.pause(p);
-    s.fault("failover: primary paused");
+    s.fault(format!("failover: primary {} paused", s.name(p)));
     s.sleep(1_500).await;
     s.c.resume(p);
     s.fault("resumed");
@@ -507,17 +519,17 @@ async fn drift(s: &mut Ctx) {
 async fn leave_election(s: &mut Ctx) {
     let Some(p) = s.start(5).await else { return };
     s.c.kill(p, true);
-    s.fault("failover: primary crashed");
+    s.fault(format!("failover: primary {} crashed", s.name(p)));
     let et = s.c.config().election_timeout_min.as_millis() as u64;
     s.sleep_rand(et, 2 * et).await;
     let others: Vec<usize> = s.others(p);
     let leaver = others[s.range(0, others.len() as u64) as usize];
     s.c.leave(leaver);
-    s.fault("a member leaves during the election");
+    s.fault(format!("{} leaves during the election", s.name(leaver)));
     s.pods.retain(|x| *x != p && *x != leaver);
     if let Some(q) = s.wait_primary(10_000).await {
         s.c.leave(q);
-        s.fault("failover: the new primary leaves");
+        s.fault(format!("failover: the new primary {} leaves", s.name(q)));
     }
     s.sleep(5_000).await;
 }
@@ -538,26 +550,30 @@ async fn chaos(s: &mut Ctx) {
         match s.range(0, 6) {
             0 => {
                 s.c.isolate(victim);
-                s.fault("isolate");
+                s.fault(format!("isolate {}", s.name(victim)));
             }
             1 => {
                 let other = pods[s.range(0, pods.len() as u64) as usize];
                 if other != victim {
                     s.c.cut_one_way(victim, other);
-                    s.fault("one-way cut");
+                    s.fault(format!(
+                        "one-way cut {} -> {}",
+                        s.name(victim),
+                        s.name(other)
+                    ));
                 }
             }
             2 => {
                 s.c.pause(victim);
-                s.fault("pause");
+                s.fault(format!("pause {}", s.name(victim)));
                 s.sleep_rand(100, 1_500).await;
                 s.c.resume(victim);
-                s.fault("resume");
+                s.fault(format!("resume {}", s.name(victim)));
             }
             3 if last_restart.is_none_or(|t| s.c.now_ns() > t + spacing) => {
                 last_restart = Some(s.c.now_ns());
                 s.c.restart(victim);
-                s.fault("restart (new identity)");
+                s.fault(format!("restart {} (new identity)", s.name(victim)));
             }
             3 => {}
             4 => {
@@ -592,7 +608,7 @@ async fn hundred(s: &mut Ctx) {
         return;
     };
     s.c.kill(p, true);
-    s.fault("failover: primary crashed");
+    s.fault(format!("failover: primary {} crashed", s.name(p)));
     s.extra_bound_ns = 5_000_000_000;
     s.sleep(8_000).await;
 }
