@@ -17,6 +17,11 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// The most entries one append may carry.
 pub const MAX_ENTRIES_PER_APPEND: usize = 64;
 
+/// The largest term or log index a message may carry (2^62). Real values never come
+/// near it (a term a second for 10^11 years); refusing larger ones keeps every `+ 1`
+/// in the core far from overflow, whatever a peer sends.
+pub const MAX_COUNTER: u64 = 1 << 62;
+
 /// Every message on the wire, with who sent it to whom in which cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -258,6 +263,39 @@ impl Envelope {
         if entries > MAX_ENTRIES_PER_APPEND {
             return Err(DecodeError::Invalid("too many entries in one append"));
         }
+        if self.largest_counter() > MAX_COUNTER {
+            return Err(DecodeError::Invalid("term or index out of range"));
+        }
         Ok(())
+    }
+
+    /// The largest term or log index anywhere in the message.
+    pub fn largest_counter(&self) -> u64 {
+        let entries = |es: &[Entry]| es.iter().map(|e| e.term.max(e.index)).max().unwrap_or(0);
+        match &self.msg {
+            Message::PreVote(v) | Message::Vote(v) => v.term.max(v.last_index).max(v.last_term),
+            Message::PreVoteReply(r) | Message::VoteReply(r) => r.term,
+            Message::Append(a) => a
+                .term
+                .max(a.prev_index)
+                .max(a.prev_term)
+                .max(a.commit)
+                .max(entries(&a.entries)),
+            Message::Snapshot(s) => s
+                .term
+                .max(s.snapshot.index)
+                .max(s.snapshot.term)
+                .max(entries(&s.entries)),
+            Message::AppendReply(r) => r.term.max(r.index),
+            Message::TimeoutNow { term } => *term,
+            Message::ProbeAck(ProbeAck {
+                state:
+                    ProbeState::Member {
+                        term, your_config, ..
+                    },
+                ..
+            }) => (*term).max(your_config.as_ref().map_or(0, |c| c.index.max(c.term))),
+            _ => 0,
+        }
     }
 }

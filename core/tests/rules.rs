@@ -453,3 +453,59 @@ fn a_leave_that_would_break_the_live_majority_waits_for_a_promotion() {
     assert!(!m.contains(net.nodes[voters[1]].core.identity().id));
     assert_eq!(m.voter_count(), 3, "the non-voter was promoted");
 }
+
+#[test]
+fn an_acknowledgement_dated_in_the_future_does_not_stretch_the_lease() {
+    let (mut net, p, f) = settled3(43);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let until = net.nodes[p].core.status(now).lease_until.unwrap();
+    // A forged reply claiming to echo a heartbeat sent an hour from now.
+    let reply = AppendReply {
+        term: net.nodes[p].core.term(),
+        success: true,
+        index: net.nodes[p].core.commit_index(),
+        sent_at: now + Duration::from_secs(3600),
+    };
+    for other in (0..3).filter(|s| *s != p) {
+        let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
+        net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
+    }
+    assert_eq!(net.nodes[p].core.status(now).lease_until.unwrap(), until);
+    assert!(!net.nodes[p].core.is_primary(now + Duration::from_secs(1)));
+    let _ = f;
+}
+
+#[test]
+fn absurd_terms_and_indexes_are_rejected_before_any_arithmetic() {
+    let (mut net, p, f) = settled3(44);
+    let append = cluster_mode_core::message::Append {
+        term: net.nodes[p].core.term(),
+        prev_index: u64::MAX,
+        prev_term: 1,
+        entries: vec![cluster_mode_core::Entry {
+            term: 1,
+            index: 0,
+            change: cluster_mode_core::Change::Noop,
+        }],
+        commit: 0,
+        sent_at: ms(0),
+    };
+    let env = envelope_from(&net, p, f, Message::Append(append));
+    let now = net.local(f, net.now);
+    assert!(matches!(
+        net.nodes[f].core.handle(now, Input::Message(env.clone())),
+        Err(Rejected::Invalid(_))
+    ));
+    assert!(Envelope::decode(&env.encode()).is_err());
+    let vote = VoteRequest {
+        term: u64::MAX,
+        last_index: 0,
+        last_term: 0,
+        transfer: true,
+    };
+    let env = envelope_from(&net, p, f, Message::Vote(vote));
+    let term = net.nodes[f].core.term();
+    assert!(net.nodes[f].core.handle(now, Input::Message(env)).is_err());
+    assert_eq!(net.nodes[f].core.term(), term);
+}

@@ -589,6 +589,10 @@ impl ClusterCore {
                 return Err(Rejected::ForeignCluster { ours, theirs });
             }
         }
+        if env.largest_counter() > crate::message::MAX_COUNTER {
+            return Err(Rejected::Invalid("term or index out of range"));
+        }
+        // Below MAX_COUNTER, `prev + 1 + i` cannot overflow.
         let contiguous = |prev: u64, entries: &[crate::membership::Entry]| {
             entries
                 .iter()

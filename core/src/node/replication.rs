@@ -239,7 +239,11 @@ impl ClusterCore {
                 p.matched = matched;
             }
             p.next = p.next.max(p.matched + 1);
-            if r.sent_at >= l.became_at && p.acked_sent_at.is_none_or(|t| r.sent_at > t) {
+            // `sent_at` echoes this leader's own clock: only a time between the start
+            // of the term and now can be genuine. A later one (forged, or a bug)
+            // must never stretch the lease.
+            let genuine = r.sent_at >= l.became_at && r.sent_at <= now;
+            if genuine && p.acked_sent_at.is_none_or(|t| r.sent_at > t) {
                 p.acked_sent_at = Some(r.sent_at);
             }
             self.update_lease(now);
