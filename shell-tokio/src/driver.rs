@@ -377,6 +377,13 @@ impl Driver {
                     Some(Control::Stop) => break,
                     None => control_open = false,
                 },
+                // Discovery before messages: a flood of messages must not starve it.
+                d = discovery.recv(), if discovery_open => match d {
+                    Some(input) => {
+                        let _ = self.input(input);
+                    }
+                    None => discovery_open = false,
+                },
                 msg = inbox.recv() => match msg {
                     Some(Inbound::Message { env, reply }) => {
                         bump(&self.counters.messages_in);
@@ -390,12 +397,6 @@ impl Driver {
                     }
                     // No transport holds an Inbox any more: nothing can arrive.
                     None => break,
-                },
-                d = discovery.recv(), if discovery_open => match d {
-                    Some(input) => {
-                        let _ = self.input(input);
-                    }
-                    None => discovery_open = false,
                 },
             }
         }

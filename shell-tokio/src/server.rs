@@ -185,7 +185,16 @@ impl ClusterService {
             .get(MAC_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = match Limited::new(req.into_body(), max).collect().await {
+        // A client that trickles its body must not hold a task and a buffer forever.
+        let read = Limited::new(req.into_body(), max).collect();
+        let Ok(read) = tokio::time::timeout(self.inner.deliver_timeout, read).await else {
+            return self.refuse(
+                &c.rejected_malformed,
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time".into(),
+            );
+        };
+        let body = match read {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
