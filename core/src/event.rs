@@ -39,9 +39,11 @@ pub enum Input {
     /// A message arrived.
     Message(Envelope),
     /// A message to this address could not be delivered (connection refused, timeout).
-    /// The core logs it; its decisions rest on silence (missing acknowledgements and
-    /// probe answers), which a delivery failure confirms but never replaces, so a
-    /// shell that cannot tell need not send it.
+    /// Its decisions rest on silence (missing acknowledgements and probe answers),
+    /// which a delivery failure confirms but never replaces; the one use is timing:
+    /// a fresh node probes again after a quarter of `probe_interval` instead of a
+    /// whole one (a peer not yet listening at a cold start). A shell that cannot tell
+    /// need not send it.
     Unreachable(Address),
     /// A timer fired: at or after the instant [`crate::ClusterCore::poll_timeout`]
     /// gave, or at any other time (spurious ticks are harmless).

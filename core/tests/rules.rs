@@ -509,3 +509,20 @@ fn absurd_terms_and_indexes_are_rejected_before_any_arithmetic() {
     assert!(net.nodes[f].core.handle(now, Input::Message(env)).is_err());
     assert_eq!(net.nodes[f].core.term(), term);
 }
+
+#[test]
+fn a_refused_probe_during_a_cold_start_is_retried_within_a_quarter_interval() {
+    let cfg = Config::fast_test();
+    let me = Identity::new(NodeId(1), "a:1");
+    let mut core = ClusterCore::new(me, cfg.clone(), 1, ms(0)).unwrap();
+    core.handle(ms(0), Input::Discovery(vec![Discovered::new("b:1")]))
+        .unwrap();
+    core.handle(ms(0), Input::Tick).unwrap();
+    let _ = sends(&mut core);
+    let before = core.poll_timeout().unwrap();
+    core.handle(ms(1), Input::Unreachable(Address::new("b:1")))
+        .unwrap();
+    let after = core.poll_timeout().unwrap();
+    assert!(after < before, "the next probe round moved earlier");
+    assert!(after <= ms(1) + cfg.probe_interval / 4);
+}

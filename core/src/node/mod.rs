@@ -227,6 +227,12 @@ impl ClusterCore {
             Input::Message(env) => self.on_message(now, env),
             Input::Unreachable(addr) => {
                 debug!(%addr, "peer unreachable");
+                // During a cold start a peer often refuses the first probe because it
+                // is not listening yet: probe again soon rather than a round later.
+                if self.cluster.is_none() && self.peers.get(&addr).is_some_and(|p| p.listed) {
+                    let soon = now + self.cfg.probe_interval / 4;
+                    self.housekeeping_at = self.housekeeping_at.min(soon);
+                }
                 Ok(())
             }
             Input::Tick => {
@@ -697,7 +703,8 @@ impl ClusterCore {
                 }
             }
             // Bootstrap is evaluated once per housekeeping round, not per answer: the
-            // evaluation looks at every peer.
+            // evaluation looks at every peer. (Evaluating on every answer made cold
+            // starts faster but broke liveness in a random schedule, seed 25836.)
             (ProbeState::Fresh { .. }, _) | (ProbeState::Member { .. }, None) => {}
         }
     }
