@@ -6,7 +6,7 @@
 //! it with the full protocol trace:
 //!
 //! ```text
-//! SCHEDULE_SEED=<seed> cargo test -p cluster-mode-core --test random_schedules replay -- --nocapture
+//! SCHEDULE_SEED=<seed> cargo test -p cluster-mode-core --test random_schedules replay -- --ignored --nocapture
 //! ```
 
 mod common;
@@ -158,7 +158,7 @@ fn liveness_owed(net: &Net) -> bool {
 fn check(seed: u64) -> Result<Option<u64>, String> {
     let (mut net, log) = run(seed);
     let replay = format!(
-        "replay: SCHEDULE_SEED={seed} cargo test -p cluster-mode-core --test random_schedules replay -- --nocapture"
+        "replay: SCHEDULE_SEED={seed} cargo test -p cluster-mode-core --test random_schedules replay -- --ignored --nocapture"
     );
     if let Some(v) = net.checker.violations.first() {
         return Err(format!(
@@ -231,8 +231,9 @@ fn fixed_seeds_keep_every_invariant() {
     );
 }
 
-/// Replays one seed with its full trace: `SCHEDULE_SEED=N`.
+/// Replays one seed with its full trace: `SCHEDULE_SEED=N`. A tool, not a check.
 #[test]
+#[ignore = "replay tool: run with SCHEDULE_SEED=N and --ignored"]
 fn replay() {
     let Some(seed) = std::env::var("SCHEDULE_SEED")
         .ok()
@@ -257,6 +258,7 @@ fn replay() {
 
 /// Debug aid: `SCHEDULE_SEED=N DUMP_FROM_MS=T` prints every node's state every 10 ms.
 #[test]
+#[ignore = "debug tool: run with SCHEDULE_SEED=N DUMP_FROM_MS=T and --ignored"]
 fn dump() {
     let (Some(seed), Some(from)) = (
         std::env::var("SCHEDULE_SEED")

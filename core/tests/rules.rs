@@ -273,24 +273,6 @@ fn an_append_whose_entries_do_not_follow_prev_index_is_rejected() {
 }
 
 #[test]
-fn a_stale_append_reply_does_not_extend_the_lease() {
-    let (mut net, p, f) = settled3(33);
-    net.isolate(p);
-    let now = net.local(p, net.now);
-    let until = net.nodes[p].core.status(now).lease_until.unwrap();
-    // A reply echoing a send time from before this term began.
-    let reply = AppendReply {
-        term: net.nodes[p].core.term(),
-        success: true,
-        index: 0,
-        sent_at: ms(0),
-    };
-    let env = envelope_from(&net, f, p, Message::AppendReply(reply));
-    net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
-    assert_eq!(net.nodes[p].core.status(now).lease_until.unwrap(), until);
-}
-
-#[test]
 fn a_leaving_primary_gives_up_its_lease_at_once() {
     let (mut net, p, _) = settled3(34);
     let now = net.local(p, net.now);
@@ -455,28 +437,6 @@ fn a_leave_that_would_break_the_live_majority_waits_for_a_promotion() {
 }
 
 #[test]
-fn an_acknowledgement_dated_in_the_future_does_not_stretch_the_lease() {
-    let (mut net, p, f) = settled3(43);
-    net.isolate(p);
-    let now = net.local(p, net.now);
-    let until = net.nodes[p].core.status(now).lease_until.unwrap();
-    // A forged reply claiming to echo a heartbeat sent an hour from now.
-    let reply = AppendReply {
-        term: net.nodes[p].core.term(),
-        success: true,
-        index: net.nodes[p].core.commit_index(),
-        sent_at: now + Duration::from_secs(3600),
-    };
-    for other in (0..3).filter(|s| *s != p) {
-        let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
-        net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
-    }
-    assert_eq!(net.nodes[p].core.status(now).lease_until.unwrap(), until);
-    assert!(!net.nodes[p].core.is_primary(now + Duration::from_secs(1)));
-    let _ = f;
-}
-
-#[test]
 fn absurd_terms_and_indexes_are_rejected_before_any_arithmetic() {
     let (mut net, p, f) = settled3(44);
     let append = cluster_mode_core::message::Append {
@@ -525,4 +485,43 @@ fn a_refused_probe_during_a_cold_start_is_retried_within_a_quarter_interval() {
     let after = core.poll_timeout().unwrap();
     assert!(after < before, "the next probe round moved earlier");
     assert!(after <= ms(1) + cfg.probe_interval / 4);
+}
+
+/// An isolated primary receives, from both followers, acknowledgements echoing the
+/// send time `sent_at(now)`; returns the lease end before and after, and `now`.
+fn lease_after_acks(
+    seed: u64,
+    sent_at: impl Fn(Instant) -> Instant,
+) -> (Net, usize, Instant, Instant, Instant) {
+    let (mut net, p, _) = settled3(seed);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let before = net.nodes[p].core.status(now).lease_until.unwrap();
+    let reply = AppendReply {
+        term: net.nodes[p].core.term(),
+        success: true,
+        index: net.nodes[p].core.commit_index(),
+        sent_at: sent_at(now),
+    };
+    for other in (0..3).filter(|s| *s != p) {
+        let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
+        net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
+    }
+    let after = net.nodes[p].core.status(now).lease_until.unwrap();
+    (net, p, now, before, after)
+}
+
+#[test]
+fn a_stale_append_reply_does_not_extend_the_lease() {
+    // A send time from before this term began.
+    let (_, _, _, before, after) = lease_after_acks(33, |_| ms(0));
+    assert_eq!(after, before);
+}
+
+#[test]
+fn an_acknowledgement_dated_in_the_future_does_not_stretch_the_lease() {
+    // A forged echo of a heartbeat "sent" an hour from now.
+    let (net, p, now, before, after) = lease_after_acks(43, |now| now + Duration::from_secs(3600));
+    assert_eq!(after, before);
+    assert!(!net.nodes[p].core.is_primary(now + Duration::from_secs(1)));
 }
