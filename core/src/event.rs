@@ -1,9 +1,10 @@
 //! What goes into the core ([`Input`]) and what comes out ([`Command`]).
 
-use crate::id::{Address, NodeId};
+use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::Member;
-use crate::message::Envelope;
-use crate::status::{PrimaryInfo, Role};
+use crate::message::{Envelope, Message};
+use crate::status::{FencingToken, PrimaryInfo, Role};
+use crate::time::Instant;
 
 /// One address found by discovery.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +30,7 @@ impl Discovered {
 // message on the hot path, which the core avoids.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Input {
     /// A complete discovery answer: every instance discovery lists now. The core diffs
     /// it against the previous one. An empty answer after a non-empty one is treated
@@ -57,6 +59,7 @@ pub enum Input {
 // Inline envelope, as in `Input`: no allocation per command.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Command {
     /// Send this envelope to this address. Delivery is best effort: the protocol
     /// tolerates loss, duplication and reordering.
@@ -65,6 +68,9 @@ pub enum Command {
         to: Address,
         /// What.
         msg: Envelope,
+        /// What a shell may do with it while it waits in a queue: see [`Delivery`].
+        /// The shell never needs to look inside `msg` to decide.
+        class: Delivery,
     },
     /// The application-facing role or the known primary changed.
     RoleChanged {
@@ -74,10 +80,107 @@ pub enum Command {
         term: u64,
         /// The primary (leader) this node knows of, if any.
         primary: Option<PrimaryInfo>,
+        /// While this node is primary: when its lease ends, on this node's clock,
+        /// unless renewed (a later `RoleChanged` says so). `None` otherwise.
+        lease_until: Option<Instant>,
+        /// While this node is primary: its fencing token (P7). `None` otherwise.
+        fencing_token: Option<FencingToken>,
     },
     /// The committed member list changed; the full new list.
     MembersChanged(Vec<(NodeId, Member)>),
     /// `leave` finished: the node is out of the configuration (or gave up waiting).
     /// The shell may stop now.
     LeaveFinished,
+}
+
+/// How a shell may treat a [`Command::Send`] that still waits in its queue. The core
+/// decides; a shell only compares classes, so no transport inspects messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Send it (best effort, in order with the others to the same address). A full
+    /// queue may still drop it: the protocol retries everything it needs.
+    Normal,
+    /// Only the newest of its kind is worth sending: a later envelope to the same
+    /// address whose class [`supersedes`](Delivery::supersedes) this one makes it
+    /// useless, and a queue should drop it rather than send stale news (a heartbeat
+    /// or an acknowledgement; FINDINGS #1 in `sims/FINDINGS.md`).
+    Latest(Freshness),
+}
+
+impl Delivery {
+    /// Whether an envelope of this class makes a queued `older` one to the same
+    /// address useless, so that a queue may drop `older`. Never true for
+    /// [`Delivery::Normal`] on either side.
+    pub fn supersedes(&self, older: &Delivery) -> bool {
+        match (self, older) {
+            (Delivery::Latest(new), Delivery::Latest(old)) => new.supersedes(old),
+            _ => false,
+        }
+    }
+
+    /// The class of `msg`, sent by this node in `cluster` to `to`.
+    pub(crate) fn of(cluster: Option<ClusterId>, to: Option<NodeId>, msg: &Message) -> Delivery {
+        let (kind, term, progress, ok) = match msg {
+            Message::Append(a) if a.entries.is_empty() => {
+                (LatestKind::Heartbeat, a.term, a.commit, true)
+            }
+            Message::AppendReply(r) => (LatestKind::AppendReply, r.term, r.index, r.success),
+            _ => return Delivery::Normal,
+        };
+        Delivery::Latest(Freshness {
+            kind,
+            cluster,
+            to,
+            term,
+            progress,
+            ok,
+        })
+    }
+}
+
+/// What the core knows of a supersedable message's news (opaque to shells): compare
+/// two with [`Delivery::supersedes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    kind: LatestKind,
+    cluster: Option<ClusterId>,
+    to: Option<NodeId>,
+    term: u64,
+    /// A heartbeat's commit index, a reply's index.
+    progress: u64,
+    /// A reply's success (always true for a heartbeat).
+    ok: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LatestKind {
+    /// An append with no entries.
+    Heartbeat,
+    /// An append (or snapshot) acknowledgement.
+    AppendReply,
+}
+
+impl Freshness {
+    /// A heartbeat replaces an older heartbeat, a reply an older reply, to the same
+    /// node in the same cluster, unless the older one says more: a higher term, a
+    /// higher commit index, a success where the new one failed, or a higher matched
+    /// index.
+    fn supersedes(&self, old: &Freshness) -> bool {
+        if self.kind != old.kind || self.to != old.to || self.cluster != old.cluster {
+            return false;
+        }
+        match self.kind {
+            LatestKind::Heartbeat => self.term >= old.term && self.progress >= old.progress,
+            LatestKind::AppendReply => {
+                self.term > old.term
+                    || (self.term == old.term
+                        && match (self.ok, old.ok) {
+                            (true, true) => self.progress >= old.progress,
+                            (_, false) => true,
+                            (false, true) => false,
+                        })
+            }
+        }
+    }
 }

@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod error;
 mod event;
 mod id;
 mod log;
@@ -45,10 +46,11 @@ mod status;
 mod time;
 
 pub use config::{Config, ConfigError};
-pub use event::{Command, Discovered, Input};
+pub use error::Rejected;
+pub use event::{Command, Delivery, Discovered, Freshness, Input};
 pub use id::{Address, ClusterId, Identity, NodeId, MAX_ADDRESS_LEN};
 pub use membership::{Change, Entry, Member, Membership, Snapshot};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
-pub use node::{ClusterCore, Rejected};
+pub use node::ClusterCore;
 pub use status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
 pub use time::Instant;

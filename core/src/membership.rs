@@ -87,6 +87,7 @@ impl Membership {
 /// once everything before it is committed, and each change alters the voter set by at
 /// most one member: the single-server changes of the Raft thesis, chapter 4.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Change {
     /// Nothing; the entry a new leader commits at the start of its term.
     Noop,

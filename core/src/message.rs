@@ -43,6 +43,7 @@ pub struct Envelope {
 
 /// The protocol's messages. `docs/PROTOCOL.md` describes each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Message {
     /// "Who are you?", sent to a discovered address.
     Probe,
@@ -109,6 +110,7 @@ pub struct ProbeAck {
 
 /// A probed node's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ProbeState {
     /// Not in a cluster yet.
     Fresh {
@@ -196,6 +198,7 @@ pub struct AppendReply {
 
 /// Why a frame could not be decoded. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Longer than [`MAX_FRAME_LEN`].
     TooLarge(usize),

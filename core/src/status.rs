@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// The role an application sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum Role {
     /// Not (yet) in a cluster: discovering, bootstrapping or joining, or left.
     Inactive,

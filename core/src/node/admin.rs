@@ -4,10 +4,10 @@
 //! The leader proposes one change at a time, and only when everything in its log is
 //! committed, so the voter set changes by at most one member per committed entry.
 
-use super::{ClusterCore, RaftRole};
+use super::ClusterCore;
 use crate::id::{Address, NodeId};
 use crate::membership::Change;
-use crate::message::Message;
+use crate::message::{Message, SnapshotMsg};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
@@ -15,25 +15,19 @@ use tracing::{info, warn};
 /// The most uncommitted admissions of non-voters the leader keeps in its log.
 const MAX_LEARNERS_IN_FLIGHT: u64 = 64;
 
-/// Requests waiting for the leader, and the joiner's bookkeeping.
+/// Requests waiting for the leader.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct AdminQueue {
+pub(super) struct AdminQueue {
     /// Nodes that asked to join, with their address and name.
-    pub(crate) joins: BTreeMap<NodeId, (Address, Option<String>)>,
+    pub(super) joins: BTreeMap<NodeId, (Address, Option<String>)>,
     /// Members that asked to leave.
-    pub(crate) leaves: BTreeSet<NodeId>,
+    pub(super) leaves: BTreeSet<NodeId>,
     /// Members replaced by a new process at their address.
-    pub(crate) replaced: BTreeSet<NodeId>,
-    /// Where a joiner sends its join.
-    pub(crate) join_hint: Option<(NodeId, Address)>,
-    /// Redirects followed since the last housekeeping round.
-    pub(crate) join_redirects: u32,
-    /// When a member of the cluster being joined last answered a probe.
-    pub(crate) member_seen_at: Option<crate::time::Instant>,
+    pub(super) replaced: BTreeSet<NodeId>,
 }
 
 impl AdminQueue {
-    pub(crate) fn reset_for_new_term(&mut self) {
+    pub(super) fn reset_for_new_term(&mut self) {
         // Requests made to a previous leader are re-sent by their senders.
         self.joins.clear();
         self.leaves.clear();
@@ -43,21 +37,21 @@ impl AdminQueue {
 
 impl ClusterCore {
     fn not_leader_reply(&mut self, to: NodeId, addr: Address) {
-        let leader = self.leader.clone().filter(|(id, _)| *id != self.me.id);
+        let leader = self.role.leader.clone().filter(|(id, _)| *id != self.me.id);
         self.send(addr, Some(to), Message::NotLeader { leader });
     }
 
-    pub(crate) fn on_join(
+    pub(super) fn on_join(
         &mut self,
         now: Instant,
         from: NodeId,
         from_addr: Address,
         name: Option<String>,
     ) {
-        if self.cluster.is_none() {
+        if self.hard.cluster.is_none() {
             return;
         }
-        if !matches!(self.role, RaftRole::Leader(_)) {
+        if !self.role.is_leader() {
             self.not_leader_reply(from, from_addr);
             return;
         }
@@ -75,11 +69,11 @@ impl ClusterCore {
         self.propose_next_change(now);
     }
 
-    pub(crate) fn on_leave_request(&mut self, now: Instant, from: NodeId, from_addr: Address) {
-        if self.cluster.is_none() {
+    pub(super) fn on_leave_request(&mut self, now: Instant, from: NodeId, from_addr: Address) {
+        if self.hard.cluster.is_none() {
             return;
         }
-        if !matches!(self.role, RaftRole::Leader(_)) {
+        if !self.role.is_leader() {
             self.not_leader_reply(from, from_addr);
             return;
         }
@@ -94,8 +88,8 @@ impl ClusterCore {
 
     fn send_final_snapshot(&mut self, now: Instant, id: NodeId, addr: Address) {
         let snapshot = self.log.committed_snapshot();
-        let msg = crate::message::SnapshotMsg {
-            term: self.term,
+        let msg = SnapshotMsg {
+            term: self.hard.term,
             snapshot,
             entries: Vec::new(),
             sent_at: now,
@@ -106,8 +100,8 @@ impl ClusterCore {
     /// Proposes the most urgent change if the log is fully committed. While entries
     /// are in flight, only admissions of non-voters are added: they change no quorum,
     /// so a thousand joiners need not wait for one commit each.
-    pub(crate) fn propose_next_change(&mut self, now: Instant) {
-        let RaftRole::Leader(l) = &self.role else {
+    pub(super) fn propose_next_change(&mut self, now: Instant) {
+        let Some(l) = self.role.leading() else {
             return;
         };
         if l.lease_revoked {
@@ -119,7 +113,7 @@ impl ClusterCore {
                 return;
             };
             info!(?change, "proposing configuration change");
-            self.log.push(self.term, change);
+            self.log.push(self.hard.term, change);
         }
         let mut admitted = 0;
         while in_flight + admitted < MAX_LEARNERS_IN_FLIGHT && self.admin.leaves.is_empty() {
@@ -129,7 +123,7 @@ impl ClusterCore {
                 break;
             };
             self.log
-                .push(self.term, Change::AddLearner { id, addr, name });
+                .push(self.hard.term, Change::AddLearner { id, addr, name });
             admitted += 1;
         }
         if admitted > 0 {
@@ -143,9 +137,7 @@ impl ClusterCore {
     }
 
     fn next_change(&mut self, now: Instant) -> Option<Change> {
-        let RaftRole::Leader(l) = &self.role else {
-            return None;
-        };
+        let l = self.role.leading()?;
         let me = self.me.id;
         let cfg = self.log.effective();
         self.admin.leaves.retain(|id| cfg.contains(*id));
@@ -195,9 +187,9 @@ impl ClusterCore {
         let window = self.cfg.election_timeout_min;
         let mut ready = cfg.members.iter().filter(|(id, m)| {
             !m.voter
-                && l.progress.get(id).is_some_and(|p| {
-                    p.matched >= commit && now.saturating_duration_since(p.last_heard) < window
-                })
+                && l.progress
+                    .get(id)
+                    .is_some_and(|p| p.matched >= commit && p.heard_within(now, window))
         });
         let first = ready
             .next()
@@ -236,7 +228,7 @@ impl ClusterCore {
     /// Whether the voters left after removing `id` would still have a majority that
     /// the leader heard from within the minimum election timeout.
     fn removal_keeps_live_quorum(&self, now: Instant, id: NodeId) -> bool {
-        let RaftRole::Leader(l) = &self.role else {
+        let Some(l) = self.role.leading() else {
             return false;
         };
         let cfg = self.log.effective();
@@ -246,28 +238,27 @@ impl ClusterCore {
             .iter()
             .filter(|v| {
                 **v == self.me.id
-                    || l.progress.get(v).is_some_and(|p| {
-                        p.acked_sent_at.is_some()
-                            && now.saturating_duration_since(p.last_heard) < window
-                    })
+                    || l.progress
+                        .get(v)
+                        .is_some_and(|p| p.acked_sent_at.is_some() && p.heard_within(now, window))
             })
             .count();
         live > remaining.len() / 2
     }
 
     /// After the leader's commit index moved.
-    pub(crate) fn after_commit(&mut self, now: Instant) {
+    pub(super) fn after_commit(&mut self, now: Instant) {
         let committed = self.log.committed().clone();
         // Members the committed configuration dropped learn of it once more, then the
         // leader stops replicating to them.
-        let dropped: Vec<(NodeId, Address)> = match &self.role {
-            RaftRole::Leader(l) => l
+        let dropped: Vec<(NodeId, Address)> = match self.role.leading() {
+            Some(l) => l
                 .progress
                 .iter()
                 .filter(|(id, _)| !self.log.effective().contains(**id) && !committed.contains(**id))
                 .map(|(id, p)| (*id, p.addr.clone()))
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         for (id, addr) in dropped {
             self.send_final_snapshot(now, id, addr);
@@ -275,8 +266,8 @@ impl ClusterCore {
         self.sync_progress(now);
         if !committed.contains(self.me.id) {
             warn!("this leader is no longer in the committed configuration; stepping down");
-            self.become_follower(now, self.term, None);
-            if self.leaving.is_some() {
+            self.become_follower(now, self.hard.term, None);
+            if self.leave.leaving.is_some() {
                 self.finish_leave();
             }
             return;

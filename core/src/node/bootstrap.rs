@@ -8,7 +8,9 @@
 //! first configuration. Two candidates can therefore succeed only with disjoint
 //! supporter sets, which `min_nodes` above half the participants rules out.
 
-use super::{ClusterCore, RaftRole};
+use super::peers::PROBE_SWEEP_ROUNDS;
+use super::timers::Timer;
+use super::ClusterCore;
 use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::{Member, Membership, Snapshot};
 use crate::message::Message;
@@ -19,46 +21,63 @@ use tracing::info;
 
 /// The candidate a fresh node supports.
 #[derive(Clone, Debug)]
-pub(crate) struct Support {
-    pub(crate) id: NodeId,
-    pub(crate) round: u64,
+pub(super) struct Support {
+    pub(super) id: NodeId,
+    pub(super) round: u64,
     /// Where the candidate listens.
-    pub(crate) addr: Address,
+    pub(super) addr: Address,
     /// When support was last confirmed (granted, or the candidate answered a probe).
-    pub(crate) heard_at: Instant,
+    pub(super) heard_at: Instant,
 }
 
-/// This node's own attempt to found the cluster.
+/// This node's own attempt to found the cluster (its deadline is
+/// [`Timer::Candidacy`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Candidacy {
-    pub(crate) round: u64,
-    pub(crate) deadline: Instant,
+pub(super) struct Candidacy {
+    pub(super) round: u64,
     /// Supporters so far, with their addresses (this node included).
-    pub(crate) grants: BTreeMap<NodeId, (Address, Option<String>)>,
+    pub(super) grants: BTreeMap<NodeId, (Address, Option<String>)>,
     /// Everyone asked, to withdraw from if the attempt fails.
-    pub(crate) asked: BTreeMap<NodeId, Address>,
+    pub(super) asked: BTreeMap<NodeId, Address>,
 }
 
 /// Bootstrap state of a fresh node.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Bootstrap {
-    pub(crate) supports: Option<Support>,
-    pub(crate) candidacy: Option<Candidacy>,
-    pub(crate) rounds: u64,
-    pub(crate) next_eval: Instant,
+pub(super) struct Bootstrap {
+    pub(super) supports: Option<Support>,
+    pub(super) candidacy: Option<Candidacy>,
+    pub(super) rounds: u64,
+    pub(super) next_eval: Instant,
 }
 
-impl Bootstrap {
-    pub(crate) fn clear(&mut self) {
-        self.supports = None;
-        self.candidacy = None;
-    }
-}
+/// A probe answer counts towards a bootstrap view for this many probe rounds: one
+/// full sweep of the listed peers and two more.
+const FRESH_VIEW_PROBE_ROUNDS: u32 = PROBE_SWEEP_ROUNDS as u32 + 2;
+/// A listed peer that may be a member holds off founding for at least this many probe
+/// intervals (more when `silent_member_timeout` says so).
+const MIN_MEMBER_PATIENCE_PROBE_ROUNDS: u32 = 2;
+/// A candidacy waits between one and this many bootstrap timeouts (at random).
+const CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS: u64 = 2;
 
 impl ClusterCore {
+    /// Forgets support given and any candidacy of its own.
+    pub(super) fn clear_bootstrap(&mut self) {
+        self.boot.supports = None;
+        self.end_candidacy();
+    }
+
+    /// Ends this node's candidacy, if any, and returns it.
+    fn end_candidacy(&mut self) -> Option<Candidacy> {
+        self.timers.stop(Timer::Candidacy);
+        self.boot.candidacy.take()
+    }
+
     /// Starts a candidacy if this node should.
-    pub(crate) fn evaluate_bootstrap(&mut self, now: Instant) {
-        if self.cluster.is_some() || self.joining.is_some() || self.boot.supports.is_some() {
+    pub(super) fn evaluate_bootstrap(&mut self, now: Instant) {
+        if self.hard.cluster.is_some()
+            || self.join.joining.is_some()
+            || self.boot.supports.is_some()
+        {
             return;
         }
         if now < self.boot.next_eval {
@@ -66,7 +85,7 @@ impl ClusterCore {
         }
         // Only peers that answered recently count: a crashed node must not hold the
         // smallest id forever.
-        let recent = self.cfg.probe_interval * (super::PROBE_SWEEP_ROUNDS as u32 + 2);
+        let recent = self.cfg.probe_interval * FRESH_VIEW_PROBE_ROUNDS;
         let fresh: BTreeMap<NodeId, Address> = self
             .peers
             .iter()
@@ -88,8 +107,8 @@ impl ClusterCore {
             .cfg
             .silent_member_timeout
             .unwrap_or(self.cfg.removal_grace)
-            .max(self.cfg.probe_interval * 2);
-        let maybe_member_nearby = self.peers.values().any(|p| {
+            .max(self.cfg.probe_interval * MIN_MEMBER_PATIENCE_PROBE_ROUNDS);
+        let maybe_member_nearby = self.peers.iter().any(|(_, p)| {
             let last_sign = p.answered_at.max(p.first_probed_at);
             p.listed
                 && !p.fresh
@@ -108,7 +127,10 @@ impl ClusterCore {
         self.boot.rounds += 1;
         let round = self.boot.rounds;
         let base = duration_nanos(self.cfg.bootstrap_timeout);
-        let wait = Duration::from_nanos(self.rng.range(base, base.saturating_mul(2)));
+        let wait = Duration::from_nanos(
+            self.rng
+                .range(base, base.saturating_mul(CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS)),
+        );
         let mut grants = BTreeMap::new();
         grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
         info!(
@@ -124,17 +146,17 @@ impl ClusterCore {
         });
         self.boot.candidacy = Some(Candidacy {
             round,
-            deadline: now + wait,
             grants,
             asked: fresh.clone(),
         });
+        self.timers.set(Timer::Candidacy, now + wait);
         for (id, addr) in fresh {
             self.send(addr, Some(id), Message::BootstrapRequest { round });
         }
         self.maybe_found(now);
     }
 
-    pub(crate) fn on_bootstrap_request(
+    pub(super) fn on_bootstrap_request(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -144,13 +166,13 @@ impl ClusterCore {
         // Two candidates at once: the larger id yields to the smaller, so that the
         // supporters do not stay split until both time out. Withdrawing is safe at
         // any time before founding.
-        if self.cluster.is_none() && self.boot.candidacy.is_some() && from < self.me.id {
+        if self.hard.cluster.is_none() && self.boot.candidacy.is_some() && from < self.me.id {
             info!(candidate = %from, "a candidate with a smaller id stands; yielding to it");
             self.withdraw_candidacy(now);
             self.boot.next_eval = now;
         }
-        let granted = self.cluster.is_none()
-            && self.joining.is_none()
+        let granted = self.hard.cluster.is_none()
+            && self.join.joining.is_none()
             && match &mut self.boot.supports {
                 None => {
                     let addr = from_addr.clone();
@@ -177,7 +199,7 @@ impl ClusterCore {
         );
     }
 
-    pub(crate) fn on_bootstrap_reply(
+    pub(super) fn on_bootstrap_reply(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -198,7 +220,7 @@ impl ClusterCore {
         self.maybe_found(now);
     }
 
-    pub(crate) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
+    pub(super) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
         if self
             .boot
             .supports
@@ -215,7 +237,7 @@ impl ClusterCore {
     /// or it has been silent for `silent_member_timeout`. The candidate cannot have
     /// founded a cluster that any live node knows of without this node hearing of it,
     /// since this node would be a member. See PROTOCOL.md, P4.
-    pub(crate) fn release_gone_candidate(&mut self, now: Instant) {
+    pub(super) fn release_gone_candidate(&mut self, now: Instant) {
         let Some(s) = &self.boot.supports else { return };
         if s.id == self.me.id {
             return;
@@ -236,8 +258,8 @@ impl ClusterCore {
     }
 
     /// A candidacy that timed out frees its supporters and backs off at random.
-    pub(crate) fn withdraw_candidacy(&mut self, now: Instant) {
-        let Some(c) = self.boot.candidacy.take() else {
+    pub(super) fn withdraw_candidacy(&mut self, now: Instant) {
+        let Some(c) = self.end_candidacy() else {
             return;
         };
         info!(
@@ -264,7 +286,9 @@ impl ClusterCore {
         if c.grants.len() < self.cfg.min_nodes {
             return;
         }
-        let c = self.boot.candidacy.take().unwrap_or_else(|| unreachable!());
+        let Some(c) = self.end_candidacy() else {
+            return;
+        };
         let cluster = ClusterId(self.rng.next_u128());
         // Voters: this node first (it will lead), then the smallest ids.
         let mut membership = Membership::default();
@@ -283,8 +307,7 @@ impl ClusterCore {
             membership,
         };
         self.adopt_cluster(now, cluster, 1, &snap, None);
-        self.voted_for = Some(self.me.id);
-        self.role = RaftRole::Follower;
+        self.record_vote(self.me.id);
         self.become_leader(now);
     }
 }

@@ -1,25 +1,34 @@
 //! Graceful leave (P8): a leader hands over first; every member then asks the leader
 //! to remove it and finishes when the removal is committed.
 
-use super::{ClusterCore, RaftRole};
+use super::joining::MAX_REDIRECTS_PER_ROUND;
+use super::role::RaftRole;
+use super::timers::Timer;
+use super::ClusterCore;
 use crate::event::Command;
-use crate::id::NodeId;
+use crate::id::{Address, NodeId};
 use crate::message::Message;
 use crate::time::Instant;
 use tracing::info;
 
-/// A leave in progress.
+/// A leave in progress (its deadline is [`Timer::Leave`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Leaving {
-    /// When to give up waiting and finish anyway.
-    pub(crate) deadline: Instant,
+pub(super) struct Leaving {
     /// Redirects followed since the last retry.
-    pub(crate) redirects: u32,
+    redirects: u32,
+}
+
+/// Where this node is in leaving.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LeaveState {
+    pub(super) leaving: Option<Leaving>,
+    /// Finished: the node handles nothing more.
+    pub(super) left: bool,
 }
 
 impl ClusterCore {
-    pub(crate) fn start_leave(&mut self, now: Instant) {
-        if self.leaving.is_some() {
+    pub(super) fn start_leave(&mut self, now: Instant) {
+        if self.leave.leaving.is_some() {
             return;
         }
         let alone = self
@@ -28,81 +37,99 @@ impl ClusterCore {
             .members
             .keys()
             .all(|id| *id == self.me.id);
-        if self.cluster.is_none() || alone {
+        if self.hard.cluster.is_none() || alone {
             info!("leaving: not in a cluster with others; done");
-            if self.cluster.is_some() {
-                self.become_follower(now, self.term, None);
+            if self.hard.cluster.is_some() {
+                self.become_follower(now, self.hard.term, None);
             }
             self.finish_leave();
             return;
         }
         info!("leaving the cluster");
-        self.leaving = Some(Leaving {
-            deadline: now + self.cfg.leave_timeout,
-            redirects: 0,
-        });
-        if let RaftRole::Leader(l) = &mut self.role {
+        self.leave.leaving = Some(Leaving { redirects: 0 });
+        self.timers.set(Timer::Leave, now + self.cfg.leave_timeout);
+        if let Some(l) = self.role.leading_mut() {
             // Give the lease up first: from here on this node is never primary again,
             // which is what lets the successor skip leader stickiness.
             l.lease_revoked = true;
-            if let Some(target) = self.transfer_target(now) {
-                info!(to = %target, "handing leadership over (TimeoutNow)");
-                let addr = self
-                    .log
-                    .effective()
-                    .members
-                    .get(&target)
-                    .map(|m| m.addr.clone());
-                if let Some(addr) = addr {
-                    self.send(addr, Some(target), Message::TimeoutNow { term: self.term });
-                }
-            }
+            self.hand_over(now);
         } else {
             self.retry_leave(now);
         }
     }
 
-    /// The most up-to-date voter heard from recently.
-    fn transfer_target(&self, now: Instant) -> Option<NodeId> {
-        let RaftRole::Leader(l) = &self.role else {
-            return None;
+    /// Sends `TimeoutNow` to the most up-to-date voter heard from recently.
+    fn hand_over(&mut self, now: Instant) {
+        let Some(l) = self.role.leading() else {
+            return;
         };
-        let cfg = self.log.effective();
-        cfg.voters()
+        let target = self
+            .log
+            .effective()
+            .voters()
             .filter(|id| *id != self.me.id)
             .filter_map(|id| l.progress.get(&id).map(|p| (id, p)))
             .filter(|(_, p)| {
                 now.saturating_duration_since(p.last_heard) < self.cfg.election_timeout_min
             })
             .max_by_key(|(id, p)| (p.matched, p.last_heard, core::cmp::Reverse(*id)))
-            .map(|(id, _)| id)
+            .map(|(id, _)| id);
+        let Some(target) = target else { return };
+        let Some(addr) = self
+            .log
+            .effective()
+            .members
+            .get(&target)
+            .map(|m| m.addr.clone())
+        else {
+            return;
+        };
+        info!(to = %target, "handing leadership over (TimeoutNow)");
+        let term = self.hard.term;
+        self.send(addr, Some(target), Message::TimeoutNow { term });
     }
 
     /// Asks the current leader to remove this node (again).
-    pub(crate) fn retry_leave(&mut self, now: Instant) {
-        if let RaftRole::Leader(_) = self.role {
+    fn retry_leave(&mut self, now: Instant) {
+        if self.role.is_leader() {
             // Still leader: the handover has not happened yet; try another target.
-            if let Some(target) = self.transfer_target(now) {
-                if let Some(m) = self.log.effective().members.get(&target) {
-                    let addr = m.addr.clone();
-                    self.send(addr, Some(target), Message::TimeoutNow { term: self.term });
-                }
-            }
+            self.hand_over(now);
             return;
         }
-        if let Some((id, addr)) = self.leader.clone() {
+        if let Some((id, addr)) = self.role.leader.clone() {
             self.send(addr, Some(id), Message::Leave);
         }
     }
 
-    pub(crate) fn finish_leave(&mut self) {
-        if self.left {
+    /// The housekeeping round of a leaving node: retry.
+    pub(super) fn leave_housekeeping(&mut self, now: Instant) {
+        if let Some(l) = &mut self.leave.leaving {
+            l.redirects = 0;
+        }
+        self.retry_leave(now);
+    }
+
+    /// A non-leader pointed at the leader: ask it instead (a bounded number of times
+    /// per round).
+    pub(super) fn follow_leave_redirect(&mut self, id: NodeId, addr: Address) {
+        let Some(l) = &mut self.leave.leaving else {
+            return;
+        };
+        if l.redirects < MAX_REDIRECTS_PER_ROUND {
+            l.redirects += 1;
+            self.send(addr, Some(id), Message::Leave);
+        }
+    }
+
+    pub(super) fn finish_leave(&mut self) {
+        if self.leave.left {
             return;
         }
-        self.left = true;
-        self.leaving = None;
-        self.role = RaftRole::Follower;
-        self.leader = None;
-        self.commands.push_back(Command::LeaveFinished);
+        self.leave.left = true;
+        self.leave.leaving = None;
+        self.set_role(RaftRole::Follower);
+        self.role.leader = None;
+        self.timers.stop_all();
+        self.out.commands.push_back(Command::LeaveFinished);
     }
 }

@@ -320,7 +320,25 @@ impl Net {
             return;
         }
         let now = self.local(slot, self.now);
-        let _ = self.nodes[slot].core.handle(now, input);
+        let tick = matches!(input, Input::Tick);
+        let core = &mut self.nodes[slot].core;
+        let before = observable(core);
+        if let Err(reason) = core.handle(now, input) {
+            // A refused input changes nothing observable.
+            assert_eq!(
+                observable(core),
+                before,
+                "{reason} changed the node's state"
+            );
+            assert!(core.poll_command().is_none(), "{reason} queued a command");
+        }
+        // Every timer a tick serves moves on: the shell never needs a tick floor.
+        if let Some(next) = core.poll_timeout().filter(|_| tick) {
+            assert!(
+                next > now,
+                "after a tick at {now:?} the next timeout is {next:?}"
+            );
+        }
         while let Some(cmd) = self.nodes[slot].core.poll_command() {
             self.apply(slot, cmd);
         }
@@ -343,7 +361,7 @@ impl Net {
 
     fn apply(&mut self, slot: usize, cmd: Command) {
         match cmd {
-            Command::Send { to, msg } => {
+            Command::Send { to, msg, .. } => {
                 let Some(&dst) = self.by_addr.get(&to) else {
                     return;
                 };
@@ -374,6 +392,7 @@ impl Net {
                 role,
                 term,
                 primary,
+                ..
             } => {
                 let name = self.nodes[slot].name.clone();
                 let p = primary
@@ -411,6 +430,7 @@ impl Net {
                 let name = self.nodes[slot].name.clone();
                 self.note(format!("{name} finished leaving"));
             }
+            other => panic!("a command this network does not know: {other:?}"),
         }
     }
 
@@ -553,4 +573,28 @@ fn local_time(n: &Node, real: u64) -> Instant {
     let elapsed = real.saturating_sub(n.started_real) as i128;
     let skew = elapsed * n.drift_ppm as i128 / 1_000_000;
     Instant::from_nanos((n.offset as i128 + elapsed + skew).max(0) as u64)
+}
+
+/// What a refused input must leave as it was (cheap enough to take before every input).
+#[allow(clippy::type_complexity)]
+fn observable(
+    core: &ClusterCore,
+) -> (
+    Option<Instant>,
+    u64,
+    bool,
+    Option<NodeId>,
+    u64,
+    (u64, u64),
+    bool,
+) {
+    (
+        core.poll_timeout(),
+        core.term(),
+        core.is_leader(),
+        core.leader(),
+        core.commit_index(),
+        core.last_log_id(),
+        core.has_left(),
+    )
 }

@@ -1,0 +1,95 @@
+//! Which messages are accepted (version, addressee, cluster, sane counters), and the
+//! handler each one goes to.
+
+use super::ClusterCore;
+use crate::error::Rejected;
+use crate::membership::Entry;
+use crate::message::{Envelope, Message, MAX_COUNTER, PROTOCOL_VERSION};
+use crate::time::Instant;
+use tracing::warn;
+
+impl ClusterCore {
+    pub(super) fn on_message(&mut self, now: Instant, env: Envelope) -> Result<(), Rejected> {
+        if let Err(r) = self.check_envelope(&env) {
+            warn!(from = %env.from, addr = %env.from_addr, reason = %r, "message rejected");
+            return Err(r);
+        }
+        let Envelope {
+            from,
+            from_addr,
+            cluster,
+            msg,
+            ..
+        } = env;
+        match msg {
+            Message::Probe => self.on_probe(from, from_addr),
+            Message::ProbeAck(ack) => self.on_probe_ack(now, from, from_addr, cluster, ack),
+            Message::BootstrapRequest { round } => {
+                self.on_bootstrap_request(now, from, from_addr, round)
+            }
+            Message::BootstrapReply { round, granted } => {
+                self.on_bootstrap_reply(now, from, round, granted)
+            }
+            Message::BootstrapWithdraw { round } => self.on_bootstrap_withdraw(from, round),
+            Message::Join { name } => self.on_join(now, from, from_addr, name),
+            Message::Leave => self.on_leave_request(now, from, from_addr),
+            Message::NotLeader { leader } => self.on_not_leader(now, leader),
+            Message::PreVote(req) => self.on_vote_request(now, from, from_addr, req, true),
+            Message::Vote(req) => self.on_vote_request(now, from, from_addr, req, false),
+            Message::PreVoteReply(r) => self.on_vote_reply(now, from, r, true),
+            Message::VoteReply(r) => self.on_vote_reply(now, from, r, false),
+            Message::Append(a) => self.on_append(now, from, from_addr, cluster, a),
+            Message::Snapshot(s) => self.on_snapshot(now, from, from_addr, cluster, s),
+            Message::AppendReply(r) => self.on_append_reply(now, from, r),
+            Message::TimeoutNow { term } => self.on_timeout_now(now, term),
+        }
+        Ok(())
+    }
+
+    /// Refuses, without touching any state, a message this node must not act on.
+    fn check_envelope(&self, env: &Envelope) -> Result<(), Rejected> {
+        if env.version != PROTOCOL_VERSION {
+            return Err(Rejected::Version(env.version));
+        }
+        if env.to.is_some_and(|to| to != self.me.id) {
+            return Err(Rejected::NotForMe);
+        }
+        if env.from == self.me.id {
+            return Err(Rejected::Invalid("message claims to come from this node"));
+        }
+        let informational = matches!(env.msg, Message::Probe | Message::ProbeAck(_));
+        if let (Some(ours), Some(theirs), false) = (self.hard.cluster, env.cluster, informational) {
+            if ours != theirs {
+                return Err(Rejected::ForeignCluster { ours, theirs });
+            }
+        }
+        if env.largest_counter() > MAX_COUNTER {
+            return Err(Rejected::Invalid("term or index out of range"));
+        }
+        // Below MAX_COUNTER, `prev + 1 + i` cannot overflow.
+        let contiguous = |prev: u64, entries: &[Entry]| {
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == prev + 1 + i as u64)
+        };
+        match &env.msg {
+            Message::Append(a) if !contiguous(a.prev_index, &a.entries) => {
+                Err(Rejected::Invalid("append entries do not follow prev_index"))
+            }
+            Message::Snapshot(s) if !contiguous(s.snapshot.index, &s.entries) => Err(
+                Rejected::Invalid("snapshot entries do not follow the snapshot"),
+            ),
+            // A fresh node may answer an append (asking for a snapshot), but only a
+            // member of a cluster sends one.
+            Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow { .. }
+                if env.cluster.is_none() =>
+            {
+                Err(Rejected::Invalid(
+                    "replication message without a cluster id",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Leading: heartbeats and appends, commit, the primary lease (P6), CheckQuorum (P5).
+//!
+//! [`LeaderState`] lives inside the leader role, so it exists exactly while this node
+//! leads. The judgements (lease, quorum contact, commit) are methods of it that take
+//! only what they need.
+
+use super::role::RaftRole;
+use super::timers::Timer;
+use super::ClusterCore;
+use crate::id::{Address, NodeId};
+use crate::membership::Change;
+use crate::message::{Append, AppendReply, Message, SnapshotMsg, MAX_ENTRIES_PER_APPEND};
+use crate::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What the leader knows of one follower.
+#[derive(Clone, Debug)]
+pub(super) struct Progress {
+    /// Where it listens.
+    pub(super) addr: Address,
+    /// The next index to send.
+    pub(super) next: u64,
+    /// The highest index known to be stored there.
+    pub(super) matched: u64,
+    /// The send time (leader's clock) of the latest message it acknowledged.
+    pub(super) acked_sent_at: Option<Instant>,
+    /// When the leader last heard from it.
+    pub(super) last_heard: Instant,
+}
+
+impl Progress {
+    fn new(addr: Address, last: u64, now: Instant) -> Self {
+        Progress {
+            addr,
+            next: last + 1,
+            matched: 0,
+            acked_sent_at: None,
+            last_heard: now,
+        }
+    }
+
+    /// Whether it was heard from less than `window` ago.
+    pub(super) fn heard_within(&self, now: Instant, window: Duration) -> bool {
+        now.saturating_duration_since(self.last_heard) < window
+    }
+}
+
+/// A leader's state for its term.
+#[derive(Clone, Debug)]
+pub(super) struct LeaderState {
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) became_at: Instant,
+    /// The lease: valid while `now < lease_until`.
+    pub(super) lease_until: Instant,
+    /// Set when the leader gives up its lease for good (handover on leave).
+    pub(super) lease_revoked: bool,
+    /// Reused by the lease computation, so that it allocates nothing per message.
+    scratch: Vec<Instant>,
+}
+
+impl LeaderState {
+    /// CheckQuorum: a majority of `voters` (`me` counted if it votes) was heard from
+    /// within `window`, or the term is younger than that.
+    fn has_quorum_contact(
+        &self,
+        now: Instant,
+        window: Duration,
+        me: NodeId,
+        voters: &[NodeId],
+        quorum: usize,
+    ) -> bool {
+        if now.saturating_duration_since(self.became_at) < window {
+            return true;
+        }
+        let heard = voters
+            .iter()
+            .filter(|id| {
+                **id == me
+                    || self
+                        .progress
+                        .get(id)
+                        .is_some_and(|p| p.heard_within(now, window))
+            })
+            .count();
+        heard >= quorum
+    }
+
+    /// The lease (P6): the `quorum`-th most recent acknowledged send time among
+    /// `voters` (`me` counts as "now" if it votes) plus `lease`. Returns the new end
+    /// if the lease grew.
+    fn renew_lease(
+        &mut self,
+        now: Instant,
+        lease: Duration,
+        me: NodeId,
+        voters: &[NodeId],
+        quorum: usize,
+    ) -> Option<Instant> {
+        if self.lease_revoked {
+            return None;
+        }
+        self.scratch.clear();
+        for id in voters {
+            if *id == me {
+                self.scratch.push(Instant::MAX);
+            } else if let Some(t) = self.progress.get(id).and_then(|p| p.acked_sent_at) {
+                self.scratch.push(t);
+            }
+        }
+        if self.scratch.len() < quorum {
+            return None;
+        }
+        self.scratch.sort_unstable_by(|a, b| b.cmp(a));
+        let start = self.scratch[quorum - 1];
+        // A single-voter cluster: nobody else can be elected, so the lease runs from now.
+        let start = if start == Instant::MAX { now } else { start };
+        let until = start + lease;
+        if until > self.lease_until {
+            self.lease_until = until;
+            return Some(until);
+        }
+        None
+    }
+
+    /// Whether `index` is stored on a majority of `voters` (`me` always has it).
+    fn stored_on_majority(&self, index: u64, me: NodeId, voters: &[NodeId], quorum: usize) -> bool {
+        let count = voters
+            .iter()
+            .filter(|id| **id == me || self.progress.get(id).is_some_and(|p| p.matched >= index))
+            .count();
+        count >= quorum
+    }
+}
+
+impl ClusterCore {
+    pub(super) fn become_leader(&mut self, now: Instant) {
+        info!(term = self.hard.term, "became leader");
+        let last = self.log.last_index();
+        let progress = self
+            .replication_targets()
+            .into_iter()
+            .map(|(id, addr)| (id, Progress::new(addr, last, now)))
+            .collect();
+        let state = LeaderState {
+            progress,
+            became_at: now,
+            lease_until: now,
+            lease_revoked: false,
+            scratch: Vec::with_capacity(16),
+        };
+        self.set_role(RaftRole::Leader(Box::new(state)));
+        self.timers.set(Timer::Heartbeat, now);
+        self.role.leader = Some((self.me.id, self.me.addr.clone()));
+        self.admin.reset_for_new_term();
+        // A leader commits an entry of its own term before any configuration change.
+        self.log.push(self.hard.term, Change::Noop);
+        if self.maybe_commit() {
+            self.after_commit(now);
+        }
+        self.update_lease(now);
+        self.broadcast_append(now);
+    }
+
+    /// Everyone the leader replicates to: the committed and the effective
+    /// configuration (a member being removed still learns of its removal).
+    fn replication_targets(&self) -> Vec<(NodeId, Address)> {
+        let me = self.me.id;
+        let both = self
+            .log
+            .effective()
+            .members
+            .iter()
+            .chain(self.log.committed().members.iter());
+        let mut ids: Vec<(NodeId, Address)> = both
+            .filter(|(id, _)| **id != me)
+            .map(|(id, m)| (*id, m.addr.clone()))
+            .collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        ids.dedup_by_key(|(id, _)| *id);
+        ids
+    }
+
+    /// Brings the progress map in line with the configuration after it changed.
+    pub(super) fn sync_progress(&mut self, now: Instant) {
+        let targets = self.replication_targets();
+        let last = self.log.last_index();
+        let Some(l) = self.role.leading_mut() else {
+            return;
+        };
+        l.progress
+            .retain(|id, _| targets.binary_search_by_key(id, |(t, _)| *t).is_ok());
+        for (id, addr) in targets {
+            l.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(addr, last, now));
+        }
+    }
+
+    /// The heartbeat round: CheckQuorum, then renew the lease, propose what is
+    /// pending and send every follower what it misses (or a heartbeat).
+    pub(super) fn on_heartbeat_timer(&mut self, now: Instant) {
+        let Some(l) = self.role.leading() else {
+            return;
+        };
+        let window = self.cfg.election_timeout_min;
+        let (voters, quorum) = (self.log.voters(), self.log.quorum());
+        if !l.has_quorum_contact(now, window, self.me.id, voters, quorum) {
+            warn!(
+                term = self.hard.term,
+                "lost contact with a majority (CheckQuorum); stepping down"
+            );
+            self.become_follower(now, self.hard.term, None);
+            return;
+        }
+        self.update_lease(now);
+        self.propose_next_change(now);
+        self.broadcast_append(now);
+    }
+
+    /// Sends every target what it is missing, or a heartbeat.
+    pub(super) fn broadcast_append(&mut self, now: Instant) {
+        let Some(l) = self.role.leading() else {
+            return;
+        };
+        let n = l.progress.len();
+        self.timers
+            .set(Timer::Heartbeat, now + self.cfg.heartbeat_interval);
+        // Iterating by index keeps this allocation-free: the map is not changed here.
+        for i in 0..n {
+            let Some(id) = self
+                .role
+                .leading()
+                .and_then(|l| l.progress.keys().nth(i).copied())
+            else {
+                break;
+            };
+            self.send_append_to(now, id);
+        }
+    }
+
+    pub(super) fn send_append_to(&mut self, now: Instant, id: NodeId) {
+        let Some(p) = self.role.leading().and_then(|l| l.progress.get(&id)) else {
+            return;
+        };
+        let addr = p.addr.clone();
+        let prev_index = p.next.saturating_sub(1);
+        let term = self.hard.term;
+        let msg = match self.log.term_at(prev_index) {
+            Some(prev_term) if prev_index >= self.log.base_index() => Message::Append(Append {
+                term,
+                prev_index,
+                prev_term,
+                entries: self
+                    .log
+                    .entries_after(prev_index, MAX_ENTRIES_PER_APPEND)
+                    .to_vec(),
+                commit: self.log.commit_index(),
+                sent_at: now,
+            }),
+            _ => {
+                let snapshot = self.log.committed_snapshot();
+                let entries = self
+                    .log
+                    .entries_after(snapshot.index, MAX_ENTRIES_PER_APPEND)
+                    .to_vec();
+                Message::Snapshot(SnapshotMsg {
+                    term,
+                    snapshot,
+                    entries,
+                    sent_at: now,
+                })
+            }
+        };
+        self.send(addr, Some(id), msg);
+    }
+
+    pub(super) fn on_append_reply(&mut self, now: Instant, from: NodeId, r: AppendReply) {
+        if r.term > self.hard.term {
+            self.become_follower(now, r.term, None);
+            return;
+        }
+        let last = self.log.last_index();
+        let term = self.hard.term;
+        let Some(l) = self.role.leading_mut() else {
+            return;
+        };
+        if r.term < term {
+            return;
+        }
+        let became_at = l.became_at;
+        let Some(p) = l.progress.get_mut(&from) else {
+            return;
+        };
+        p.last_heard = now;
+        if r.success {
+            let matched = r.index.min(last);
+            if matched > p.matched {
+                p.matched = matched;
+            }
+            p.next = p.next.max(p.matched + 1);
+            // `sent_at` echoes this leader's own clock: only a time between the start
+            // of the term and now can be genuine. A later one (forged, or a bug)
+            // must never stretch the lease.
+            let genuine = r.sent_at >= became_at && r.sent_at <= now;
+            if genuine && p.acked_sent_at.is_none_or(|t| r.sent_at > t) {
+                p.acked_sent_at = Some(r.sent_at);
+            }
+            self.update_lease(now);
+            if self.maybe_commit() {
+                self.after_commit(now);
+            }
+        } else {
+            // Step back to the follower's hint, never below what it is known to hold.
+            p.next = r
+                .index
+                .saturating_add(1)
+                .min(p.next.saturating_sub(1))
+                .max(p.matched + 1)
+                .max(1);
+            self.send_append_to(now, from);
+        }
+    }
+
+    /// Renews the lease from the latest acknowledgements (see
+    /// [`LeaderState::renew_lease`]) and times its end.
+    pub(super) fn update_lease(&mut self, now: Instant) {
+        let (lease, me) = (self.cfg.lease_duration, self.me.id);
+        let (voters, quorum) = (self.log.voters(), self.log.quorum());
+        let Some(l) = self.role.leading_mut() else {
+            return;
+        };
+        if let Some(until) = l.renew_lease(now, lease, me, voters, quorum) {
+            self.timers.set(Timer::LeaseEnd, until);
+        }
+    }
+
+    /// Commits the highest entry of this term stored on a majority of voters.
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let Some(l) = self.role.leading() else {
+            return false;
+        };
+        let (me, term) = (self.me.id, self.hard.term);
+        let (voters, quorum) = (self.log.voters(), self.log.quorum());
+        let mut idx = self.log.last_index();
+        while idx > self.log.commit_index() {
+            if self.log.term_at(idx) != Some(term) {
+                break;
+            }
+            if l.stored_on_majority(idx, me, voters, quorum) {
+                if self.log.commit_to(idx) {
+                    self.out.members_dirty = true;
+                }
+                return true;
+            }
+            idx -= 1;
+        }
+        false
+    }
+}

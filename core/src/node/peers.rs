@@ -1,0 +1,238 @@
+//! What discovery and probes said about each address (P3: discovery is a hint), and
+//! probing.
+
+use super::ClusterCore;
+use crate::event::Discovered;
+use crate::id::{Address, ClusterId, NodeId};
+use crate::message::{Message, ProbeAck, ProbeState};
+use crate::rng::Rng;
+use crate::time::Instant;
+use std::collections::BTreeMap;
+use tracing::{info, warn};
+
+/// The fewest probes a fresh node sends per housekeeping round.
+const PROBE_FANOUT: usize = 16;
+/// A fresh node probes every listed peer at least once in this many rounds.
+pub(super) const PROBE_SWEEP_ROUNDS: usize = 8;
+
+/// What this node knows of one discovered address.
+#[derive(Clone, Debug)]
+pub(super) struct Peer {
+    pub(super) id: Option<NodeId>,
+    pub(super) name: Option<String>,
+    /// In the latest non-empty discovery answer.
+    pub(super) listed: bool,
+    /// Since when it has not been listed.
+    pub(super) unlisted_since: Option<Instant>,
+    /// Its latest probe answer said it is fresh (not in a cluster).
+    pub(super) fresh: bool,
+    /// When it last answered a probe.
+    pub(super) answered_at: Option<Instant>,
+    /// When this node first probed it.
+    pub(super) first_probed_at: Option<Instant>,
+}
+
+impl Peer {
+    fn unlisted(now: Instant) -> Self {
+        Peer {
+            id: None,
+            name: None,
+            listed: false,
+            unlisted_since: Some(now),
+            fresh: false,
+            answered_at: None,
+            first_probed_at: None,
+        }
+    }
+}
+
+/// Every address discovery listed or a probe answered from.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Peers {
+    map: BTreeMap<Address, Peer>,
+}
+
+impl Peers {
+    pub(super) fn get(&self, addr: &Address) -> Option<&Peer> {
+        self.map.get(addr)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Address, &Peer)> {
+        self.map.iter()
+    }
+
+    pub(super) fn is_listed(&self, addr: &Address) -> bool {
+        self.map.get(addr).is_some_and(|p| p.listed)
+    }
+
+    fn any_listed(&self) -> bool {
+        self.map.values().any(|p| p.listed)
+    }
+
+    /// Takes in a non-empty discovery answer (without this node's own address);
+    /// returns the addresses never seen before, in order.
+    fn apply_discovery(
+        &mut self,
+        now: Instant,
+        listed: BTreeMap<Address, Option<String>>,
+    ) -> Vec<Address> {
+        for (addr, peer) in self.map.iter_mut() {
+            if !listed.contains_key(addr) && peer.listed {
+                peer.listed = false;
+                peer.unlisted_since = Some(now);
+            }
+        }
+        let mut new_addrs = Vec::new();
+        for (addr, name) in listed {
+            let peer = self.map.entry(addr.clone()).or_insert_with(|| {
+                new_addrs.push(addr.clone());
+                Peer::unlisted(now)
+            });
+            peer.listed = true;
+            peer.unlisted_since = None;
+            if name.is_some() {
+                peer.name = name;
+            }
+        }
+        new_addrs
+    }
+
+    /// Records a probe answer from `addr` (remembered unlisted if discovery never
+    /// listed it, so that it is never counted as listed).
+    fn record_answer(&mut self, now: Instant, addr: Address, id: NodeId, ack: &ProbeAck) {
+        let peer = self.map.entry(addr).or_insert_with(|| Peer::unlisted(now));
+        peer.id = Some(id);
+        if ack.name.is_some() {
+            peer.name = ack.name.clone();
+        }
+        peer.fresh = matches!(ack.state, ProbeState::Fresh { .. });
+        peer.answered_at = Some(now);
+    }
+
+    fn mark_probed(&mut self, now: Instant, addr: &Address) {
+        if let Some(p) = self.map.get_mut(addr) {
+            p.first_probed_at.get_or_insert(now);
+        }
+    }
+
+    /// A bounded number of listed addresses to probe this round, those never
+    /// answered first, starting at a random place so that a thousand fresh pods do
+    /// not probe the same ones.
+    fn probe_targets(&self, rng: &mut Rng) -> Vec<Address> {
+        let mut addrs: Vec<(bool, Address)> = self
+            .map
+            .iter()
+            .filter(|(_, p)| p.listed)
+            .map(|(a, p)| (p.id.is_some(), a.clone()))
+            .collect();
+        let fanout = PROBE_FANOUT.max(addrs.len().div_ceil(PROBE_SWEEP_ROUNDS));
+        if addrs.len() > fanout {
+            let start = rng.range(0, addrs.len() as u64) as usize;
+            addrs.rotate_left(start);
+            addrs.sort_by_key(|(answered, _)| *answered);
+            addrs.truncate(fanout);
+        }
+        addrs.into_iter().map(|(_, a)| a).collect()
+    }
+}
+
+impl ClusterCore {
+    pub(super) fn on_discovery(&mut self, now: Instant, list: Vec<Discovered>) {
+        if list.is_empty() {
+            if self.peers.any_listed() {
+                warn!("discovery answered with no instances after a non-empty answer; ignoring it (P3)");
+            }
+            return;
+        }
+        let listed: BTreeMap<Address, Option<String>> = list
+            .into_iter()
+            .filter(|d| d.addr != self.me.addr)
+            .map(|d| (d.addr, d.name))
+            .collect();
+        let new_addrs = self.peers.apply_discovery(now, listed);
+        // Probe newcomers at once rather than at the next housekeeping round.
+        if self.hard.cluster.is_none() {
+            for addr in new_addrs.into_iter().take(PROBE_FANOUT) {
+                self.probe(now, addr);
+            }
+        }
+    }
+
+    fn probe(&mut self, now: Instant, addr: Address) {
+        self.peers.mark_probed(now, &addr);
+        self.send(addr, None, Message::Probe);
+    }
+
+    /// Probes a bounded number of listed peers (see [`Peers::probe_targets`]).
+    pub(super) fn probe_round(&mut self, now: Instant) {
+        for addr in self.peers.probe_targets(&mut self.rng) {
+            self.probe(now, addr);
+        }
+    }
+
+    pub(super) fn on_probe(&mut self, from: NodeId, from_addr: Address) {
+        let state = match self.hard.cluster {
+            None => ProbeState::Fresh {
+                supports: self.boot.supports.as_ref().map(|s| s.id),
+            },
+            Some(_) => ProbeState::Member {
+                term: self.hard.term,
+                leader: self.role.leader.clone(),
+                your_config: self
+                    .log
+                    .committed()
+                    .contains(from)
+                    .then(|| self.log.committed_snapshot()),
+            },
+        };
+        let ack = ProbeAck {
+            name: self.me.name.clone(),
+            state,
+        };
+        self.send(from_addr, Some(from), Message::ProbeAck(ack));
+    }
+
+    pub(super) fn on_probe_ack(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        cluster: Option<ClusterId>,
+        ack: ProbeAck,
+    ) {
+        if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
+            s.heard_at = now;
+        }
+        self.peers.record_answer(now, from_addr.clone(), from, &ack);
+        // Bootstrap is evaluated once per housekeeping round, not per answer: the
+        // evaluation looks at every peer. (Evaluating on every answer made cold starts
+        // faster but broke liveness in a random schedule, seed 25836.) So only an
+        // answer from a member of a cluster is acted on here.
+        let (
+            ProbeState::Member {
+                term,
+                leader,
+                your_config,
+            },
+            Some(cluster),
+        ) = (ack.state, cluster)
+        else {
+            return;
+        };
+        match self.hard.cluster {
+            Some(ours) if ours != cluster && leader.is_some() && self.orphaned(now) => {
+                warn!(ours = %ours, theirs = %cluster, "this cluster has had no leader for silent_member_timeout and another cluster of the service has one; leaving it to join that one");
+                self.become_fresh();
+            }
+            Some(_) => return,
+            None => {}
+        }
+        self.join.member_seen_at = Some(now);
+        if let Some(snap) = your_config {
+            info!(%cluster, "a probed member says this node is in its configuration; adopting it");
+            self.adopt_cluster(now, cluster, term, &snap, leader);
+        } else {
+            self.request_join(now, cluster, leader.unwrap_or((from, from_addr)));
+        }
+    }
+}

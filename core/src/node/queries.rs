@@ -1,0 +1,152 @@
+//! What a shell or an application may ask of the core: its view at an instant.
+
+use super::role::RaftRole;
+use super::ClusterCore;
+use crate::config::Config;
+use crate::id::{ClusterId, Identity, NodeId};
+use crate::membership::Membership;
+use crate::status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
+use crate::time::Instant;
+
+impl ClusterCore {
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.me
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// This node's view at `now`.
+    pub fn status(&self, now: Instant) -> Status {
+        let (lease_until, lease_valid) = match self.role.leading() {
+            Some(l) => (Some(l.lease_until), self.lease_valid(now)),
+            None => (None, false),
+        };
+        Status {
+            id: self.me.id,
+            cluster: self.hard.cluster,
+            role: self.app_role(now),
+            term: self.hard.term,
+            is_leader: self.role.is_leader(),
+            primary: self.primary_info(now),
+            members: self
+                .log
+                .committed()
+                .members
+                .iter()
+                .map(|(id, m)| MemberStatus::new(*id, m))
+                .collect(),
+            commit_index: self.log.commit_index(),
+            lease_valid,
+            lease_until,
+            fencing_token: self.fencing_token(now),
+        }
+    }
+
+    /// Whether this node is primary at `now`: the leader, holding a lease that a
+    /// majority acknowledged within the lease window (P6).
+    pub fn is_primary(&self, now: Instant) -> bool {
+        self.lease_valid(now)
+    }
+
+    /// The fencing token at `now`, if this node is primary (P7).
+    pub fn fencing_token(&self, now: Instant) -> Option<FencingToken> {
+        match (self.hard.cluster, self.lease_valid(now)) {
+            (Some(cluster), true) => Some(FencingToken {
+                cluster,
+                term: self.hard.term,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this node is the Raft leader of its term (with or without a lease).
+    pub fn is_leader(&self) -> bool {
+        self.role.is_leader()
+    }
+
+    /// The leader this node follows (itself if it leads), if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.role.leader.as_ref().map(|l| l.0)
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.hard.term
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster(&self) -> Option<ClusterId> {
+        self.hard.cluster
+    }
+
+    /// The committed configuration.
+    pub fn members(&self) -> &Membership {
+        self.log.committed()
+    }
+
+    /// The configuration in force (the whole log, committed or not).
+    pub fn effective_members(&self) -> &Membership {
+        self.log.effective()
+    }
+
+    /// The committed configuration's index: two nodes with the same cluster and index
+    /// must have the same member list (P2).
+    pub fn commit_index(&self) -> u64 {
+        self.log.commit_index()
+    }
+
+    /// The (term, index) of the last entry in this node's log, committed or not: the
+    /// position Raft's election restriction compares.
+    pub fn last_log_id(&self) -> (u64, u64) {
+        (self.log.last_term(), self.log.last_index())
+    }
+
+    /// Whether this node has finished leaving.
+    pub fn has_left(&self) -> bool {
+        self.leave.left
+    }
+
+    // ----- the judgements the answers above share -------------------------------
+
+    pub(super) fn lease_valid(&self, now: Instant) -> bool {
+        self.role
+            .leading()
+            .is_some_and(|l| !l.lease_revoked && now < l.lease_until)
+    }
+
+    pub(super) fn app_role(&self, now: Instant) -> Role {
+        if self.leave.left || self.hard.cluster.is_none() {
+            return Role::Inactive;
+        }
+        if self.leave.leaving.is_some() {
+            return Role::Leaving;
+        }
+        if self.lease_valid(now) {
+            return Role::Primary;
+        }
+        match (&self.role.raft, &self.role.leader) {
+            (RaftRole::Follower, Some((id, _))) if *id != self.me.id => Role::Secondary,
+            _ => Role::Candidate,
+        }
+    }
+
+    pub(super) fn primary_info(&self, now: Instant) -> Option<PrimaryInfo> {
+        if self.lease_valid(now) {
+            return Some(PrimaryInfo {
+                id: self.me.id,
+                addr: self.me.addr.clone(),
+            });
+        }
+        match (&self.role.raft, &self.role.leader) {
+            (RaftRole::Follower, Some((id, addr))) if *id != self.me.id => Some(PrimaryInfo {
+                id: *id,
+                addr: addr.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
