@@ -52,5 +52,6 @@ pub use id::{Address, ClusterId, Identity, NodeId, MAX_ADDRESS_LEN};
 pub use membership::{Change, Entry, Member, Membership, Snapshot};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use node::ClusterCore;
+pub use rng::SplitMix64;
 pub use status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
 pub use time::Instant;

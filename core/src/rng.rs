@@ -1,17 +1,20 @@
-//! The seeded random number generator: the only source of randomness in the core.
+//! The seeded random number generator: the only source of randomness in the core,
+//! and the one the simulators and test networks use for their own choices.
 
-/// SplitMix64: small, fast, and good enough for timeouts and tie-breaking. It is not
-/// used for anything that must be unpredictable to an attacker (node ids come from the
-/// shell's OS randomness).
+/// SplitMix64: small, fast, and good enough for timeouts, tie-breaking and fault
+/// schedules. Not for anything that must be unpredictable to an attacker (node ids
+/// come from the shell's OS randomness).
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub struct SplitMix64(u64);
 
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
+impl SplitMix64 {
+    /// A generator whose sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -20,21 +23,27 @@ impl Rng {
     }
 
     /// A value in `[lo, hi)`; `lo` when the range is empty.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         if hi <= lo {
             return lo;
         }
         lo + self.next_u64() % (hi - lo)
     }
 
-    pub(crate) fn next_u128(&mut self) -> u128 {
+    /// The next 128 random bits.
+    pub fn next_u128(&mut self) -> u128 {
         (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+
+    /// True with probability `ppm` parts per million.
+    pub fn chance_ppm(&mut self, ppm: u64) -> bool {
+        self.next_u64() % 1_000_000 < ppm
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Rng;
+    use super::SplitMix64 as Rng;
 
     #[test]
     fn same_seed_gives_same_sequence() {

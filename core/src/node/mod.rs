@@ -39,7 +39,7 @@ use crate::event::{Command, Input};
 use crate::id::Identity;
 use crate::log::Log;
 use crate::membership::{Membership, Snapshot};
-use crate::rng::Rng;
+use crate::rng::SplitMix64 as Rng;
 use crate::time::Instant;
 use tracing::{debug, warn};
 

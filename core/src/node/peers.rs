@@ -5,7 +5,7 @@ use super::ClusterCore;
 use crate::event::Discovered;
 use crate::id::{Address, ClusterId, NodeId};
 use crate::message::{Message, ProbeAck, ProbeState};
-use crate::rng::Rng;
+use crate::rng::SplitMix64 as Rng;
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
