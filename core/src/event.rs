@@ -184,3 +184,109 @@ impl Freshness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Delivery;
+    use crate::id::{ClusterId, NodeId};
+    use crate::membership::{Change, Entry};
+    use crate::message::{Append, AppendReply, Message};
+    use crate::time::Instant;
+
+    const C: Option<ClusterId> = Some(ClusterId(7));
+    const TO: Option<NodeId> = Some(NodeId(2));
+
+    fn heartbeat(term: u64, commit: u64) -> Delivery {
+        let msg = Message::Append(Append {
+            term,
+            prev_index: 3,
+            prev_term: 1,
+            entries: Vec::new(),
+            commit,
+            sent_at: Instant::ZERO,
+        });
+        Delivery::of(C, TO, &msg)
+    }
+
+    fn reply(term: u64, success: bool, index: u64) -> Delivery {
+        let msg = Message::AppendReply(AppendReply {
+            term,
+            success,
+            index,
+            sent_at: Instant::ZERO,
+        });
+        Delivery::of(C, TO, &msg)
+    }
+
+    #[test]
+    fn a_heartbeat_supersedes_older_heartbeats_that_say_no_more() {
+        assert!(heartbeat(2, 5).supersedes(&heartbeat(2, 5)));
+        assert!(heartbeat(3, 6).supersedes(&heartbeat(2, 5)));
+        assert!(
+            !heartbeat(2, 5).supersedes(&heartbeat(3, 5)),
+            "older term is higher"
+        );
+        assert!(
+            !heartbeat(2, 5).supersedes(&heartbeat(2, 6)),
+            "older commit is higher"
+        );
+        let to_other = Delivery::of(C, Some(NodeId(3)), &Message::Probe);
+        assert_eq!(to_other, Delivery::Normal);
+    }
+
+    #[test]
+    fn entries_and_other_messages_are_never_superseded() {
+        let with_entry = Message::Append(Append {
+            term: 2,
+            prev_index: 3,
+            prev_term: 1,
+            entries: vec![Entry {
+                index: 4,
+                term: 2,
+                change: Change::Noop,
+            }],
+            commit: 3,
+            sent_at: Instant::ZERO,
+        });
+        let d = Delivery::of(C, TO, &with_entry);
+        assert_eq!(d, Delivery::Normal);
+        assert!(!heartbeat(9, 9).supersedes(&d));
+        assert!(!d.supersedes(&heartbeat(1, 1)));
+        assert!(!Delivery::Normal.supersedes(&Delivery::Normal));
+        assert!(
+            !reply(9, true, 9).supersedes(&heartbeat(1, 1)),
+            "different kinds"
+        );
+    }
+
+    #[test]
+    fn a_reply_supersedes_older_replies_unless_they_say_more() {
+        assert!(reply(2, true, 5).supersedes(&reply(2, true, 4)));
+        assert!(!reply(2, true, 4).supersedes(&reply(2, true, 5)));
+        assert!(reply(2, false, 0).supersedes(&reply(2, false, 3)));
+        assert!(reply(2, true, 1).supersedes(&reply(2, false, 3)));
+        assert!(!reply(2, false, 9).supersedes(&reply(2, true, 1)));
+        assert!(
+            reply(3, false, 0).supersedes(&reply(2, true, 9)),
+            "a higher term"
+        );
+    }
+
+    #[test]
+    fn nothing_supersedes_across_nodes_or_clusters() {
+        let hb = |cluster, to| {
+            let msg = Message::Append(Append {
+                term: 5,
+                prev_index: 0,
+                prev_term: 0,
+                entries: Vec::new(),
+                commit: 5,
+                sent_at: Instant::ZERO,
+            });
+            Delivery::of(cluster, to, &msg)
+        };
+        assert!(!hb(C, Some(NodeId(3))).supersedes(&heartbeat(1, 1)));
+        assert!(!hb(Some(ClusterId(8)), TO).supersedes(&heartbeat(1, 1)));
+        assert!(hb(C, TO).supersedes(&heartbeat(1, 1)));
+    }
+}

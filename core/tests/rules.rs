@@ -525,3 +525,44 @@ fn an_acknowledgement_dated_in_the_future_does_not_stretch_the_lease() {
     assert_eq!(after, before);
     assert!(!net.nodes[p].core.is_primary(now + Duration::from_secs(1)));
 }
+
+#[test]
+fn a_role_change_carries_the_lease_end_and_fencing_token_while_primary_and_none_after() {
+    let me = Identity::new(NodeId(1), "10.0.0.1:1");
+    let mut core = ClusterCore::new(me, Config::fast_test().with_min_nodes(1), 5, ms(0)).unwrap();
+    let role_changes = |core: &mut ClusterCore| {
+        let mut out = Vec::new();
+        while let Some(c) = core.poll_command() {
+            if let Command::RoleChanged {
+                role,
+                lease_until,
+                fencing_token,
+                ..
+            } = c
+            {
+                out.push((role, lease_until, fencing_token));
+            }
+        }
+        out
+    };
+    // Alone and allowed to be: it founds a cluster and is primary at once.
+    core.handle(ms(0), Input::Tick).unwrap();
+    let changes = role_changes(&mut core);
+    let status = core.status(ms(0));
+    let (role, lease_until, token) = changes.last().cloned().expect("a role change");
+    assert_eq!(role, Role::Primary);
+    assert_eq!(lease_until, status.lease_until);
+    assert!(lease_until.is_some_and(|t| t > ms(0)));
+    assert_eq!(token, status.fencing_token);
+    assert!(token.is_some());
+    // Leaving gives the lease up: the change says so.
+    core.handle(ms(1), Input::Leave).unwrap();
+    let changes = role_changes(&mut core);
+    assert!(!changes.is_empty());
+    assert!(
+        changes
+            .iter()
+            .all(|(r, l, t)| *r != Role::Primary && l.is_none() && t.is_none()),
+        "{changes:?}"
+    );
+}
