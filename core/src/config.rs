@@ -93,6 +93,10 @@ pub struct Config {
     pub leave_timeout: Duration,
 }
 
+/// `validate` requires the minimum election timeout to exceed this many heartbeats, so
+/// that one lost heartbeat never triggers an election.
+const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u32 = 2;
+
 impl Default for Config {
     fn default() -> Self {
         Config::datacenter()
@@ -207,7 +211,9 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return err("heartbeat_interval", "must be greater than zero".into());
         }
-        if self.election_timeout_min <= self.heartbeat_interval * 2 {
+        if self.election_timeout_min
+            <= self.heartbeat_interval * MIN_HEARTBEATS_PER_ELECTION_TIMEOUT
+        {
             return err(
                 "election_timeout_min",
                 format!(

@@ -52,6 +52,10 @@ use peers::Peers;
 use role::{HardState, RoleState};
 use timers::{Timer, TimerTable};
 
+/// A fresh node that could not reach a listed peer probes again after this fraction
+/// of `probe_interval` (at a cold start, the peer is often not listening yet).
+const UNREACHABLE_RETRY_FRACTION: u32 = 4;
+
 /// The sans-IO cluster node.
 ///
 /// Drive it with three calls:
@@ -138,7 +142,7 @@ impl ClusterCore {
                 // During a cold start a peer often refuses the first probe because it
                 // is not listening yet: probe again soon rather than a round later.
                 if self.hard.cluster.is_none() && self.peers.is_listed(&addr) {
-                    let soon = now + self.cfg.probe_interval / 4;
+                    let soon = now + self.cfg.probe_interval / UNREACHABLE_RETRY_FRACTION;
                     self.timers.set_earlier(Timer::Housekeeping, soon);
                 }
             }
