@@ -25,7 +25,9 @@
 //! lists (`n1 members: n1 n2 n3(nv)`, `(nv)`: non-voter), and, when enabled, the
 //! messages at the moment they are sent (`n3->n1 PreVote t2 log 1/3`, `n1->n2 Append
 //! t2 prev 1/3 entries [2/4 noop] commit 3`, `n2->n1 AppendReply t2 ok 4`; terms are
-//! `tN`, log positions `term/index`; `(cut)`: dropped by a partition). A directive
+//! `tN`, log positions `term/index`; `(cut)`: dropped by a partition; `n2 rejects
+//! n1's ...: reason`: `handle` refused it, P10). Role lines name the primary the node
+//! knows of when its role does not (`n2 is Leaving (term 2, primary n1)`). A directive
 //! with no output shows `ok`. Nodes are named `n1..nN` by slot in start order (their
 //! ids are random 128-bit numbers); a restarted slot's previous process is `nK#1`.
 //!
@@ -43,10 +45,12 @@
 //!   test if that takes MAX.
 //! - `crash NODE`, `restart NODE` (a new process at the same address), `replace NODE`
 //!   (crash, unlist, and start a new node at a new address), `unlist NODE`,
-//!   `isolate NODE`, `heal`, `pause NODE`, `resume NODE`, `leave NODE`.
+//!   `isolate NODE`, `cut NODE NODE` (one link, both ways), `heal` (every link),
+//!   `pause NODE`, `resume NODE`, `leave NODE`.
 //! - `discovery NODE... fails | lists all | lists nothing | lists NODE...`: what
 //!   discovery answers those nodes from now on.
-//! - `mark LABEL=NODE`: name a node (and remember its term) for later directives.
+//! - `mark LABEL=NODE`: name a node for later directives, remembering its term and its
+//!   process (after `restart`, `not-member LABEL` still means the old process).
 //! - `check settled | primary | primary=NODE | primary!=NODE | not-leader NODE |
 //!   term NODE =|> LABEL | voters=N | members=N | member NODE | not-member NODE |
 //!   left NODE | same-cluster NODE NODE | clusters=N`: assertions (counts and
@@ -76,10 +80,12 @@ const TRACES: &[&str] = &[
     "discovery_errors",
     "hundred_members",
     "join_existing",
+    "leader_stickiness",
     "minority_healed",
     "primary_crash",
     "primary_isolated",
     "primary_leave",
+    "restart_in_place",
     "rolling_restart",
     "skewed_bootstrap",
     "thousand_members",
@@ -147,6 +153,16 @@ fn a_new_node_joins_an_existing_cluster_instead_of_bootstrapping() {
 #[test]
 fn discovery_errors_and_empty_answers_remove_nobody() {
     run_trace("discovery_errors");
+}
+
+#[test]
+fn a_follower_cut_off_from_the_leader_alone_cannot_disrupt_it() {
+    run_trace("leader_stickiness");
+}
+
+#[test]
+fn a_pod_restarted_in_place_replaces_its_previous_process() {
+    run_trace("restart_in_place");
 }
 
 #[test]

@@ -318,6 +318,14 @@ impl Net {
         self.note(format!("partition {groups:?}"));
     }
 
+    /// Cuts the link between two nodes, both ways.
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+        let (na, nb) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+        self.note(format!("link {na}-{nb} cut"));
+    }
+
     pub fn heal(&mut self) {
         self.cut.clear();
         self.note("network healed".into());
@@ -356,7 +364,21 @@ impl Net {
             return;
         }
         let now = self.local(slot, self.now);
-        let _ = self.nodes[slot].core.handle(now, input);
+        let traced = match &input {
+            Input::Message(env) if self.record_trace && self.msg_trace != MsgTrace::Off => {
+                Some((env.from, env.msg.clone()))
+            }
+            _ => None,
+        };
+        if let (Err(why), Some((from, msg))) = (self.nodes[slot].core.handle(now, input), traced) {
+            let what = self.render_message(&msg);
+            let line = format!(
+                "{} rejects {}'s {what}: {why}",
+                self.nodes[slot].name,
+                self.name_of(from)
+            );
+            self.note(line);
+        }
         while let Some(cmd) = self.nodes[slot].core.poll_command() {
             self.apply(slot, cmd);
         }
@@ -416,11 +438,15 @@ impl Net {
             } => {
                 let name = self.nodes[slot].name.clone();
                 let p = primary
+                    .as_ref()
                     .map(|p| self.name_of(p.id))
                     .unwrap_or_else(|| "-".into());
                 let line = match role {
                     Role::Primary => format!("{name} is Primary (term {term})"),
                     Role::Secondary => format!("{name} is Secondary of {p} (term {term})"),
+                    r if primary.is_some() => {
+                        format!("{name} is {r:?} (term {term}, primary {p})")
+                    }
                     r => format!("{name} is {r:?} (term {term})"),
                 };
                 self.note(line);

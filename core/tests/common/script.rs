@@ -15,7 +15,7 @@
 //! assertions: they fail the test whatever `UPDATE_TRACES` says.
 
 use super::net::{MsgTrace, Net, NetConfig};
-use cluster_mode_core::Config;
+use cluster_mode_core::{Config, NodeId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -165,8 +165,9 @@ pub fn run_trace(name: &str) {
 #[derive(Default)]
 struct Runner {
     net: Option<Net>,
-    /// Labels set by `mark`: the slot and its term at that moment.
-    labels: BTreeMap<String, (usize, u64)>,
+    /// Labels set by `mark`: the slot, its term at that moment, and the id of the
+    /// process then in the slot.
+    labels: BTreeMap<String, (usize, u64, NodeId)>,
 }
 
 fn parse_duration(at: &str, s: &str) -> Duration {
@@ -205,7 +206,7 @@ impl Runner {
     /// A node: `nK` by name, `primary` (the one primary), `follower` (the first live
     /// node that is not primary), or a label set by `mark`.
     fn slot(&mut self, at: &str, r: &str) -> usize {
-        if let Some((slot, _)) = self.labels.get(r) {
+        if let Some((slot, _, _)) = self.labels.get(r) {
             return *slot;
         }
         let net = self.net(at);
@@ -312,10 +313,7 @@ impl Runner {
                 for (k, v) in kv(at, rest) {
                     match k {
                         "step" => step = ms(at, v),
-                        "until-removed" => {
-                            let slot = self.slot(at, v);
-                            removed = Some(self.net(at).nodes[slot].core.identity().id);
-                        }
+                        "until-removed" => removed = Some(self.id(at, v)),
                         _ => panic!("{at}: unknown settle option `{k}`"),
                     }
                 }
@@ -375,6 +373,13 @@ impl Runner {
                 }
             }
             "heal" => self.net(at).heal(),
+            "cut" => {
+                let [a, b] = args else {
+                    panic!("{at}: cut NODE NODE")
+                };
+                let (a, b) = (self.slot(at, a), self.slot(at, b));
+                self.net(at).cut_link(a, b);
+            }
             "discovery" => {
                 let verb = args
                     .iter()
@@ -406,8 +411,9 @@ impl Runner {
                     let slot = self.slot(at, r);
                     let net = self.net(at);
                     let term = net.nodes[slot].core.term();
+                    let id = net.nodes[slot].core.identity().id;
                     out.push(format!("{label} = {} (term {term})", net.nodes[slot].name));
-                    self.labels.insert(label.to_string(), (slot, term));
+                    self.labels.insert(label.to_string(), (slot, term, id));
                 }
             }
             "check" => self.check(at, args),
@@ -417,6 +423,16 @@ impl Runner {
         let mut lines = std::mem::take(&mut net.trace);
         lines.extend(out);
         lines
+    }
+
+    /// The process a node reference means: a label's process as it was when marked,
+    /// otherwise the one now in the slot.
+    fn id(&mut self, at: &str, r: &str) -> NodeId {
+        if let Some((_, _, id)) = self.labels.get(r) {
+            return *id;
+        }
+        let slot = self.slot(at, r);
+        self.net(at).nodes[slot].core.identity().id
     }
 
     fn label_term(&self, at: &str, label: &str) -> u64 {
@@ -495,10 +511,9 @@ impl Runner {
                 }
             }
             ["member" | "not-member", r] => {
-                let s = self.slot(at, r);
+                let id = self.id(at, r);
                 let p = self.slot(at, "primary");
                 let net = self.net(at);
-                let id = net.nodes[s].core.identity().id;
                 let is = net.nodes[p].core.members().contains(id);
                 if is != (args[0] == "member") {
                     fail(format!("{r} member of the primary's configuration: {is}"));
