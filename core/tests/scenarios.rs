@@ -102,7 +102,10 @@ fn every_trace_file_has_a_test() {
         })
         .collect();
     found.sort();
-    assert_eq!(found, TRACES, "add a test for each trace file, and list it here");
+    assert_eq!(
+        found, TRACES,
+        "add a test for each trace file, and list it here"
+    );
 }
 
 #[test]

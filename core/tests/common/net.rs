@@ -263,7 +263,9 @@ impl Net {
         let n = self.restarts.entry(slot).or_insert(0);
         *n += 1;
         let old_name = format!("{name}#{n}");
-        self.note(format!("({name}'s previous process is {old_name} from now on)"));
+        self.note(format!(
+            "({name}'s previous process is {old_name} from now on)"
+        ));
         self.id_names.insert(old, old_name);
         self.start_node(slot, name, addr, drift);
     }

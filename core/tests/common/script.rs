@@ -464,10 +464,7 @@ impl Runner {
                 let p = self.slot(at, "primary");
                 if (p == want) == neg {
                     let net = self.net(at);
-                    fail(format!(
-                        "the primary is {}",
-                        net.nodes[p].name
-                    ));
+                    fail(format!("the primary is {}", net.nodes[p].name));
                 }
             }
             ["not-leader", r] => {
