@@ -5,6 +5,7 @@
 
 pub mod checker;
 pub mod net;
+pub mod script;
 
 pub use checker::{Checker, Violation};
-pub use net::{Net, NetConfig};
+pub use net::{MsgTrace, Net, NetConfig};

@@ -1,10 +1,11 @@
 use super::checker::Checker;
+use cluster_mode_core::message::ProbeState;
 use cluster_mode_core::{
-    Address, ClusterCore, Command, Config, Discovered, Envelope, Identity, Input, Instant, NodeId,
-    Role,
+    Address, Change, ClusterCore, Command, Config, Discovered, Entry, Envelope, Identity, Input,
+    Instant, Message, NodeId, Role,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::time::Duration;
 
 /// SplitMix64, the same generator as the core's, for the network's own choices.
@@ -85,6 +86,18 @@ enum Event {
     Discovery,
 }
 
+/// Which messages the trace shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgTrace {
+    /// None (the default).
+    Off,
+    /// Every message, with the moment it was sent.
+    All,
+    /// Every message except heartbeats (an `Append` with no entries and no new commit
+    /// index) and their successful replies.
+    NoHeartbeats,
+}
+
 /// The simulated world.
 pub struct Net {
     pub cfg: Config,
@@ -104,6 +117,17 @@ pub struct Net {
     pub checker: Checker,
     pub trace: Vec<String>,
     pub record_trace: bool,
+    /// Which messages go into the trace (only while `record_trace`).
+    pub msg_trace: MsgTrace,
+    /// Every process id ever started, by its trace name (a restarted slot's previous
+    /// process becomes `nK#1`, `nK#2`...).
+    id_names: BTreeMap<NodeId, String>,
+    restarts: BTreeMap<usize, u32>,
+    /// The commit index last shown from one slot to another, to tell heartbeats apart.
+    shown_commit: BTreeMap<(usize, usize), u64>,
+    /// Heartbeats hidden from the trace, (leader, follower, sent_at), so that their
+    /// replies can be hidden too.
+    hidden_heartbeats: HashSet<(usize, usize, Instant)>,
     pub messages: u64,
     /// When non-zero, every new node gets a clock drift drawn from ±this (ppm).
     pub random_drift_ppm: i64,
@@ -127,6 +151,11 @@ impl Net {
             checker: Checker::default(),
             trace: Vec::new(),
             record_trace: true,
+            msg_trace: MsgTrace::Off,
+            id_names: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            shown_commit: BTreeMap::new(),
+            hidden_heartbeats: HashSet::new(),
             messages: 0,
             random_drift_ppm: 0,
         };
@@ -201,6 +230,7 @@ impl Net {
             self.nodes[slot] = node;
         }
         self.by_addr.insert(addr, slot);
+        self.id_names.insert(id, name.clone());
         self.unlisted.remove(&slot);
         self.checker.node_started(slot, id);
         self.note(format!("{name} starts"));
@@ -229,6 +259,14 @@ impl Net {
             (n.name.clone(), n.addr.clone(), n.drift_ppm)
         };
         self.note(format!("{name} restarts with a new identity"));
+        let old = self.nodes[slot].core.identity().id;
+        let n = self.restarts.entry(slot).or_insert(0);
+        *n += 1;
+        let old_name = format!("{name}#{n}");
+        self.note(format!(
+            "({name}'s previous process is {old_name} from now on)"
+        ));
+        self.id_names.insert(old, old_name);
         self.start_node(slot, name, addr, drift);
     }
 
@@ -282,6 +320,14 @@ impl Net {
         self.note(format!("partition {groups:?}"));
     }
 
+    /// Cuts the link between two nodes, both ways.
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+        let (na, nb) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+        self.note(format!("link {na}-{nb} cut"));
+    }
+
     pub fn heal(&mut self) {
         self.cut.clear();
         self.note("network healed".into());
@@ -321,9 +367,16 @@ impl Net {
         }
         let now = self.local(slot, self.now);
         let tick = matches!(input, Input::Tick);
+        let traced = match &input {
+            Input::Message(env) if self.record_trace && self.msg_trace != MsgTrace::Off => {
+                Some((env.from, env.msg.clone()))
+            }
+            _ => None,
+        };
         let core = &mut self.nodes[slot].core;
         let before = observable(core);
-        if let Err(reason) = core.handle(now, input) {
+        let result = core.handle(now, input);
+        if let Err(reason) = &result {
             // A refused input changes nothing observable.
             assert_eq!(
                 observable(core),
@@ -338,6 +391,15 @@ impl Net {
                 next > now,
                 "after a tick at {now:?} the next timeout is {next:?}"
             );
+        }
+        if let (Err(why), Some((from, msg))) = (result, traced) {
+            let what = self.render_message(&msg);
+            let line = format!(
+                "{} rejects {}'s {what}: {why}",
+                self.nodes[slot].name,
+                self.name_of(from)
+            );
+            self.note(line);
         }
         while let Some(cmd) = self.nodes[slot].core.poll_command() {
             self.apply(slot, cmd);
@@ -366,7 +428,9 @@ impl Net {
                     return;
                 };
                 self.messages += 1;
-                if self.cut.contains(&(slot, dst)) || self.rng.chance(self.net.loss_ppm) {
+                let cut = self.cut.contains(&(slot, dst));
+                self.trace_message(slot, dst, &msg, cut);
+                if cut || self.rng.chance(self.net.loss_ppm) {
                     return;
                 }
                 let copies = if self.rng.chance(self.net.dup_ppm) {
@@ -396,11 +460,15 @@ impl Net {
             } => {
                 let name = self.nodes[slot].name.clone();
                 let p = primary
+                    .as_ref()
                     .map(|p| self.name_of(p.id))
                     .unwrap_or_else(|| "-".into());
                 let line = match role {
                     Role::Primary => format!("{name} is Primary (term {term})"),
                     Role::Secondary => format!("{name} is Secondary of {p} (term {term})"),
+                    r if primary.is_some() => {
+                        format!("{name} is {r:?} (term {term}, primary {p})")
+                    }
                     r => format!("{name} is {r:?} (term {term})"),
                 };
                 self.note(line);
@@ -425,22 +493,188 @@ impl Net {
                     ));
                 }
             }
-            Command::LeaveFinished => {
-                self.nodes[slot].left = true;
+            // The last arm is a catch-all so that a command added to the core's
+            // (non-exhaustive) enum compiles here and shows up in the trace.
+            other => {
                 let name = self.nodes[slot].name.clone();
-                self.note(format!("{name} finished leaving"));
+                if other == Command::LeaveFinished {
+                    self.nodes[slot].left = true;
+                    self.note(format!("{name} finished leaving"));
+                } else {
+                    self.note(format!("{name} emits {other:?}"));
+                }
             }
-            other => panic!("a command this network does not know: {other:?}"),
         }
     }
 
-    /// A node's name by id (the latest process with that id).
+    /// A node's trace name by id (`nK`, or `nK#i` for a restarted slot's previous
+    /// process).
     pub fn name_of(&self, id: NodeId) -> String {
-        self.nodes
-            .iter()
-            .find(|n| n.core.identity().id == id)
-            .map(|n| n.name.clone())
+        self.id_names
+            .get(&id)
+            .cloned()
             .unwrap_or_else(|| format!("{id}"))
+    }
+
+    fn trace_message(&mut self, from: usize, to: usize, env: &Envelope, cut: bool) {
+        if !self.record_trace || self.msg_trace == MsgTrace::Off {
+            return;
+        }
+        if self.msg_trace == MsgTrace::NoHeartbeats {
+            match &env.msg {
+                Message::Append(a) if a.entries.is_empty() => {
+                    let last = self.shown_commit.insert((from, to), a.commit);
+                    if last == Some(a.commit) {
+                        self.hidden_heartbeats.insert((from, to, a.sent_at));
+                        return;
+                    }
+                }
+                Message::AppendReply(r)
+                    if r.success && self.hidden_heartbeats.remove(&(to, from, r.sent_at)) =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let mut line = format!(
+            "{}->{} {}",
+            self.nodes[from].name,
+            self.nodes[to].name,
+            self.render_message(&env.msg)
+        );
+        if let Some(id) = env.to {
+            if id != self.nodes[to].core.identity().id {
+                line.push_str(&format!(" (for {})", self.name_of(id)));
+            }
+        }
+        if cut {
+            line.push_str(" (cut)");
+        }
+        self.note(line);
+    }
+
+    fn render_entries(&self, entries: &[Entry]) -> String {
+        let items: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let change = match &e.change {
+                    Change::Noop => "noop".to_string(),
+                    Change::AddLearner { id, .. } => format!("add {}", self.name_of(*id)),
+                    Change::Promote { id, .. } => format!("promote {}", self.name_of(*id)),
+                    Change::Remove { id, .. } => format!("remove {}", self.name_of(*id)),
+                    #[allow(unreachable_patterns)]
+                    other => format!("{other:?}"),
+                };
+                format!("{}/{} {change}", e.term, e.index)
+            })
+            .collect();
+        format!("[{}]", items.join(", "))
+    }
+
+    /// One message, readably: terms as `tN`, log positions as `term/index`.
+    pub fn render_message(&self, msg: &Message) -> String {
+        let leader = |l: &Option<(NodeId, Address)>| match l {
+            Some((id, _)) => self.name_of(*id),
+            None => "-".into(),
+        };
+        let vote = |v: &cluster_mode_core::message::VoteRequest| {
+            format!(
+                "t{} log {}/{}{}",
+                v.term,
+                v.last_term,
+                v.last_index,
+                if v.transfer { " transfer" } else { "" }
+            )
+        };
+        let reply = |r: &cluster_mode_core::message::VoteReply| {
+            format!(
+                "t{} {}",
+                r.term,
+                if r.granted { "granted" } else { "refused" }
+            )
+        };
+        match msg {
+            Message::Probe => "Probe".into(),
+            Message::ProbeAck(ack) => match &ack.state {
+                ProbeState::Fresh { supports, .. } => match supports {
+                    Some(c) => format!("ProbeAck fresh, supports {}", self.name_of(*c)),
+                    None => "ProbeAck fresh".into(),
+                },
+                ProbeState::Member {
+                    term,
+                    leader: l,
+                    your_config,
+                    ..
+                } => format!(
+                    "ProbeAck member t{term} leader {}{}",
+                    leader(l),
+                    if your_config.is_some() {
+                        " +your config"
+                    } else {
+                        ""
+                    }
+                ),
+                #[allow(unreachable_patterns)]
+                other => format!("ProbeAck {other:?}"),
+            },
+            Message::BootstrapRequest { round, .. } => format!("BootstrapRequest r{round}"),
+            Message::BootstrapReply { round, granted, .. } => format!(
+                "BootstrapReply r{round} {}",
+                if *granted { "granted" } else { "refused" }
+            ),
+            Message::BootstrapWithdraw { round, .. } => format!("BootstrapWithdraw r{round}"),
+            Message::Join { .. } => "Join".into(),
+            Message::Leave => "Leave".into(),
+            Message::NotLeader { leader: l, .. } => format!("NotLeader, leader {}", leader(l)),
+            Message::PreVote(v) => format!("PreVote {}", vote(v)),
+            Message::PreVoteReply(r) => format!("PreVoteReply {}", reply(r)),
+            Message::Vote(v) => format!("Vote {}", vote(v)),
+            Message::VoteReply(r) => format!("VoteReply {}", reply(r)),
+            Message::Append(a) => {
+                let mut s = format!("Append t{} prev {}/{}", a.term, a.prev_term, a.prev_index);
+                if !a.entries.is_empty() {
+                    s.push_str(&format!(" entries {}", self.render_entries(&a.entries)));
+                }
+                s.push_str(&format!(" commit {}", a.commit));
+                s
+            }
+            Message::Snapshot(sn) => {
+                let mut names: Vec<String> = sn
+                    .snapshot
+                    .membership
+                    .members
+                    .iter()
+                    .map(|(id, m)| {
+                        format!("{}{}", self.name_of(*id), if m.voter { "" } else { "(nv)" })
+                    })
+                    .collect();
+                names.sort();
+                let mut s = format!(
+                    "Snapshot t{} at {}/{} [{}]",
+                    sn.term,
+                    sn.snapshot.term,
+                    sn.snapshot.index,
+                    names.join(" ")
+                );
+                if !sn.entries.is_empty() {
+                    s.push_str(&format!(" entries {}", self.render_entries(&sn.entries)));
+                }
+                s
+            }
+            Message::AppendReply(r) => format!(
+                "AppendReply t{} {} {}",
+                r.term,
+                if r.success { "ok" } else { "reject, retry at" },
+                r.index
+            ),
+            // A catch-all last arm, so that a message added to the core's
+            // (non-exhaustive) enum still renders.
+            other => match other {
+                Message::TimeoutNow { term, .. } => format!("TimeoutNow t{term}"),
+                _ => format!("{other:?}"),
+            },
+        }
     }
 
     /// Runs until real time `until_ms`.
