@@ -2,36 +2,28 @@ use super::checker::Checker;
 use cluster_mode_core::message::ProbeState;
 use cluster_mode_core::{
     Address, Change, ClusterCore, Command, Config, Discovered, Entry, Envelope, Identity, Input,
-    Instant, Message, NodeId, Role,
+    Instant, Message, NodeId, Role, SplitMix64,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::time::Duration;
 
-/// SplitMix64, the same generator as the core's, for the network's own choices.
+/// The network's own random choices: the core's generator, on a seed of its own.
 #[derive(Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+        Rng(SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B))
     }
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.next() % (hi - lo)
-        }
+        self.0.range(lo, hi)
     }
     /// True with probability `p_ppm` parts per million.
     pub fn chance(&mut self, p_ppm: u64) -> bool {
-        self.next() % 1_000_000 < p_ppm
+        self.0.chance_ppm(p_ppm)
     }
 }
 
