@@ -146,7 +146,8 @@ pub struct VoteRequest {
 /// The answer to a (pre-)vote request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteReply {
-    /// The voter's term (for a pre-vote: the term asked about).
+    /// The voter's term; for a granted pre-vote, the term asked about (a refused
+    /// pre-vote carries the voter's own term, so that a candidate behind it catches up).
     pub term: u64,
     /// Whether the vote is granted.
     pub granted: bool,
