@@ -1,4 +1,15 @@
 //! Safety invariants, checked after every event of the in-memory network.
+//!
+//! The simulator has a checker of its own (`sims/src/checker.rs`), on purpose: this
+//! one runs inside the core's pure network and reads each `ClusterCore` directly after
+//! every event (its Raft leadership, term and committed list, its lease judged on its
+//! own exact clock), so it catches a bug at the event that causes it, in tests that
+//! build without madsim. The simulator's judges a recorded history of what the shells
+//! published (views, lease ends converted from drifting clocks to global time, process
+//! starts and stops), so it checks what an application could observe, liveness
+//! included. The rules are the same (one leader per term, never two valid leases at
+//! one instant, rising fencing tokens, committed lists that never diverge); sharing
+//! code would make the core's tests depend on the simulator's record types.
 
 use super::net::Node;
 use cluster_mode_core::{ClusterId, Instant, NodeId};
