@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
 # Sweeps every simulated scenario, one process per scenario (cluster-sim memory grows
 # with the number of seeds in one process: see sims/FINDINGS.md #7). 10,000 seeds.
+# Exits non-zero when the build fails, when cluster-sim lists no scenario, or when any
+# scenario has a failed seed (or its run ends without the usual summary line).
+# The `cargo sim` alias builds with --cfg madsim into target/madsim/release.
 cd "$(dirname "$0")/.."
 set -uo pipefail
+unset RUSTFLAGS # it would override the alias's --cfg madsim (see .cargo/config.toml)
 start=$(date +%s)
+
+# Build (errors shown) and list the scenarios before sweeping anything.
+if ! scenarios=$(cargo sim list); then
+  echo "sweep-sims.sh: FAILED: \`cargo sim list\` failed (build error above?)" >&2
+  exit 1
+fi
+scenarios=$(echo "$scenarios" | awk 'NF {print $1}')
+if [ -z "$scenarios" ]; then
+  echo "sweep-sims.sh: FAILED: \`cargo sim list\` listed no scenario" >&2
+  exit 1
+fi
+echo "sweep-sims.sh: $(wc -l <<<"$scenarios") scenarios"
+
 status=0
-for s in $(cargo sim list 2>/dev/null); do
+for s in $scenarios; do
   n=520; [ "$s" = hundred-members ] && n=120
   out=$(cargo sim run "$s" --seeds $n --from 10000 --jobs 2 2>&1 | tail -1)
   echo "$s: $out"
   case "$out" in *" 0 failed"*) ;; *) status=1 ;; esac
 done
 echo "wall: $(( $(date +%s) - start )) s"
+[ "$status" -eq 0 ] || echo "sweep-sims.sh: FAILED: see the scenarios above without \" 0 failed\"" >&2
 exit $status

@@ -1,11 +1,35 @@
 #!/usr/bin/env bash
 # The one command that runs every test of the workspace (README: "Test it").
-# Needs the packages that .ci/run installs (dnsmasq-base, nftables); run as root for
-# the network-namespace test.
+# System packages it needs:
+#   - dnsmasq (Debian package dnsmasq-base): the DNS discovery tests, which fail without it;
+#   - nft and ip (nftables, iproute2): the network-namespace partition test, which also
+#     needs root and skips, saying why, without root or these tools.
+# As root (a fresh CI machine) it installs what is missing with
+# discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
+# root and dnsmasq missing, it stops at once and prints the command to run.
+# Static checks (fmt, clippy, docs, MSRV, core dependencies) are scripts/check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+have() { # a command on PATH or in one of the sbin directories (not on a user's PATH)
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+  have dnsmasq || bash discovery-adapters/ci-deps.sh
+  { have nft && have ip; } || bash shell-tokio/ci-deps.sh
+else
+  if ! have dnsmasq; then
+    echo "test-all.sh: dnsmasq is missing (the DNS discovery tests need it); run:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends dnsmasq-base" >&2
+    echo "or run this script as root, which installs every package the tests need." >&2
+    exit 1
+  fi
+  echo "test-all.sh: not root: the network-namespace partition test will skip (it needs root)"
+fi
+
 # Any RUSTFLAGS, even empty, overrides the `simtest` alias's build.rustflags and would
-# silently run the simulation suites in real mode (MADSIM-NOTES.md).
+# silently run the simulation suites in real mode (see .cargo/config.toml).
 unset RUSTFLAGS
 
 echo "== unit, property, scenario, integration and process tests (all features)"
@@ -13,9 +37,9 @@ echo "== unit, property, scenario, integration and process tests (all features)"
 # on purpose when built that way; they run below.
 cargo test --workspace --all-features --exclude cluster-mode-sims --exclude cluster-mode-madsim
 
-echo "== the 1,000-member scenario (release: about a minute in debug it would be many)"
+echo "== the 1,000-member scenario (release: about a minute; in debug it would take many)"
 cargo test --release -p cluster-mode-core --test scenarios -- --ignored
 
-echo "== simulation suites (built with --cfg madsim)"
+echo "== simulation suites (built with --cfg madsim into target/madsim)"
 cargo simtest -p cluster-mode
 bash sims/ci-run.sh
