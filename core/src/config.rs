@@ -1,5 +1,6 @@
 //! Timing and membership settings, with the trade-off of each.
 
+use core::num::NonZeroUsize;
 use core::time::Duration;
 
 /// How a node times its protocol. Every field states its trade-off; [`Config::validate`]
@@ -56,13 +57,13 @@ pub struct Config {
     /// bootstrap (for 3 replicas: 2 or 3; for 5: 3 to 5). Smaller values let two
     /// disjoint groups form two clusters. Larger values wait for more replicas before
     /// anyone is primary.
-    pub min_nodes: usize,
+    pub min_nodes: NonZeroUsize,
     /// The most voting members (P9). Past it, members join as non-voters that follow
     /// the primary and are promoted when a voter is removed.
     ///
     /// More voters: more failures tolerated, more acknowledgements per heartbeat and
     /// slower commits. 3 or 5 suits nearly everyone.
-    pub max_voters: usize,
+    pub max_voters: NonZeroUsize,
     /// How often a node retries a probe of a discovered address that has not answered,
     /// and re-asks the leader to admit it while it is not yet a member.
     pub probe_interval: Duration,
@@ -93,6 +94,9 @@ pub struct Config {
     pub leave_timeout: Duration,
 }
 
+const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
+const FIVE: NonZeroUsize = NonZeroUsize::new(5).unwrap();
+
 /// `validate` requires the minimum election timeout to exceed this many heartbeats, so
 /// that one lost heartbeat never triggers an election.
 const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u32 = 2;
@@ -114,8 +118,8 @@ impl Config {
             election_timeout_max: Duration::from_millis(600),
             lease_duration: Duration::from_millis(250),
             max_clock_drift_ppm: 10_000,
-            min_nodes: 3,
-            max_voters: 5,
+            min_nodes: THREE,
+            max_voters: FIVE,
             probe_interval: Duration::from_millis(500),
             bootstrap_timeout: Duration::from_secs(2),
             removal_grace: Duration::from_secs(10),
@@ -135,8 +139,8 @@ impl Config {
             election_timeout_max: Duration::from_millis(120),
             lease_duration: Duration::from_millis(45),
             max_clock_drift_ppm: 10_000,
-            min_nodes: 3,
-            max_voters: 5,
+            min_nodes: THREE,
+            max_voters: FIVE,
             probe_interval: Duration::from_millis(50),
             bootstrap_timeout: Duration::from_millis(300),
             removal_grace: Duration::from_secs(1),
@@ -147,14 +151,14 @@ impl Config {
 
     /// Sets `min_nodes`.
     #[must_use]
-    pub fn with_min_nodes(mut self, n: usize) -> Self {
+    pub fn with_min_nodes(mut self, n: NonZeroUsize) -> Self {
         self.min_nodes = n;
         self
     }
 
     /// Sets `max_voters`.
     #[must_use]
-    pub fn with_max_voters(mut self, n: usize) -> Self {
+    pub fn with_max_voters(mut self, n: NonZeroUsize) -> Self {
         self.max_voters = n;
         self
     }
@@ -253,12 +257,6 @@ impl Config {
                 ),
             );
         }
-        if self.min_nodes == 0 {
-            return err("min_nodes", "must be at least 1".into());
-        }
-        if self.max_voters == 0 {
-            return err("max_voters", "must be at least 1".into());
-        }
         for (field, d) in [
             ("probe_interval", self.probe_interval),
             ("bootstrap_timeout", self.bootstrap_timeout),
@@ -351,8 +349,6 @@ mod tests {
                 |c| c.election_timeout_min = c.heartbeat_interval,
                 "election_timeout_min",
             ),
-            (|c| c.min_nodes = 0, "min_nodes"),
-            (|c| c.max_voters = 0, "max_voters"),
             (|c| c.max_clock_drift_ppm = 600_000, "max_clock_drift_ppm"),
             (|c| c.removal_grace = Duration::ZERO, "removal_grace"),
             (

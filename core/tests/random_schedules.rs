@@ -43,7 +43,7 @@ fn run(seed: u64) -> (Net, Vec<String>) {
     let mut rng = Rng::new(seed);
     let mut cfg = Config::fast_test();
     let n = rng.range(3, 6) as usize;
-    cfg.min_nodes = n / 2 + 1;
+    cfg.min_nodes = std::num::NonZeroUsize::new(n / 2 + 1).expect("n / 2 + 1 > 0");
     let netcfg = NetConfig {
         min_latency: Duration::from_millis(1),
         max_latency: Duration::from_millis(rng.range(2, 15)),
@@ -151,7 +151,7 @@ fn liveness_owed(net: &Net) -> bool {
                 .count();
             alive_voters >= m.quorum()
         }
-        None => live.len() >= net.cfg.min_nodes,
+        None => live.len() >= net.cfg.min_nodes.get(),
     }
 }
 

@@ -11,6 +11,10 @@ use cluster_mode_core::{
 use common::Net;
 use std::time::Duration;
 
+fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("not zero")
+}
+
 fn ms(v: u64) -> Instant {
     Instant::from_millis(v)
 }
@@ -354,7 +358,7 @@ fn voters_stay_odd_a_fourth_waits_for_a_fifth_then_both_are_promoted() {
 
 #[test]
 fn past_max_voters_members_join_as_non_voters() {
-    let cfg = Config::fast_test().with_max_voters(3);
+    let cfg = Config::fast_test().with_max_voters(nz(3));
     let mut net = Net::with_nodes(37, cfg, 5);
     net.run_until_settled(3_000).expect("settles");
     net.run_for(300);
@@ -365,7 +369,7 @@ fn past_max_voters_members_join_as_non_voters() {
 
 #[test]
 fn when_a_voter_is_removed_the_leader_promotes_a_non_voter() {
-    let mut cfg = Config::fast_test().with_max_voters(3);
+    let mut cfg = Config::fast_test().with_max_voters(nz(3));
     cfg.removal_grace = Duration::from_millis(200);
     let mut net = Net::with_nodes(38, cfg, 4);
     net.run_until_settled(3_000).expect("settles");
@@ -529,7 +533,8 @@ fn an_acknowledgement_dated_in_the_future_does_not_stretch_the_lease() {
 #[test]
 fn a_role_change_carries_the_lease_end_and_fencing_token_while_primary_and_none_after() {
     let me = Identity::new(NodeId(1), "10.0.0.1:1");
-    let mut core = ClusterCore::new(me, Config::fast_test().with_min_nodes(1), 5, ms(0)).unwrap();
+    let mut core =
+        ClusterCore::new(me, Config::fast_test().with_min_nodes(nz(1)), 5, ms(0)).unwrap();
     let role_changes = |core: &mut ClusterCore| {
         let mut out = Vec::new();
         while let Some(c) = core.poll_command() {

@@ -194,7 +194,7 @@ impl ClusterCore {
         let first = ready
             .next()
             .map(|(id, _)| *id)
-            .filter(|_| voters < self.cfg.max_voters);
+            .filter(|_| voters < self.cfg.max_voters.get());
         let second = ready.next().is_some();
         // A leaving voter is replaced before it is removed: promote a ready non-voter
         // first, so that a voter that died unnoticed just before cannot leave the
@@ -215,7 +215,7 @@ impl ClusterCore {
         // promoted member dies at once) leaves a majority harder to reach. So a
         // promotion to an even count happens only when a second candidate can follow.
         let to_odd = (voters + 1) % 2 == 1;
-        let pair_fits = second && voters + 2 <= self.cfg.max_voters;
+        let pair_fits = second && voters + 2 <= self.cfg.max_voters.get();
         if let Some(id) = first.filter(|_| to_odd || pair_fits) {
             return Some(Change::Promote { id });
         }

@@ -97,7 +97,7 @@ impl ClusterCore {
             })
             .filter_map(|(a, p)| p.id.map(|id| (id, a.clone())))
             .collect();
-        if fresh.len() + 1 < self.cfg.min_nodes {
+        if fresh.len() + 1 < self.cfg.min_nodes.get() {
             return;
         }
         // Join rather than found: a listed peer that answered as a member of a
@@ -283,7 +283,7 @@ impl ClusterCore {
         let Some(c) = &self.boot.candidacy else {
             return;
         };
-        if c.grants.len() < self.cfg.min_nodes {
+        if c.grants.len() < self.cfg.min_nodes.get() {
             return;
         }
         let Some(c) = self.end_candidacy() else {
@@ -294,7 +294,7 @@ impl ClusterCore {
         let mut membership = Membership::default();
         let mut voters = 1;
         for (id, (addr, name)) in c.grants {
-            let voter = id == self.me.id || voters < self.cfg.max_voters;
+            let voter = id == self.me.id || voters < self.cfg.max_voters.get();
             if voter && id != self.me.id {
                 voters += 1;
             }
