@@ -432,7 +432,7 @@ impl Driver {
         }
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
-                Command::Send { to, msg } => {
+                Command::Send { to, msg, class: _ } => {
                     bump(&self.counters.messages_out);
                     self.transport.send(&to, msg);
                 }
@@ -440,6 +440,7 @@ impl Driver {
                     role,
                     term,
                     primary,
+                    ..
                 } => {
                     info!(?role, term, primary = ?primary.as_ref().map(|p| p.id), "role changed");
                     self.subscribers.publish(&ClusterEvent::RoleChanged {
@@ -462,6 +463,7 @@ impl Driver {
                         let _ = w.send(());
                     }
                 }
+                other => debug!(?other, "command not understood by this shell"),
             }
         }
         let status = self.core.status(now);
