@@ -90,11 +90,15 @@ pub struct ClusterBuilder {
     sim: SimHooks,
 }
 
+/// Builds a node's transport once, while it is assembled.
+#[cfg(feature = "sim")]
+type MakeTransport = Box<dyn FnOnce(TransportContext) -> Arc<dyn Transport> + Send>;
+
 /// What a simulator may set besides the public options (feature `sim`).
 #[cfg(feature = "sim")]
 #[derive(Default)]
 struct SimHooks {
-    transport: Option<Box<dyn FnOnce(TransportContext) -> Arc<dyn Transport> + Send>>,
+    transport: Option<MakeTransport>,
     node_id: Option<NodeId>,
     core_seed: Option<u64>,
 }

@@ -8,7 +8,7 @@
 //! A plain FIFO then fills up with old heartbeats, every acknowledgement is for a
 //! heartbeat sent long ago, and the leader's lease (timed from the *send* time the
 //! follower echoes, P6) lapses although every message arrives. The protocol tolerates
-//! loss and reordering, so the per-peer [`Backlog`] bounds staleness instead:
+//! loss and reordering, so each peer's send queue bounds staleness instead:
 //!
 //! - **coalescing**: the core gives every send a [`Delivery`] class; a new envelope
 //!   whose class [supersedes](Delivery::supersedes) a queued one's replaces it (a
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, Instrument};
 
-/// Tuning of [`HttpTransport`].
+/// Tuning of the node's transport (the hyper one, and a simulator's datagram one).
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
     /// Envelopes queued per peer; when full, the oldest is dropped (and counted in
@@ -56,8 +56,7 @@ pub struct TransportOptions {
     /// than the lease renews nothing, and every other message is retried by the
     /// protocol. `None` (the default) means the cluster's `lease_duration` when the
     /// node is started with [`ClusterBuilder`](crate::ClusterBuilder) (for example
-    /// 250 ms with `Config::datacenter()`), and no limit for an [`HttpTransport`]
-    /// built by hand.
+    /// 250 ms with `Config::datacenter()`).
     pub max_age: Option<Duration>,
 }
 
