@@ -23,6 +23,6 @@ mod world;
 
 pub use clock::Clock;
 pub use cluster::{SimCluster, SimOptions, SlotInfo};
-pub use world::TransportKind;
 pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;
+pub use world::TransportKind;
