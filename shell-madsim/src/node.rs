@@ -122,9 +122,10 @@ impl Transport for DatagramTransport {
         };
         self.queues.push(to, env, class, |queue: &Arc<PeerQueue>| {
             let (ep, queue, counters) = (self.ep.clone(), queue.clone(), self.cx.counters.clone());
-            let (idle, max_age) = (self.cx.options.idle_exit, self.cx.options.max_age);
+            let max_age = self.cx.options.max_age;
+            // One task per peer for the node's life, as before: no idle timer.
             madsim::task::spawn(async move {
-                while let Some(env) = queue.next(idle, max_age, &counters).await {
+                while let Some(env) = queue.next(None, max_age, &counters).await {
                     let _ = ep.send_to_raw(dst, 0, Box::new(env.encode())).await;
                 }
             });

@@ -195,10 +195,12 @@ impl PeerQueue {
 
     /// The next envelope young enough to send (dropping, and counting in
     /// `send_expired`, those older than `max_age`); `None` once idle for `idle` (the
-    /// queue is then closed and the sender task should end).
+    /// queue is then closed and the sender task should end). With no `idle` the
+    /// task never ends and waits without a timer (cheaper in a simulation, where
+    /// every timer costs).
     pub async fn next(
         &self,
-        idle: Duration,
+        idle: Option<Duration>,
         max_age: Option<Duration>,
         counters: &Counters,
     ) -> Option<Envelope> {
@@ -223,6 +225,10 @@ impl PeerQueue {
                     return None;
                 }
             }
+            let Some(idle) = idle else {
+                notified.await;
+                continue;
+            };
             if tokio::time::timeout(idle, notified).await.is_err() {
                 let mut st = self.lock();
                 if st.backlog.is_empty() {

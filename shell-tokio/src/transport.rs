@@ -148,7 +148,11 @@ async fn sender_task(
     loop {
         // Idle for long: end; the next send to this peer starts fresh tasks.
         let Some(env) = queue
-            .next(inner.opts.idle_exit, inner.opts.max_age, &inner.counters)
+            .next(
+                Some(inner.opts.idle_exit),
+                inner.opts.max_age,
+                &inner.counters,
+            )
             .await
         else {
             return;
