@@ -1,69 +1,24 @@
 //! `SimCluster`: node lifecycle, network faults, clocks, discovery, recording.
 
 use crate::clock::Clock;
-use crate::node::{self, global_now, view_of, TransportKind};
+use crate::node;
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
 use crate::registry::Registry;
-use cluster_mode::driver::NodeState;
-use cluster_mode_core::{Address, Config};
+use crate::world::{global_now, raw_view_with, view_of, Shared, Slot, TransportKind, World};
+use cluster_mode::NodeState;
+use cluster_mode_core::{Address, Config, SplitMix64};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// The port every simulated node listens on.
 pub const PORT: u16 = 7000;
-
-/// SplitMix64 for the simulation's own choices (seeded from madsim's RNG).
-#[derive(Debug)]
-pub(crate) struct SplitMix(u64);
-impl SplitMix {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-pub(crate) struct Slot {
-    pub(crate) name: String,
-    pub(crate) addr: Address,
-    pub(crate) sim_id: Option<SimNodeId>,
-    pub(crate) clock: Clock,
-    pub(crate) alive: bool,
-    pub(crate) paused: bool,
-    pub(crate) left: bool,
-    pub(crate) state: Option<watch::Receiver<NodeState>>,
-    /// The sampler's own receiver: it rebuilds a view only when the value changed.
-    pub(crate) sampled: Option<watch::Receiver<NodeState>>,
-    pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) cfg: Config,
-    pub(crate) slots: Vec<Slot>,
-    pub(crate) registry: Registry,
-    pub(crate) recorder: Recorder,
-    pub(crate) rng: SplitMix,
-    pub(crate) transport: TransportKind,
-    cut_links: BTreeSet<(usize, usize)>,
-    isolated: BTreeSet<usize>,
-}
-
-pub(crate) struct Shared(Mutex<Inner>);
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Options of a simulated cluster.
 #[derive(Clone, Debug)]
@@ -116,17 +71,17 @@ pub struct SimCluster {
 impl SimCluster {
     /// A cluster whose nodes all use `cfg`. Starts the status sampler.
     pub fn new(cfg: Config, opts: SimOptions) -> Self {
-        let inner = Inner {
+        let world = World {
             cfg,
             slots: Vec::new(),
             registry: Registry::default(),
             recorder: Recorder::default(),
-            rng: SplitMix(madsim::rand::random::<u64>()),
+            rng: SplitMix64::new(madsim::rand::random::<u64>()),
             transport: opts.transport,
             cut_links: BTreeSet::new(),
             isolated: BTreeSet::new(),
         };
-        let shared = Arc::new(Shared(Mutex::new(inner)));
+        let shared = Arc::new(Shared::new(world));
         let sampler = shared.clone();
         let period = Duration::from_millis(opts.sample_ms.max(1));
         madsim::task::spawn(async move {
@@ -161,7 +116,7 @@ impl SimCluster {
     pub fn add_node(&self, name: &str, ip: Ipv4Addr, drift_ppm: i64) -> usize {
         let slot = {
             let mut g = self.shared.lock();
-            let offset = g.rng.next() % (self.max_offset_ms * 1_000_000) + 1_000_000_000;
+            let offset = g.rng.next_u64() % (self.max_offset_ms * 1_000_000) + 1_000_000_000;
             let addr = Address::new(format!("{ip}:{PORT}"));
             let now = global_now();
             g.registry.list(now, &addr, name);
@@ -405,7 +360,7 @@ fn sample(shared: &Shared) {
             };
             if rx.has_changed().unwrap_or(false) {
                 let st = rx.borrow_and_update();
-                changed.push((i, crate::node::raw_view_with(&st, &clock)));
+                changed.push((i, raw_view_with(&st, &clock)));
             }
         }
         for (i, view) in changed {

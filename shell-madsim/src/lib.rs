@@ -19,9 +19,10 @@ mod cluster;
 mod node;
 mod recorder;
 mod registry;
+mod world;
 
 pub use clock::Clock;
 pub use cluster::{SimCluster, SimOptions, SlotInfo};
-pub use node::TransportKind;
 pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;
+pub use world::TransportKind;

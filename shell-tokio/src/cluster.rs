@@ -3,6 +3,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::driver::{
     spawn_driver, ClusterEvent, Control, DriverHandle, DriverParts, Inbox, NodeState, Subscribers,
+    Transport,
 };
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
@@ -85,11 +86,42 @@ pub struct ClusterBuilder {
     clock: Option<Arc<dyn Clock>>,
     discovery_interval: Option<Duration>,
     max_body: usize,
+    #[cfg(feature = "sim")]
+    sim: SimHooks,
+}
+
+/// Builds a node's transport once, while it is assembled.
+#[cfg(feature = "sim")]
+type MakeTransport = Box<dyn FnOnce(TransportContext) -> Arc<dyn Transport> + Send>;
+
+/// What a simulator may set besides the public options (feature `sim`).
+#[cfg(feature = "sim")]
+#[derive(Default)]
+struct SimHooks {
+    transport: Option<MakeTransport>,
+    node_id: Option<NodeId>,
+    core_seed: Option<u64>,
+}
+
+/// What a transport plugged with `ClusterBuilder::with_transport` (feature `sim`) is
+/// given when the node is assembled.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+pub struct TransportContext {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where received envelopes and delivery failures go.
+    pub inbox: Inbox,
+    /// The node's counters (`send_*` are the transport's).
+    pub counters: Arc<Counters>,
+    /// The transport options, `max_age` defaulted to the lease duration.
+    pub options: TransportOptions,
 }
 
 impl ClusterBuilder {
     /// A builder finding peers through `discovery`, listening on `0.0.0.0:7946` by
     /// default, with [`Config::default`].
+    #[must_use]
     pub fn new(discovery: Arc<dyn Discovery>) -> Self {
         ClusterBuilder {
             discovery: Some(discovery),
@@ -102,16 +134,50 @@ impl ClusterBuilder {
             clock: None,
             discovery_interval: None,
             max_body: DEFAULT_MAX_BODY,
+            #[cfg(feature = "sim")]
+            sim: SimHooks::default(),
         }
     }
 
+    /// Sends through the transport `make` returns instead of the hyper transport
+    /// (feature `sim`). `make` is called once, while the node is assembled. Combine
+    /// with [`mounted`](Self::mounted) when nothing should listen for HTTP.
+    #[cfg(feature = "sim")]
+    #[must_use]
+    pub fn with_transport(
+        mut self,
+        make: impl FnOnce(TransportContext) -> Arc<dyn Transport> + Send + 'static,
+    ) -> Self {
+        self.sim.transport = Some(Box::new(make));
+        self
+    }
+
+    /// Uses this node id instead of a fresh random one (feature `sim`: a simulator
+    /// draws ids from its own seeded RNG).
+    #[cfg(feature = "sim")]
+    #[must_use]
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.sim.node_id = Some(id);
+        self
+    }
+
+    /// Seeds the core's RNG with `seed` instead of a fresh random one (feature `sim`).
+    #[cfg(feature = "sim")]
+    #[must_use]
+    pub fn core_seed(mut self, seed: u64) -> Self {
+        self.sim.core_seed = Some(seed);
+        self
+    }
+
     /// Listens on `addr` (port 0 picks a free port; see [`Cluster::local_addr`]).
+    #[must_use]
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Listen::Addr(addr);
         self
     }
 
     /// Serves on an already bound listener.
+    #[must_use]
     pub fn listener(mut self, listener: tokio::net::TcpListener) -> Self {
         self.listen = Listen::Listener(listener);
         self
@@ -119,6 +185,7 @@ impl ClusterBuilder {
 
     /// Opens no listener: the application mounts [`Cluster::service`] in its own
     /// server at [`crate::server::PATH_MESSAGE`]. Needs [`advertise`](Self::advertise).
+    #[must_use]
     pub fn mounted(mut self) -> Self {
         self.listen = Listen::Mounted;
         self
@@ -126,18 +193,21 @@ impl ClusterBuilder {
 
     /// The `host:port` peers reach this node at. It must be written exactly as
     /// discovery lists this node (for example `10.0.0.7:7946`).
+    #[must_use]
     pub fn advertise(mut self, addr: impl Into<String>) -> Self {
         self.advertise = Some(addr.into());
         self
     }
 
     /// A human-readable name (a pod name, say) shown in status and logs.
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// The protocol timing and membership settings.
+    #[must_use]
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -145,6 +215,7 @@ impl ClusterBuilder {
 
     /// A shared secret: every message is signed with HMAC-SHA256 and unsigned or
     /// wrongly signed messages are refused (401).
+    #[must_use]
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(Secret::new(secret));
         self
@@ -152,24 +223,28 @@ impl ClusterBuilder {
 
     /// Transport tuning (queue length, requests in flight, request timeout, maximum
     /// age of a queued message).
+    #[must_use]
     pub fn transport_options(mut self, opts: TransportOptions) -> Self {
         self.transport = opts;
         self
     }
 
     /// The node's clock (a simulation can give each node its own drifting clock).
+    #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
 
     /// Polls discovery this often instead of the source's own interval.
+    #[must_use]
     pub fn discovery_interval(mut self, interval: Duration) -> Self {
         self.discovery_interval = Some(interval);
         self
     }
 
     /// The largest accepted request body (default 64 KiB).
+    #[must_use]
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
@@ -199,37 +274,53 @@ impl ClusterBuilder {
             _ => return Err(StartError::NoAdvertiseAddress),
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
-        let id = crate::fresh_node_id();
+        #[cfg(feature = "sim")]
+        let SimHooks {
+            transport: custom_transport,
+            node_id,
+            core_seed,
+        } = self.sim;
+        #[cfg(not(feature = "sim"))]
+        let (custom_transport, node_id, core_seed) = (
+            None::<fn(TransportContext) -> Arc<dyn Transport>>,
+            None,
+            None,
+        );
+        let id = node_id.unwrap_or_else(crate::fresh_node_id);
         let mut identity = Identity::new(id, advertise.as_str());
         if let Some(n) = self.name {
             identity = identity.with_name(n);
         }
         let lease_duration = self.config.lease_duration;
-        let core = ClusterCore::new(
-            identity,
-            self.config,
-            crate::fresh_rng().random::<u64>(),
-            clock.now(),
-        )
-        .map_err(StartError::Config)?;
+        let seed = core_seed.unwrap_or_else(|| crate::fresh_rng().random::<u64>());
+        let core = ClusterCore::new(identity, self.config, seed, clock.now())
+            .map_err(StartError::Config)?;
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
         let mut transport_opts = self.transport;
         // Stale acknowledgements renew no lease: by default, a message that waited
         // longer than the lease is not worth sending.
         transport_opts.max_age = transport_opts.max_age.or(Some(lease_duration));
-        let transport = HttpTransport::new(
-            id,
-            inbox.clone(),
-            counters.clone(),
-            self.secret.clone(),
-            transport_opts,
-        );
+        let transport: Arc<dyn Transport> = match custom_transport {
+            Some(make) => make(TransportContext {
+                id,
+                inbox: inbox.clone(),
+                counters: counters.clone(),
+                options: transport_opts,
+            }),
+            None => Arc::new(HttpTransport::new(
+                id,
+                inbox.clone(),
+                counters.clone(),
+                self.secret.clone(),
+                transport_opts,
+            )),
+        };
         let subscribers = Subscribers::default();
         let driver = spawn_driver(DriverParts {
             core,
             clock: clock.clone(),
-            transport: Arc::new(transport),
+            transport,
             discovery,
             discovery_interval: self.discovery_interval,
             inbox: inbox_rx,
@@ -314,6 +405,7 @@ impl Subscription {
 
 impl Cluster {
     /// A builder; see [`ClusterBuilder`].
+    #[must_use]
     pub fn builder(discovery: Arc<dyn Discovery>) -> ClusterBuilder {
         ClusterBuilder::new(discovery)
     }

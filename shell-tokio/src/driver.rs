@@ -19,8 +19,8 @@
 use crate::clock::Clock;
 use crate::metrics::{bump, Counters};
 use cluster_mode_core::{
-    Address, ClusterCore, Command, Discovered, Envelope, FencingToken, Input, Instant, Member,
-    NodeId, PrimaryInfo, Rejected, Role, Status,
+    Address, ClusterCore, Command, Delivery, Discovered, Envelope, FencingToken, Input, Instant,
+    Member, NodeId, PrimaryInfo, Rejected, Role, Status,
 };
 use cluster_mode_discovery::{Discovery, DiscoveryResult};
 use std::sync::{Arc, Mutex};
@@ -28,20 +28,23 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-/// Carries envelopes to peers. Implemented by the hyper transport
-/// ([`crate::transport::HttpTransport`]); a simulation can plug a cheaper one.
+/// Carries envelopes to peers. The library's own is the hyper transport; a
+/// simulation plugs a cheaper one (with the `sim` feature, see
+/// `ClusterBuilder::with_transport`).
 pub trait Transport: Send + Sync + 'static {
     /// Queues `env` for delivery to `to` and returns at once. Delivery is best
-    /// effort: when the peer's queue is full the envelope is dropped (and counted).
-    /// A failed delivery should be reported with [`Inbox::unreachable`].
-    fn send(&self, to: &Address, env: Envelope);
+    /// effort. `class` is the core's word on what a queue may do with `env` while it
+    /// waits (drop it when a newer envelope's class supersedes it); a transport
+    /// never needs to look inside the message. A failed delivery should be reported
+    /// to the node's inbox (`Inbox::unreachable`).
+    fn send(&self, to: &Address, env: Envelope, class: Delivery);
 }
 
 /// What a transport hands to the loop.
 // Nearly every value is a `Message`; boxing it would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// A received envelope, and where to answer whether the core accepted it.
     Message {
         /// The envelope.
@@ -56,14 +59,15 @@ pub enum Inbound {
 
 /// Why [`Inbox::deliver`] did not hand an envelope to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliverError {
+pub(crate) enum DeliverError {
     /// The core refused it; its state is unchanged.
     Rejected(Rejected),
     /// The loop has stopped (the node left or was shut down).
     Closed,
 }
 
-/// The sending side of the loop's input queue, held by transports. Cheap to clone.
+/// The sending side of a node's input queue, held by its transport: where received
+/// envelopes and delivery failures go. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Inbox {
     tx: mpsc::Sender<Inbound>,
@@ -71,7 +75,7 @@ pub struct Inbox {
 
 /// The receiving side of the loop's input queue; pass it to [`DriverParts`].
 #[derive(Debug)]
-pub struct InboxReceiver {
+pub(crate) struct InboxReceiver {
     rx: mpsc::Receiver<Inbound>,
 }
 
@@ -79,13 +83,13 @@ impl Inbox {
     /// A bounded queue of `capacity` inputs. When it is full, [`Inbox::deliver`]
     /// waits (backpressure on the sender's connection) and [`Inbox::try_deliver`]
     /// drops.
-    pub fn channel(capacity: usize) -> (Inbox, InboxReceiver) {
+    pub(crate) fn channel(capacity: usize) -> (Inbox, InboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (Inbox { tx }, InboxReceiver { rx })
     }
 
     /// Hands `env` to the core and waits for its verdict.
-    pub async fn deliver(&self, env: Envelope) -> Result<(), DeliverError> {
+    pub(crate) async fn deliver(&self, env: Envelope) -> Result<(), DeliverError> {
         let (reply, verdict) = oneshot::channel();
         self.tx
             .send(Inbound::Message {
@@ -103,6 +107,7 @@ impl Inbox {
 
     /// Hands `env` to the core without waiting; returns `false` if the queue was full
     /// or the loop has stopped (the envelope is then dropped, like a lost datagram).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub fn try_deliver(&self, env: Envelope) -> bool {
         self.tx
             .try_send(Inbound::Message { env, reply: None })
@@ -116,6 +121,7 @@ impl Inbox {
     }
 
     /// Whether the loop has stopped.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
@@ -132,6 +138,11 @@ pub enum ClusterEvent {
         term: u64,
         /// The primary this node knows of.
         primary: Option<PrimaryInfo>,
+        /// While primary: when the lease ends on the node's clock, unless renewed, as
+        /// the core said at the change. `None` otherwise.
+        lease_until: Option<Instant>,
+        /// While primary: the fencing token (P7), as the core said at the change.
+        fencing_token: Option<FencingToken>,
         /// The node's clock when it changed.
         at: Instant,
     },
@@ -199,13 +210,13 @@ impl NodeState {
 
 /// Registered subscribers; each gets every event after it subscribed.
 #[derive(Clone, Debug, Default)]
-pub struct Subscribers {
+pub(crate) struct Subscribers {
     list: Arc<Mutex<Vec<mpsc::UnboundedSender<ClusterEvent>>>>,
 }
 
 impl Subscribers {
     /// A new subscription's receiver.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<ClusterEvent> {
+    pub(crate) fn subscribe(&self) -> mpsc::UnboundedReceiver<ClusterEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().push(tx);
         rx
@@ -223,7 +234,7 @@ impl Subscribers {
 
 /// A request from a handle to the loop.
 #[derive(Debug)]
-pub enum Control {
+pub(crate) enum Control {
     /// Leave gracefully; the sender is resolved when leaving finished.
     Leave(oneshot::Sender<()>),
     /// Stop at once without leaving (like a crash, for tests), or after leaving.
@@ -231,41 +242,41 @@ pub enum Control {
 }
 
 /// Everything the loop needs.
-pub struct DriverParts {
+pub(crate) struct DriverParts {
     /// The state machine, already created with the node's identity and config.
-    pub core: ClusterCore,
+    pub(crate) core: ClusterCore,
     /// The node's clock (the one `core` was created with).
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Where `Send` commands go.
-    pub transport: Arc<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
     /// The discovery source.
-    pub discovery: Arc<dyn Discovery>,
+    pub(crate) discovery: Arc<dyn Discovery>,
     /// Poll discovery this often instead of the source's own `poll_interval()`.
-    pub discovery_interval: Option<Duration>,
+    pub(crate) discovery_interval: Option<Duration>,
     /// Received envelopes and delivery failures.
-    pub inbox: InboxReceiver,
+    pub(crate) inbox: InboxReceiver,
     /// Shared counters.
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     /// Subscribers to events.
-    pub subscribers: Subscribers,
+    pub(crate) subscribers: Subscribers,
 }
 
 /// What [`spawn_driver`] returns: the ways to talk to the running loop.
 #[derive(Clone, Debug)]
-pub struct DriverHandle {
+pub(crate) struct DriverHandle {
     /// The node id.
-    pub id: NodeId,
+    pub(crate) id: NodeId,
     /// The latest published view.
-    pub state: watch::Receiver<NodeState>,
+    pub(crate) state: watch::Receiver<NodeState>,
     /// Requests to the loop.
-    pub control: mpsc::Sender<Control>,
+    pub(crate) control: mpsc::Sender<Control>,
 }
 
 /// How long one discovery call may take before it counts as failed.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Spawns the loop (and the discovery task feeding it) on the current runtime.
-pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
+pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
     let now = parts.clock.now();
     let id = parts.core.identity().id;
     let (state_tx, state_rx) = watch::channel(NodeState {
@@ -297,6 +308,7 @@ pub fn spawn_driver(parts: DriverParts) -> DriverHandle {
         leave_waiters: Vec::new(),
         span: info_span!("cluster", node = %id, term),
         last_term: term,
+        last_now: now,
     };
     tokio::spawn(async move {
         driver.run(parts.inbox.rx, control_rx, disc_rx).await;
@@ -319,6 +331,8 @@ struct Driver {
     leave_waiters: Vec<oneshot::Sender<()>>,
     span: tracing::Span,
     last_term: u64,
+    /// The `now` of the last input handed to the core.
+    last_now: Instant,
 }
 
 impl Driver {
@@ -335,17 +349,9 @@ impl Driver {
             self.after_input();
         }
         let mut control_open = true;
-        let mut tick_floor: Option<tokio::time::Instant> = None;
         let mut discovery_open = true;
         loop {
-            let timeout = self.core.poll_timeout();
-            let mut deadline = timeout.map(|t| self.clock.deadline(t));
-            // Guard against a timeout that a tick does not move past `now` (a core
-            // bug): tick at most once a millisecond then, so the biased select still
-            // serves messages and control requests.
-            if let (Some(d), Some(floor)) = (deadline, tick_floor) {
-                deadline = Some(d.max(floor));
-            }
+            let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -356,14 +362,14 @@ impl Driver {
                 biased;
                 _ = sleep => {
                     let _ = self.input(Input::Tick);
-                    let now = self.clock.now();
-                    tick_floor = match self.core.poll_timeout() {
-                        Some(t) if t <= now => {
-                            debug!("timeout not advanced by a tick; next tick in 1 ms");
-                            Some(self.clock.deadline(now + Duration::from_millis(1)))
-                        }
-                        _ => None,
-                    };
+                    // The core guarantees that a tick moves its next timeout past the
+                    // `now` it was given; were it not so, this loop would spin on
+                    // ticks. Counted, and fatal in debug builds.
+                    if self.core.poll_timeout().is_some_and(|t| t <= self.last_now) {
+                        bump(&self.counters.tick_not_advanced);
+                        warn!("the core's next timeout did not move past a tick");
+                        debug_assert!(false, "the core's next timeout did not move past a tick");
+                    }
                 }
                 ctl = control.recv(), if control_open => match ctl {
                     Some(Control::Leave(done)) => {
@@ -414,6 +420,7 @@ impl Driver {
         let span = self.span.clone();
         let _e = span.enter();
         let now = self.clock.now();
+        self.last_now = now;
         let r = self.core.handle(now, input);
         if let Err(reason) = &r {
             debug!(%reason, "message rejected by the core");
@@ -432,20 +439,24 @@ impl Driver {
         }
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
-                Command::Send { to, msg } => {
+                Command::Send { to, msg, class } => {
                     bump(&self.counters.messages_out);
-                    self.transport.send(&to, msg);
+                    self.transport.send(&to, msg, class);
                 }
                 Command::RoleChanged {
                     role,
                     term,
                     primary,
+                    lease_until,
+                    fencing_token,
                 } => {
-                    info!(?role, term, primary = ?primary.as_ref().map(|p| p.id), "role changed");
+                    // The core logs the change (inside this span).
                     self.subscribers.publish(&ClusterEvent::RoleChanged {
                         role,
                         term,
                         primary,
+                        lease_until,
+                        fencing_token,
                         at: now,
                     });
                 }
@@ -462,6 +473,7 @@ impl Driver {
                         let _ = w.send(());
                     }
                 }
+                other => debug!(?other, "command not understood by this shell"),
             }
         }
         let status = self.core.status(now);

@@ -6,9 +6,12 @@
 //! lease), keeps an agreed member list, and tells the application about every change.
 //!
 //! The protocol lives in the sans-IO crate `cluster-mode-core`; this crate is the
-//! shell that drives it on tokio: the [`driver`] loop, the hyper [`transport`], the
-//! [`server`] (one tower service for messages and status), and the [`Cluster`] handle.
-//! The loop and the transport also run unchanged under madsim (`--cfg madsim`).
+//! shell that drives it on tokio: one loop owning the core, the hyper transport (tuned
+//! with [`transport::TransportOptions`]), the [`server`] (one tower service for
+//! messages and status), and the [`Cluster`] handle built by [`ClusterBuilder`].
+//! The loop and the transport also run unchanged under madsim (`--cfg madsim`); the
+//! `sim` feature adds the few hooks a simulator needs to plug its own transport
+//! (see `sim`), and nothing else.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -16,12 +19,15 @@ use rand::Rng;
 
 pub mod clock;
 mod cluster;
-pub mod driver;
+mod driver;
 pub mod mac;
 pub mod metrics;
-pub mod rt;
+mod queue;
+mod rt;
 pub mod seed;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod transport;
 
 pub use clock::{Clock, SystemClock};

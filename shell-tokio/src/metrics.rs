@@ -69,6 +69,8 @@ counters! {
     rejected_route,
     /// Discovery answers that failed.
     discovery_failures,
+    /// Ticks after which the core's next timeout was not later than the tick (a core bug; fatal in debug builds).
+    tick_not_advanced,
 }
 
 /// Adds one to a counter.

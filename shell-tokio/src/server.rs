@@ -271,6 +271,7 @@ impl ClusterService {
                     Rejected::NotForMe => (&c.rejected_not_for_me, StatusCode::FORBIDDEN),
                     Rejected::Invalid(_) => (&c.rejected_invalid, StatusCode::BAD_REQUEST),
                     Rejected::Left => (&c.rejected_left, StatusCode::GONE),
+                    _ => (&c.rejected_invalid, StatusCode::BAD_REQUEST),
                 };
                 self.refuse(counter, code, r.to_string())
             }

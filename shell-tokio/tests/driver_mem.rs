@@ -1,11 +1,11 @@
-//! The driving loop over an in-memory transport: what a simulation would plug in.
+//! The driving loop over an in-memory transport, plugged the way a simulation plugs
+//! its own (feature `sim`): nodes assembled by `ClusterBuilder`, nothing listening.
 
-use cluster_mode::driver::{
-    spawn_driver, DriverHandle, DriverParts, Inbox, Subscribers, Transport,
+use cluster_mode::sim::{Inbox, TransportContext};
+use cluster_mode::{
+    Cluster, ClusterBuilder, ClusterEvent, Config, Role, StaticDiscovery, Transport,
 };
-use cluster_mode::metrics::Counters;
-use cluster_mode::{Clock, ClusterEvent, Config, StaticDiscovery, SystemClock};
-use cluster_mode_core::{Address, ClusterCore, Envelope, Identity, Role};
+use cluster_mode_core::{Address, Delivery, Envelope};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ struct MemNet {
 struct MemTransport(Arc<MemNet>);
 
 impl Transport for MemTransport {
-    fn send(&self, to: &Address, env: Envelope) {
+    fn send(&self, to: &Address, env: Envelope, _class: Delivery) {
         let inbox = self.0.nodes.lock().unwrap().get(to).cloned();
         if let Some(inbox) = inbox {
             inbox.try_deliver(env);
@@ -26,29 +26,20 @@ impl Transport for MemTransport {
     }
 }
 
-fn node(net: &Arc<MemNet>, addr: &str, peers: &StaticDiscovery) -> (DriverHandle, Subscribers) {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let id = Identity::new(cluster_mode::fresh_node_id(), addr);
-    let core = ClusterCore::new(id, Config::fast_test(), rand_seed(addr), clock.now()).unwrap();
-    let (inbox, rx) = Inbox::channel(1024);
-    net.nodes.lock().unwrap().insert(Address::from(addr), inbox);
-    let subs = Subscribers::default();
-    let h = spawn_driver(DriverParts {
-        core,
-        clock,
-        transport: Arc::new(MemTransport(net.clone())),
-        discovery: Arc::new(peers.clone()),
-        discovery_interval: None,
-        inbox: rx,
-        counters: Arc::new(Counters::default()),
-        subscribers: subs.clone(),
-    });
-    (h, subs)
-}
-
-fn rand_seed(addr: &str) -> u64 {
-    addr.bytes()
-        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)))
+async fn node(net: &Arc<MemNet>, addr: &str, peers: &StaticDiscovery) -> Cluster {
+    let net = net.clone();
+    let me = Address::from(addr);
+    ClusterBuilder::new(Arc::new(peers.clone()))
+        .mounted()
+        .advertise(addr)
+        .config(Config::fast_test())
+        .with_transport(move |cx: TransportContext| {
+            net.nodes.lock().unwrap().insert(me, cx.inbox);
+            Arc::new(MemTransport(net))
+        })
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -56,27 +47,30 @@ async fn three_nodes_elect_one_primary_in_memory() {
     let net = Arc::new(MemNet::default());
     let addrs = ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"];
     let peers = StaticDiscovery::parse(addrs).unwrap();
-    let nodes: Vec<_> = addrs.iter().map(|a| node(&net, a, &peers)).collect();
-    let mut events = nodes[0].1.subscribe();
+    let mut nodes = Vec::new();
+    for a in addrs {
+        nodes.push(node(&net, a, &peers).await);
+    }
+    let mut events = nodes[0].subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let primaries = nodes
-            .iter()
-            .filter(|(h, _)| h.state.borrow().status.role == Role::Primary)
-            .count();
-        let secondaries = nodes
-            .iter()
-            .filter(|(h, _)| h.state.borrow().status.role == Role::Secondary)
-            .count();
+        let primaries = nodes.iter().filter(|c| c.role() == Role::Primary).count();
+        let secondaries = nodes.iter().filter(|c| c.role() == Role::Secondary).count();
         if primaries == 1 && secondaries == 2 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no primary elected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let ev = events.recv().await.unwrap();
-    assert!(matches!(
-        ev,
-        ClusterEvent::RoleChanged { .. } | ClusterEvent::MembersChanged { .. }
-    ));
+    for c in &nodes {
+        c.shutdown().await;
+    }
+    let ev = events.next().await;
+    assert!(
+        matches!(
+            ev,
+            Some(ClusterEvent::RoleChanged { .. } | ClusterEvent::MembersChanged { .. }) | None
+        ),
+        "{ev:?}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The scenario catalogue: each one builds a cluster, injects faults and returns when
 //! its last fault happened so the checker can apply the liveness bound.
 
-use cluster_mode_core::Config;
+use cluster_mode_core::{Config, SplitMix64};
 use cluster_mode_madsim::{SimCluster, SimOptions, TransportKind};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -175,7 +175,7 @@ pub struct Plan {
 pub struct Ctx {
     /// The simulated cluster.
     pub c: SimCluster,
-    rng: u64,
+    rng: SplitMix64,
     next_ip: u32,
     /// Current pod slots (replaced pods are swapped for their successors).
     pub pods: Vec<usize>,
@@ -189,7 +189,7 @@ impl Ctx {
         let drift_bound = i64::from(c.config().max_clock_drift_ppm);
         Ctx {
             c,
-            rng: madsim::rand::random::<u64>(),
+            rng: SplitMix64::new(madsim::rand::random::<u64>()),
             next_ip: 1,
             pods: Vec::new(),
             drift_bound,
@@ -207,11 +207,8 @@ impl Ctx {
 
     /// A uniform random number in `lo..hi` (deterministic per seed).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        // Drawn even for an empty range, so that every seed replays as before.
+        let z = self.rng.next_u64();
         if hi <= lo {
             lo
         } else {

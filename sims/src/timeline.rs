@@ -17,6 +17,7 @@ fn color(role: Role) -> &'static str {
         Role::Candidate => "#f0a030",
         Role::Inactive => "#c8c8c8",
         Role::Leaving => "#9b59b6",
+        _ => "#000000",
     }
 }
 
