@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 #[cfg(not(madsim))]
@@ -22,7 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = ClusterBuilder::new(Arc::new(StaticDiscovery::parse_list(&peers)?))
         .mounted()
         .advertise(listen.clone())
-        .config(Config::default().with_min_nodes(if peers.contains(',') { 2 } else { 1 }))
+        .config(Config::default().with_min_nodes(if peers.contains(',') {
+            NonZeroUsize::new(2).expect("2 > 0")
+        } else {
+            NonZeroUsize::MIN
+        }))
         .start()
         .await?;
 

@@ -310,7 +310,7 @@ pub async fn start_cluster<T>(
     let mut b = crate::ClusterBuilder::new(discovery)
         .listen(config.listen_addr)
         .advertise(advertise.to_string())
-        .config(Config::datacenter().with_min_nodes(config.min_node.get()));
+        .config(Config::datacenter().with_min_nodes(config.min_node));
     if let Some(s) = &config.secret {
         b = b.secret(s);
     }

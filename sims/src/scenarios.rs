@@ -111,7 +111,8 @@ impl Scenario {
     pub fn config(self) -> Config {
         match self {
             // P4: min_nodes above half the replicas that can take part in bootstrap.
-            Scenario::HundredMembers => Config::datacenter().with_min_nodes(51),
+            Scenario::HundredMembers => Config::datacenter()
+                .with_min_nodes(std::num::NonZeroUsize::new(51).expect("51 > 0")),
             _ => Config::datacenter(),
         }
     }

@@ -12,6 +12,7 @@
 use clap::Parser;
 use cluster_mode::{ClusterBuilder, ClusterEvent, Config, Discovery, StaticDiscovery};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +39,8 @@ struct Args {
     #[arg(long)]
     name: Option<String>,
     /// Nodes that must see each other before the first primary is elected.
-    #[arg(long, default_value_t = 3)]
-    min_nodes: usize,
+    #[arg(long, default_value_t = NonZeroUsize::new(3).expect("3 > 0"))]
+    min_nodes: NonZeroUsize,
     /// Shared secret: sign and verify every message with HMAC-SHA256.
     #[arg(long, env = "CLUSTER_SECRET")]
     secret: Option<String>,
@@ -49,10 +50,11 @@ struct Args {
     /// Leader heartbeat interval, ms.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
-    /// Election timeout lower bound, ms.
+    /// Election timeout lower bound, ms. Heartbeat and lease are rescaled with it
+    /// (`Config::with_election_timeout`) unless given too.
     #[arg(long)]
     election_min_ms: Option<u64>,
-    /// Election timeout upper bound, ms.
+    /// Election timeout upper bound, ms (default with --election-min-ms: twice it).
     #[arg(long)]
     election_max_ms: Option<u64>,
     /// Primary lease, ms (must stay below the election timeout less the drift margin).
@@ -70,14 +72,17 @@ fn config(a: &Args) -> Config {
         Config::datacenter()
     };
     c.min_nodes = a.min_nodes;
+    // The election timeout first, through the one call that rescales the heartbeat and
+    // the lease derived from it; explicit heartbeat and lease values then override.
+    if a.election_min_ms.is_some() || a.election_max_ms.is_some() {
+        let min = a
+            .election_min_ms
+            .map_or(c.election_timeout_min, Duration::from_millis);
+        let max = a.election_max_ms.map_or(min * 2, Duration::from_millis);
+        c = c.with_election_timeout(min, max);
+    }
     if let Some(v) = a.heartbeat_ms {
         c.heartbeat_interval = Duration::from_millis(v);
-    }
-    if let Some(v) = a.election_min_ms {
-        c.election_timeout_min = Duration::from_millis(v);
-    }
-    if let Some(v) = a.election_max_ms {
-        c.election_timeout_max = Duration::from_millis(v);
     }
     if let Some(v) = a.lease_ms {
         c.lease_duration = Duration::from_millis(v);

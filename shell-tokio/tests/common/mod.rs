@@ -135,7 +135,7 @@ pub async fn hold_members(nodes: &[&Cluster], want: &[String], period: Duration,
 /// leader's discovery answers and silent for `removal_grace`".
 pub fn discovery_config(grace: Duration) -> Config {
     let mut c = Config::fast_test();
-    c.min_nodes = 3;
+    c.min_nodes = std::num::NonZeroUsize::new(3).expect("3 > 0");
     c.removal_grace = grace;
     c.silent_member_timeout = None;
     c
