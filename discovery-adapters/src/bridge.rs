@@ -16,6 +16,7 @@ use crate::{
 
 /// Which port of a `rust_cloud_discovery::ServiceInstance` is the cluster port.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CloudPortSelector {
     /// The first port the instance lists.
     #[default]

@@ -17,6 +17,7 @@ use crate::{normalize, BoxFuture, Discovery, DiscoveryError, DiscoveryResult, In
 
 /// What to look up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DnsQuery {
     /// The A and/or AAAA records of `name` (a Kubernetes headless service:
     /// `my-svc.my-ns.svc.cluster.local`), each address paired with `port`.
@@ -45,6 +46,7 @@ impl DnsQuery {
 
 /// Which address families a [`DnsQuery::Host`] lookup asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum IpFamily {
     /// A records only: one query per refresh.
     #[default]

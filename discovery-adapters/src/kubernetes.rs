@@ -23,6 +23,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Which port of the EndpointSlices is the cluster port.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PortSelector {
     /// The Service port with this name (`ports[].name` of the Service); slices without
     /// such a port contribute nothing (with a `warn` log line).

@@ -255,7 +255,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
                     g.recorder.push(now, slot, RecordKind::Stopped("left the cluster".into()));
                     return;
                 }
-                Some(ClusterEvent::MembersChanged { .. }) => {}
+                Some(ClusterEvent::MembersChanged { .. }) | Some(_) => {}
                 None => return,
             },
             r = state.changed() => {

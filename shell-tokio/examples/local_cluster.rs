@@ -81,6 +81,8 @@ async fn main() {
                         println!("{} node-{i}: {} members", stamp(t0), members.len())
                     }
                     ClusterEvent::LeaveFinished { .. } => println!("{} node-{i}: left", stamp(t0)),
+                    // Events added in later versions.
+                    _ => {}
                 }
             }
         });

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Why [`ClusterBuilder::start`] failed. Nothing is left running.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
     /// No discovery source was given.
     NoDiscovery,

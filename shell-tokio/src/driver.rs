@@ -129,6 +129,7 @@ impl Inbox {
 
 /// One change, as delivered to subscribers, in the order the core emitted it.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ClusterEvent {
     /// The application-facing role or the known primary changed.
     RoleChanged {
@@ -158,6 +159,17 @@ pub enum ClusterEvent {
         /// The node's clock when it finished.
         at: Instant,
     },
+}
+
+impl ClusterEvent {
+    /// The node's clock when the event happened.
+    pub fn at(&self) -> Instant {
+        match self {
+            ClusterEvent::RoleChanged { at, .. }
+            | ClusterEvent::MembersChanged { at, .. }
+            | ClusterEvent::LeaveFinished { at } => *at,
+        }
+    }
 }
 
 /// The node's view as last published by the loop. The lease fields are as of the

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 /// The seed's operating mode of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InstanceMode {
     /// Not in a cluster yet.
     Inactive,

@@ -169,12 +169,7 @@ async fn main() {
     let mut events = cluster.subscribe();
     let printer = tokio::spawn(async move {
         while let Some(ev) = events.next().await {
-            let at = match &ev {
-                ClusterEvent::RoleChanged { at, .. }
-                | ClusterEvent::MembersChanged { at, .. }
-                | ClusterEvent::LeaveFinished { at } => *at,
-            };
-            let ms = at.as_nanos() / 1_000_000;
+            let ms = ev.at().as_nanos() / 1_000_000;
             match ev {
                 ClusterEvent::RoleChanged {
                     role,
@@ -191,6 +186,7 @@ async fn main() {
                     println!("EVENT {ms} members={}", members.len());
                 }
                 ClusterEvent::LeaveFinished { .. } => println!("EVENT {ms} left"),
+                other => println!("EVENT {ms} {other:?}"),
             }
         }
     });
