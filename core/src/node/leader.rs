@@ -331,7 +331,14 @@ impl ClusterCore {
         let Some(l) = self.role.leading_mut() else {
             return;
         };
-        if let Some(until) = l.renew_lease(now, lease, me, voters, quorum) {
+        // A lease renewed from old acknowledgements can end before `now`: it is over
+        // already and needs no timer (arming one in the past was the "core bug" the
+        // tokio driver's tick floor used to hide; the schedule property found it,
+        // seed 46712).
+        if let Some(until) = l
+            .renew_lease(now, lease, me, voters, quorum)
+            .filter(|until| *until > now)
+        {
             self.timers.set(Timer::LeaseEnd, until);
         }
     }
