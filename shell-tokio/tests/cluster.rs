@@ -103,6 +103,72 @@ async fn graceful_leave_hands_over() {
     }
 }
 
+/// `is_primary()` read from another thread, as an application does, never answers
+/// `true` on two nodes at once across graceful handovers: the loop publishes the
+/// leaver's revoked lease before it sends `TimeoutNow` to the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handovers_never_show_two_primaries_to_other_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    init_tracing();
+    let (nodes, _) = start_nodes(5, test_config(), None).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (samples, with_primary, overlaps) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let sampler = {
+        let handles = nodes.clone();
+        let (stop, samples, with_primary, overlaps) = (
+            stop.clone(),
+            samples.clone(),
+            with_primary.clone(),
+            overlaps.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let primaries = handles.iter().filter(|n| n.is_primary()).count();
+                samples.fetch_add(1, Ordering::Relaxed);
+                if primaries >= 1 {
+                    with_primary.fetch_add(1, Ordering::Relaxed);
+                }
+                if primaries >= 2 {
+                    overlaps.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let mut present: Vec<usize> = (0..nodes.len()).collect();
+    for _ in 0..2 {
+        let refs: Vec<_> = present.iter().map(|i| &nodes[*i]).collect();
+        let p = present[wait_agreed_primary(&refs, Duration::from_secs(10)).await];
+        nodes[p].leave().await;
+        present.retain(|i| *i != p);
+    }
+    let refs: Vec<_> = present.iter().map(|i| &nodes[*i]).collect();
+    wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let (samples, with_primary) = (
+        samples.load(Ordering::Relaxed),
+        with_primary.load(Ordering::Relaxed),
+    );
+    assert!(
+        with_primary > 0 && samples > with_primary,
+        "{with_primary} of {samples} samples saw a primary"
+    );
+    assert_eq!(
+        overlaps.load(Ordering::Relaxed),
+        0,
+        "samples with two primaries"
+    );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_rejoins_with_new_identity() {
     init_tracing();
