@@ -449,18 +449,6 @@ impl Driver {
             self.last_term = term;
             self.span = info_span!("cluster", node = %self.core.identity().id, term);
         }
-        // Publish the view first, send after: a leaving primary gives its lease up and
-        // hands over (TimeoutNow) in one input, and `is_primary()` on another thread
-        // must already answer `false` when the successor can be elected.
-        let status = self.core.status(now);
-        self.state.send_if_modified(|s| {
-            if s.status == status {
-                false
-            } else {
-                s.status = status;
-                true
-            }
-        });
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
                 Command::Send { to, msg, class } => {
@@ -500,6 +488,15 @@ impl Driver {
                 other => debug!(?other, "command not understood by this shell"),
             }
         }
+        let status = self.core.status(now);
+        self.state.send_if_modified(|s| {
+            if s.status == status {
+                false
+            } else {
+                s.status = status;
+                true
+            }
+        });
     }
 }
 
