@@ -88,6 +88,11 @@ pub enum Command {
     },
     /// The committed member list changed; the full new list.
     MembersChanged(Vec<(NodeId, Member)>),
+    /// Write this state durably (fsync) before carrying out any later command. Only a
+    /// core made [`durable`](crate::ClusterCore::durable) emits it, first among the
+    /// commands of an input that changed its term, vote, cluster or log; heartbeats
+    /// never do. See [`DurableState`](crate::DurableState).
+    Persist(crate::DurableState),
     /// `leave` finished: the node is out of the configuration (or gave up waiting).
     /// The shell may stop now.
     LeaveFinished,

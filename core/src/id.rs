@@ -10,16 +10,36 @@ use std::sync::Arc;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u128);
 
-/// The id of one cluster, drawn by the node that bootstraps it (P10).
+/// The id of one cluster, drawn by the node that founds it (P10).
+///
+/// Its top 32 bits are the cluster's **epoch**: 1 for a cluster founded by a cold start,
+/// one more than the cluster it replaces for a cluster founded by a recovery (P11).
+/// The other 96 bits are random. Ids compare by epoch first, so a recovered cluster's
+/// fencing tokens are above every token of the cluster it replaced (P7).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClusterId(pub u128);
 
+impl ClusterId {
+    const EPOCH_SHIFT: u32 = 96;
+
+    /// An id of the given epoch, its other bits from `random`.
+    pub fn with_epoch(epoch: u32, random: u128) -> Self {
+        let low = random & ((1u128 << Self::EPOCH_SHIFT) - 1);
+        ClusterId((u128::from(epoch) << Self::EPOCH_SHIFT) | low)
+    }
+
+    /// The epoch: how many clusters, this one included, the lineage has had.
+    pub fn epoch(self) -> u32 {
+        (self.0 >> Self::EPOCH_SHIFT) as u32
+    }
+}
+
 macro_rules! hex_id {
-    ($t:ty) => {
+    ($t:ty, $shift:expr) => {
         impl core::fmt::Display for $t {
-            /// The first 8 hex digits: enough to tell nodes apart in a log.
+            /// 8 hex digits: enough to tell them apart in a log.
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                write!(f, "{:08x}", (self.0 >> 96) as u32)
+                write!(f, "{:08x}", (self.0 >> $shift) as u32)
             }
         }
         impl core::fmt::Debug for $t {
@@ -29,8 +49,9 @@ macro_rules! hex_id {
         }
     };
 }
-hex_id!(NodeId);
-hex_id!(ClusterId);
+hex_id!(NodeId, 96);
+// A cluster id's top 32 bits are its epoch: show the random bits below them.
+hex_id!(ClusterId, 64);
 
 /// The network address of a node, opaque to the core (for example `10.0.0.7:7946`).
 ///

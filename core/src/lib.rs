@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod durable;
 mod error;
 mod event;
 mod id;
@@ -46,6 +47,7 @@ mod status;
 mod time;
 
 pub use config::{Config, ConfigError};
+pub use durable::{DurableState, RestoreError};
 pub use error::Rejected;
 pub use event::{Command, Delivery, Discovered, Freshness, Input};
 pub use id::{Address, ClusterId, Identity, NodeId, MAX_ADDRESS_LEN};

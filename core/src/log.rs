@@ -45,6 +45,24 @@ impl Log {
         }
     }
 
+    /// A log restored from durable state: `base` committed, `entries` after it (their
+    /// commitment unknown until a leader says).
+    pub(crate) fn restore(base: Snapshot, entries: Vec<Entry>) -> Self {
+        let mut log = Log::new(base);
+        log.append_from_leader(&entries);
+        log
+    }
+
+    /// The compacted base.
+    pub(crate) fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    /// The entries after the base.
+    pub(crate) fn tail(&self) -> &[Entry] {
+        &self.tail
+    }
+
     /// The effective configuration's voters, in id order.
     pub(crate) fn voters(&self) -> &[crate::id::NodeId] {
         &self.voters

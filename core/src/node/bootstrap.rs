@@ -289,7 +289,7 @@ impl ClusterCore {
         let Some(c) = self.end_candidacy() else {
             return;
         };
-        let cluster = ClusterId(self.rng.next_u128());
+        let cluster = ClusterId::with_epoch(1, self.rng.next_u128());
         // Voters: this node first (it will lead), then the smallest ids.
         let mut membership = Membership::default();
         let mut voters = 1;

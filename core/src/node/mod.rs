@@ -34,6 +34,7 @@ mod role;
 mod timers;
 
 use crate::config::{Config, ConfigError};
+use crate::durable::{DurableState, Fingerprint, RestoreError};
 use crate::error::Rejected;
 use crate::event::{Command, Input};
 use crate::id::Identity;
@@ -83,6 +84,9 @@ pub struct ClusterCore {
     join: Joiner,
     leave: LeaveState,
     out: Outbox,
+    /// For a [`durable`](Self::durable) core: the state last handed out in a
+    /// `Command::Persist`. `None`: nothing is persisted.
+    persisted: Option<Fingerprint>,
 }
 
 impl ClusterCore {
@@ -111,10 +115,93 @@ impl ClusterCore {
             join: Joiner::default(),
             leave: LeaveState::default(),
             out: Outbox::default(),
+            persisted: None,
         };
         core.timers.set(Timer::Housekeeping, now);
         core.boot.next_eval = now;
         Ok(core)
+    }
+
+    /// Makes this core durable: from now on, an input that changes its term, vote,
+    /// cluster or log puts a [`Command::Persist`] first among its commands. The first
+    /// `Persist` (this node's id and state) is queued at once.
+    #[must_use]
+    pub fn durable(mut self) -> Self {
+        self.persisted = Some(self.fingerprint());
+        let state = self.durable_state();
+        self.out.commands.push_front(Command::Persist(state));
+        self
+    }
+
+    /// A durable node restarted from the state it last persisted: the same member of
+    /// the same cluster, with its term, vote and log (P12). `me.id` must be the id in
+    /// `state`; its address may differ (a pod rescheduled with its volume).
+    ///
+    /// Until `election_timeout_min` has passed the node refuses every vote, as if it
+    /// had just heard from a leader: it may have acknowledged a leader's heartbeat
+    /// just before it stopped, and that leader's lease counts on it (P6).
+    ///
+    /// Fails, starting nothing, if `config` does not validate or `state` does not
+    /// [`validate`](DurableState::validate).
+    pub fn restore(
+        me: Identity,
+        config: Config,
+        seed: u64,
+        now: Instant,
+        state: DurableState,
+    ) -> Result<Self, RestoreError> {
+        state.validate(me.id)?;
+        let mut core = ClusterCore::new(me, config, seed, now).map_err(|e| RestoreError {
+            reason: format!("invalid config: {e}"),
+        })?;
+        if let Some(cluster) = state.cluster {
+            core.hard = HardState {
+                cluster: Some(cluster),
+                term: state.term,
+                voted_for: state.voted_for,
+            };
+            core.log = Log::restore(state.base, state.entries);
+            core.role.last_leader_contact = Some(now);
+            core.reset_election_timer(now);
+            core.out.members_dirty = true;
+            tracing::info!(%cluster, term = core.hard.term, "restored from durable state");
+        }
+        Ok(core.durable())
+    }
+
+    /// The state a durable node persists (see [`DurableState`]).
+    pub fn durable_state(&self) -> DurableState {
+        DurableState {
+            id: self.me.id,
+            cluster: self.hard.cluster,
+            term: self.hard.term,
+            voted_for: self.hard.voted_for,
+            base: self.log.base().clone(),
+            entries: self.log.tail().to_vec(),
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let base = self.log.base();
+        Fingerprint {
+            cluster: self.hard.cluster,
+            term: self.hard.term,
+            voted_for: self.hard.voted_for,
+            base: (base.index, base.term),
+            last: (self.log.last_index(), self.log.last_term()),
+        }
+    }
+
+    /// Queues a `Persist` ahead of this input's other commands if the durable state
+    /// changed: they may announce a vote or an acknowledgement that rests on it.
+    fn persist_if_changed(&mut self) {
+        let Some(before) = self.persisted else { return };
+        let now = self.fingerprint();
+        if now != before {
+            self.persisted = Some(now);
+            let state = self.durable_state();
+            self.out.commands.push_front(Command::Persist(state));
+        }
     }
 
     /// Handles one event at `now`. Afterwards drain [`poll_command`](Self::poll_command)
@@ -150,6 +237,7 @@ impl ClusterCore {
             Input::Leave => self.start_leave(now),
         }
         self.emit_changes(now);
+        self.persist_if_changed();
         Ok(())
     }
 
