@@ -92,6 +92,26 @@ pub struct Config {
     /// How long `leave` waits for its removal to be committed before it reports
     /// finished anyway.
     pub leave_timeout: Duration,
+    /// Whether members recover their cluster by themselves once every voter they
+    /// cannot hear from is proven dead (P11): the survivors and the processes that
+    /// replaced the dead voters found the cluster's successor, with no operator.
+    ///
+    /// `false`: such a cluster waits for `Input::ForceRecover` (an operator), as a
+    /// cluster whose missing voters are not proven dead always does. Recovery never
+    /// runs while any listed peer is silent or follows a leader, so leaving it on is
+    /// safe under the assumptions of P11.
+    pub auto_recover: bool,
+    /// Whether an address missing from a discovery answer proves that the process
+    /// that listened there is gone for good (P11).
+    ///
+    /// Set it only for a source that lists every process that may still run, and
+    /// whose every answer is a consistent snapshot (the Kubernetes API's Pods, which
+    /// keep a terminating pod until its containers stopped). Leave it `false` (the
+    /// default) for DNS, EndpointSlices' ready endpoints and static lists: there an
+    /// address can vanish while its process runs, and only another process answering
+    /// at the address proves the old one gone. A wrong `true` can let a partitioned
+    /// minority recover beside a live majority.
+    pub discovery_proves_absence: bool,
 }
 
 const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
@@ -125,6 +145,8 @@ impl Config {
             removal_grace: Duration::from_secs(10),
             silent_member_timeout: Some(Duration::from_secs(30)),
             leave_timeout: Duration::from_secs(5),
+            auto_recover: true,
+            discovery_proves_absence: false,
         }
     }
 
@@ -146,6 +168,8 @@ impl Config {
             removal_grace: Duration::from_secs(1),
             silent_member_timeout: Some(Duration::from_secs(3)),
             leave_timeout: Duration::from_secs(1),
+            auto_recover: true,
+            discovery_proves_absence: false,
         }
     }
 

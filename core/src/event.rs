@@ -52,6 +52,13 @@ pub enum Input {
     Tick,
     /// Leave the cluster gracefully (P8). [`Command::LeaveFinished`] follows.
     Leave,
+    /// An operator says the voters this member cannot hear from are gone for good:
+    /// recover the cluster with the processes that answer (P11), even without proof
+    /// of death. Ignored, with a warning, by a node that is not in a cluster or
+    /// follows a live leader. **Risk**: if a missing voter still runs with a majority
+    /// elsewhere, there will be two primaries. Read the node's
+    /// [`Status::recovery`](crate::Status::recovery) first.
+    ForceRecover,
 }
 
 /// Something the shell must do, drained with [`crate::ClusterCore::poll_command`] in

@@ -55,5 +55,7 @@ pub use membership::{Change, Entry, Member, Membership, Snapshot};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use node::ClusterCore;
 pub use rng::SplitMix64;
-pub use status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
+pub use status::{
+    FencingToken, MemberStatus, PrimaryInfo, RecoveryStatus, Role, Status, VoterEvidence, VoterState,
+};
 pub use time::Instant;

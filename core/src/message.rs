@@ -9,7 +9,7 @@ use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Frames with another version are rejected.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest frame [`Envelope::decode`] accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -66,6 +66,17 @@ pub enum Message {
         /// The round withdrawn.
         round: u64,
     },
+    /// A member of a cluster that lost its voters asks a process to support it in
+    /// founding the cluster's successor (P11). Answered with `BootstrapReply`, freed
+    /// with `BootstrapWithdraw`, as a bootstrap request.
+    RecoveryRequest {
+        /// The candidate's attempt number.
+        round: u64,
+        /// The index of the candidate's last log entry.
+        last_index: u64,
+        /// The term of the candidate's last log entry.
+        last_term: u64,
+    },
     /// A node outside the configuration asks the leader to admit it.
     Join {
         /// The joiner's human-readable name.
@@ -121,8 +132,13 @@ pub enum ProbeState {
     Member {
         /// Its term.
         term: u64,
-        /// The leader it follows, if any.
+        /// The leader it follows, if it heard from it within the maximum election
+        /// timeout (or itself, while it leads).
         leader: Option<(NodeId, Address)>,
+        /// The index of its last log entry.
+        last_index: u64,
+        /// The term of its last log entry.
+        last_term: u64,
         /// Its committed configuration, sent only when the prober is in it, so that a
         /// member which missed the news can take its place.
         your_config: Option<Snapshot>,
@@ -295,10 +311,22 @@ impl Envelope {
             Message::ProbeAck(ProbeAck {
                 state:
                     ProbeState::Member {
-                        term, your_config, ..
+                        term,
+                        your_config,
+                        last_index,
+                        last_term,
+                        ..
                     },
                 ..
-            }) => (*term).max(your_config.as_ref().map_or(0, |c| c.index.max(c.term))),
+            }) => (*term)
+                .max(*last_index)
+                .max(*last_term)
+                .max(your_config.as_ref().map_or(0, |c| c.index.max(c.term))),
+            Message::RecoveryRequest {
+                last_index,
+                last_term,
+                ..
+            } => (*last_index).max(*last_term),
             _ => 0,
         }
     }

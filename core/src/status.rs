@@ -31,9 +31,14 @@ pub struct PrimaryInfo {
     pub addr: Address,
 }
 
-/// The fencing token of a primary (P7): its term within its cluster. It strictly
-/// increases from one primary to the next, so an external store that remembers the
-/// highest token it saw can refuse writes from a deposed primary.
+/// The fencing token of a primary (P7): its cluster and its term. Tokens compare
+/// (derived `Ord`) by the cluster's epoch, then its random bits, then the term; they
+/// strictly increase from one primary to the next within a cluster and across a
+/// recovery (whose cluster has a higher epoch), so an external store that remembers
+/// the highest token it saw can refuse writes from a deposed primary. Two clusters of
+/// the same epoch come from separate cold starts (no common history): a store that
+/// sees one should be reset by an operator, as after any cold start without data
+/// directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FencingToken {
     /// The cluster.
@@ -91,4 +96,51 @@ pub struct Status {
     pub lease_until: Option<Instant>,
     /// The fencing token, while this node is primary.
     pub fencing_token: Option<FencingToken>,
+    /// While this member's cluster has had no leader for a while: why, and what would
+    /// recover it (P11).
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// Why a member of a cluster without a leader has no primary, and what would end it
+/// (P11). Shown in [`Status::recovery`] while the node has heard from no leader for
+/// two maximum election timeouts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecoveryStatus {
+    /// When this node last heard from a leader (`None`: never, since it started).
+    pub leader_last_heard: Option<Instant>,
+    /// The voters of its configuration other than itself, with what is known of each.
+    pub voters: Vec<VoterEvidence>,
+    /// Why automatic recovery does not go ahead, in words; `None` while this node is
+    /// recovering the cluster (it stands as its recovery candidate).
+    pub blocked: Option<String>,
+    /// Whether an operator forced the recovery (`Input::ForceRecover`).
+    pub forced: bool,
+}
+
+/// One voter, as seen by a member recovering its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VoterEvidence {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: Address,
+    /// What is known of it.
+    pub state: VoterState,
+}
+
+/// What a recovering member knows of one voter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum VoterState {
+    /// It answered a probe recently as a member of this cluster.
+    Live,
+    /// Its process is gone for good: another process (`successor`) answered at its
+    /// address, or authoritative discovery no longer lists it (`successor: None`).
+    ProvenDead {
+        /// The process that answered at its address, if that is the proof.
+        successor: Option<NodeId>,
+    },
+    /// It does not answer, and nothing proves it dead: it may be partitioned or
+    /// paused, and may still lead a configuration this node does not know.
+    Missing,
 }

@@ -247,7 +247,7 @@ fn a_message_with_another_protocol_version_is_rejected() {
     let now = net.local(f, net.now);
     assert_eq!(
         net.nodes[f].core.handle(now, Input::Message(env.clone())),
-        Err(Rejected::Version(2))
+        Err(Rejected::Version(PROTOCOL_VERSION + 1))
     );
     assert!(Envelope::decode(&env.encode()).is_err());
 }

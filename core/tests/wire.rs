@@ -26,6 +26,8 @@ fn sample_messages() -> Vec<Message> {
             state: ProbeState::Member {
                 term: 4,
                 leader: Some((NodeId(3), Address::new("10.0.0.3:7946"))),
+                last_index: 9,
+                last_term: 4,
                 your_config: Some(Snapshot {
                     index: 9,
                     term: 4,

@@ -39,6 +39,9 @@ pub(super) struct Candidacy {
     pub(super) grants: BTreeMap<NodeId, (Address, Option<String>)>,
     /// Everyone asked, to withdraw from if the attempt fails.
     pub(super) asked: BTreeMap<NodeId, Address>,
+    /// For a recovery (P11): the cluster being replaced. Then every node asked must
+    /// grant, not `min_nodes` of them.
+    pub(super) replaces: Option<ClusterId>,
 }
 
 /// Bootstrap state of a fresh node.
@@ -52,7 +55,7 @@ pub(super) struct Bootstrap {
 
 /// A probe answer counts towards a bootstrap view for this many probe rounds: one
 /// full sweep of the listed peers and two more.
-const FRESH_VIEW_PROBE_ROUNDS: u32 = PROBE_SWEEP_ROUNDS as u32 + 2;
+pub(super) const FRESH_VIEW_PROBE_ROUNDS: u32 = PROBE_SWEEP_ROUNDS as u32 + 2;
 /// A listed peer that may be a member holds off founding for at least this many probe
 /// intervals (more when `silent_member_timeout` says so).
 const MIN_MEMBER_PATIENCE_PROBE_ROUNDS: u32 = 2;
@@ -126,11 +129,7 @@ impl ClusterCore {
         }
         self.boot.rounds += 1;
         let round = self.boot.rounds;
-        let base = duration_nanos(self.cfg.bootstrap_timeout);
-        let wait = Duration::from_nanos(
-            self.rng
-                .range(base, base.saturating_mul(CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS)),
-        );
+        let wait = self.candidacy_wait();
         let mut grants = BTreeMap::new();
         grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
         info!(
@@ -148,12 +147,23 @@ impl ClusterCore {
             round,
             grants,
             asked: fresh.clone(),
+            replaces: None,
         });
         self.timers.set(Timer::Candidacy, now + wait);
         for (id, addr) in fresh {
             self.send(addr, Some(id), Message::BootstrapRequest { round });
         }
         self.maybe_found(now);
+    }
+
+    /// How long a candidacy waits for its grants: between one and
+    /// `CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS` bootstrap timeouts, at random.
+    pub(super) fn candidacy_wait(&mut self) -> Duration {
+        let base = duration_nanos(self.cfg.bootstrap_timeout);
+        Duration::from_nanos(
+            self.rng
+                .range(base, base.saturating_mul(CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS)),
+        )
     }
 
     pub(super) fn on_bootstrap_request(
@@ -279,17 +289,29 @@ impl ClusterCore {
         self.boot.next_eval = now + Duration::from_nanos(self.rng.range(0, base));
     }
 
-    fn maybe_found(&mut self, now: Instant) {
+    pub(super) fn maybe_found(&mut self, now: Instant) {
         let Some(c) = &self.boot.candidacy else {
             return;
         };
-        if c.grants.len() < self.cfg.min_nodes.get() {
+        let enough = match c.replaces {
+            None => c.grants.len() >= self.cfg.min_nodes.get(),
+            Some(_) => c.asked.keys().all(|id| c.grants.contains_key(id)),
+        };
+        if !enough {
             return;
         }
         let Some(c) = self.end_candidacy() else {
             return;
         };
-        let cluster = ClusterId::with_epoch(1, self.rng.next_u128());
+        let epoch = match c.replaces {
+            None => 1,
+            Some(old) => {
+                // Terms, votes and the log belong to the cluster replaced.
+                self.become_fresh();
+                old.epoch().saturating_add(1)
+            }
+        };
+        let cluster = ClusterId::with_epoch(epoch, self.rng.next_u128());
         // Voters: this node first (it will lead), then the smallest ids.
         let mut membership = Membership::default();
         let mut voters = 1;
@@ -300,7 +322,7 @@ impl ClusterCore {
             }
             membership.members.insert(id, Member { addr, name, voter });
         }
-        info!(%cluster, members = membership.members.len(), "founded the cluster");
+        info!(%cluster, epoch, replaces = ?c.replaces, members = membership.members.len(), "founded the cluster");
         let snap = Snapshot {
             index: 1,
             term: 1,

@@ -22,7 +22,7 @@ impl ClusterCore {
             ..
         } = env;
         match msg {
-            Message::Probe => self.on_probe(from, from_addr),
+            Message::Probe => self.on_probe(now, from, from_addr),
             Message::ProbeAck(ack) => self.on_probe_ack(now, from, from_addr, cluster, ack),
             Message::BootstrapRequest { round } => {
                 self.on_bootstrap_request(now, from, from_addr, round)
@@ -31,6 +31,11 @@ impl ClusterCore {
                 self.on_bootstrap_reply(now, from, round, granted)
             }
             Message::BootstrapWithdraw { round } => self.on_bootstrap_withdraw(from, round),
+            Message::RecoveryRequest {
+                round,
+                last_index,
+                last_term,
+            } => self.on_recovery_request(now, from, from_addr, cluster, round, (last_term, last_index)),
             Message::Join { name } => self.on_join(now, from, from_addr, name),
             Message::Leave => self.on_leave_request(now, from, from_addr),
             Message::NotLeader { leader } => self.on_not_leader(now, leader),
@@ -59,7 +64,7 @@ impl ClusterCore {
         }
         let informational = matches!(env.msg, Message::Probe | Message::ProbeAck(_));
         if let (Some(ours), Some(theirs), false) = (self.hard.cluster, env.cluster, informational) {
-            if ours != theirs {
+            if ours != theirs && !self.is_supported_successor(env.from, theirs, &env.msg) {
                 return Err(Rejected::ForeignCluster { ours, theirs });
             }
         }

@@ -25,6 +25,11 @@ impl ClusterCore {
         }
         self.become_follower(now, term, Some((from, from_addr.clone())));
         self.role.last_leader_contact = Some(now);
+        if self.boot.supports.is_some() {
+            // The cluster has a leader after all: a recovery it supported is moot.
+            info!("heard from a leader; support for a recovery released");
+            self.clear_bootstrap();
+        }
         self.reset_election_timer(now);
         true
     }
@@ -37,6 +42,9 @@ impl ClusterCore {
         cluster: Option<ClusterId>,
         a: Append,
     ) {
+        if self.hard.cluster.is_some() && cluster != self.hard.cluster {
+            self.move_to_successor(cluster); // let through by dispatch
+        }
         if self.hard.cluster.is_none() {
             // A fresh node has no log: ask for a snapshot, which it will judge.
             if self.may_adopt(cluster) {
@@ -106,6 +114,9 @@ impl ClusterCore {
         cluster: Option<ClusterId>,
         s: SnapshotMsg,
     ) {
+        if self.hard.cluster.is_some() && cluster != self.hard.cluster {
+            self.move_to_successor(cluster); // let through by dispatch
+        }
         if self.hard.cluster.is_none() {
             let Some(cluster) = cluster else {
                 return;

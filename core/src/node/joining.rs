@@ -64,6 +64,7 @@ impl ClusterCore {
         if self.orphaned(now) {
             self.probe_round(now);
         }
+        self.recovery_housekeeping(now);
         if self.wants_to_join(now) {
             // In a cluster: the leader it follows or, failing that, every member it
             // knows (non-leaders redirect). A joiner's old hint may be long dead.

@@ -17,6 +17,7 @@
 //! | `follower.rs` | | storing what the leader sends |
 //! | `admin.rs` | `AdminQueue` | who joins, is promoted or removed (P2, P3, P9) |
 //! | `leave.rs` | `LeaveState` | graceful leave (P8) |
+//! | `recovery.rs` | `RecoveryState` | recovering a cluster whose lost voters are proven dead (P11) |
 //! | `queries.rs` | | the view asked by shells and applications |
 
 mod admin;
@@ -30,6 +31,7 @@ mod leave;
 mod outbox;
 mod peers;
 mod queries;
+mod recovery;
 mod role;
 mod timers;
 
@@ -50,6 +52,7 @@ use joining::Joiner;
 use leave::LeaveState;
 use outbox::Outbox;
 use peers::Peers;
+use recovery::RecoveryState;
 use role::{HardState, RoleState};
 use timers::{Timer, TimerTable};
 
@@ -83,6 +86,7 @@ pub struct ClusterCore {
     admin: AdminQueue,
     join: Joiner,
     leave: LeaveState,
+    recovery: RecoveryState,
     out: Outbox,
     /// For a [`durable`](Self::durable) core: the state last handed out in a
     /// `Command::Persist`. `None`: nothing is persisted.
@@ -114,6 +118,7 @@ impl ClusterCore {
             admin: AdminQueue::default(),
             join: Joiner::default(),
             leave: LeaveState::default(),
+            recovery: RecoveryState::default(),
             out: Outbox::default(),
             persisted: None,
         };
@@ -235,6 +240,7 @@ impl ClusterCore {
             }
             Input::Tick => self.on_tick(now),
             Input::Leave => self.start_leave(now),
+            Input::ForceRecover => self.force_recover(now),
         }
         self.emit_changes(now);
         self.persist_if_changed();

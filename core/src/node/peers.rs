@@ -30,6 +30,18 @@ pub(super) struct Peer {
     pub(super) answered_at: Option<Instant>,
     /// When this node first probed it.
     pub(super) first_probed_at: Option<Instant>,
+    /// What its latest probe answer said, if it answered as a member of a cluster.
+    pub(super) member: Option<MemberAnswer>,
+}
+
+/// A member's probe answer: what recovery (P11) needs to know of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct MemberAnswer {
+    pub(super) cluster: ClusterId,
+    /// Its last log entry, (term, index).
+    pub(super) last: (u64, u64),
+    /// It heard from a leader recently (or leads).
+    pub(super) has_leader: bool,
 }
 
 impl Peer {
@@ -42,6 +54,7 @@ impl Peer {
             fresh: false,
             answered_at: None,
             first_probed_at: None,
+            member: None,
         }
     }
 }
@@ -99,7 +112,14 @@ impl Peers {
 
     /// Records a probe answer from `addr` (remembered unlisted if discovery never
     /// listed it, so that it is never counted as listed).
-    fn record_answer(&mut self, now: Instant, addr: Address, id: NodeId, ack: &ProbeAck) {
+    fn record_answer(
+        &mut self,
+        now: Instant,
+        addr: Address,
+        id: NodeId,
+        cluster: Option<ClusterId>,
+        ack: &ProbeAck,
+    ) {
         let peer = self.map.entry(addr).or_insert_with(|| Peer::unlisted(now));
         peer.id = Some(id);
         if ack.name.is_some() {
@@ -107,6 +127,27 @@ impl Peers {
         }
         peer.fresh = matches!(ack.state, ProbeState::Fresh { .. });
         peer.answered_at = Some(now);
+        peer.member = match (&ack.state, cluster) {
+            (
+                ProbeState::Member {
+                    leader,
+                    last_index,
+                    last_term,
+                    ..
+                },
+                Some(cluster),
+            ) => Some(MemberAnswer {
+                cluster,
+                last: (*last_term, *last_index),
+                has_leader: leader.is_some(),
+            }),
+            _ => None,
+        };
+    }
+
+    /// Whether discovery has answered with at least one address.
+    pub(super) fn discovery_answered(&self) -> bool {
+        self.any_listed()
     }
 
     fn mark_probed(&mut self, now: Instant, addr: &Address) {
@@ -158,7 +199,7 @@ impl ClusterCore {
         }
     }
 
-    fn probe(&mut self, now: Instant, addr: Address) {
+    pub(super) fn probe(&mut self, now: Instant, addr: Address) {
         self.peers.mark_probed(now, &addr);
         self.send(addr, None, Message::Probe);
     }
@@ -170,14 +211,16 @@ impl ClusterCore {
         }
     }
 
-    pub(super) fn on_probe(&mut self, from: NodeId, from_addr: Address) {
+    pub(super) fn on_probe(&mut self, now: Instant, from: NodeId, from_addr: Address) {
         let state = match self.hard.cluster {
             None => ProbeState::Fresh {
                 supports: self.boot.supports.as_ref().map(|s| s.id),
             },
             Some(_) => ProbeState::Member {
                 term: self.hard.term,
-                leader: self.role.leader.clone(),
+                leader: self.live_leader(now),
+                last_index: self.log.last_index(),
+                last_term: self.log.last_term(),
                 your_config: self
                     .log
                     .committed()
@@ -203,7 +246,7 @@ impl ClusterCore {
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
             s.heard_at = now;
         }
-        self.peers.record_answer(now, from_addr.clone(), from, &ack);
+        self.peers.record_answer(now, from_addr.clone(), from, cluster, &ack);
         // Bootstrap is evaluated once per housekeeping round, not per answer: the
         // evaluation looks at every peer. (Evaluating on every answer made cold starts
         // faster but broke liveness in a random schedule, seed 25836.) So only an
@@ -213,6 +256,7 @@ impl ClusterCore {
                 term,
                 leader,
                 your_config,
+                ..
             },
             Some(cluster),
         ) = (ack.state, cluster)

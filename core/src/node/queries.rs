@@ -43,6 +43,7 @@ impl ClusterCore {
             lease_valid,
             lease_until,
             fencing_token: self.fencing_token(now),
+            recovery: self.recovery_status(now),
         }
     }
 

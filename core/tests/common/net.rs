@@ -616,6 +616,11 @@ impl Net {
                 if *granted { "granted" } else { "refused" }
             ),
             Message::BootstrapWithdraw { round, .. } => format!("BootstrapWithdraw r{round}"),
+            Message::RecoveryRequest {
+                round,
+                last_index,
+                last_term,
+            } => format!("RecoveryRequest r{round} log {last_term}/{last_index}"),
             Message::Join { .. } => "Join".into(),
             Message::Leave => "Leave".into(),
             Message::NotLeader { leader: l, .. } => format!("NotLeader, leader {}", leader(l)),

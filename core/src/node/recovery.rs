@@ -1,0 +1,410 @@
+//! Recovering a cluster that lost a majority of its voters for good (P11).
+//!
+//! A voter of a cluster with no leader probes every listed address and every voter.
+//! When each voter it cannot hear from is proven dead (another process answered at
+//! its address, or authoritative discovery dropped it), every listed address answered
+//! and none follows a leader, the survivor with the most up-to-date log asks every
+//! process it heard from, and every live voter, to support it. With every grant it
+//! founds the cluster's successor: a new cluster id one epoch higher, its members the
+//! processes that granted. Supports are the bootstrap's (one candidate at a time), so
+//! two recoveries that share a supporter cannot both succeed. The argument is in
+//! docs/PROTOCOL.md, P11.
+
+use super::bootstrap::{Candidacy, Support, FRESH_VIEW_PROBE_ROUNDS};
+use super::timers::Timer;
+use super::ClusterCore;
+use crate::id::{Address, ClusterId, NodeId};
+use crate::message::Message;
+use crate::status::{RecoveryStatus, VoterEvidence, VoterState};
+use crate::time::Instant;
+use std::collections::BTreeMap;
+use tracing::{info, warn};
+
+/// A voter that heard from no leader for this many maximum election timeouts counts
+/// its cluster as leaderless and starts gathering evidence.
+const LEADERLESS_ELECTION_TIMEOUTS: u32 = 2;
+/// While a cluster stays stuck, its members repeat their warning every this many
+/// probe intervals.
+const WARN_EVERY_PROBE_ROUNDS: u32 = 10;
+
+/// Recovery bookkeeping of a member.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RecoveryState {
+    /// An operator forced the recovery (`Input::ForceRecover`): voters with no proof
+    /// of death and silent listed peers no longer block it.
+    forced: bool,
+    /// When the stuck warning was last logged.
+    last_warn: Option<Instant>,
+}
+
+impl ClusterCore {
+    /// The leader this node follows, if it heard from it within the maximum election
+    /// timeout (itself while it leads): what a probe answer reports.
+    pub(super) fn live_leader(&self, now: Instant) -> Option<(NodeId, Address)> {
+        if self.role.is_leader() {
+            return Some((self.me.id, self.me.addr.clone()));
+        }
+        let recent = self
+            .role
+            .last_leader_contact
+            .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.election_timeout_max);
+        self.role.leader.clone().filter(|_| recent)
+    }
+
+    /// Whether this node is a voter of a cluster that has had no leader for a while
+    /// (or, once an operator forced it, no live leader at all).
+    fn leaderless(&self, now: Instant) -> bool {
+        if self.hard.cluster.is_none()
+            || self.role.is_leader()
+            || self.leave.leaving.is_some()
+            || !self.log.effective().is_voter(self.me.id)
+        {
+            return false;
+        }
+        if self.recovery.forced {
+            return self.live_leader(now).is_none();
+        }
+        let quiet = self.cfg.election_timeout_max * LEADERLESS_ELECTION_TIMEOUTS;
+        self.role
+            .last_leader_contact
+            .is_none_or(|t| now.saturating_duration_since(t) >= quiet)
+    }
+
+    /// What this node knows of each other voter of its configuration.
+    fn voter_evidence(&self, now: Instant) -> Vec<VoterEvidence> {
+        let Some(cluster) = self.hard.cluster else {
+            return Vec::new();
+        };
+        let recent = self.cfg.probe_interval * FRESH_VIEW_PROBE_ROUNDS;
+        let absence_proves = self.cfg.discovery_proves_absence && self.peers.discovery_answered();
+        self.log
+            .effective()
+            .members
+            .iter()
+            .filter(|(id, m)| m.voter && **id != self.me.id)
+            .map(|(id, m)| {
+                let peer = self.peers.get(&m.addr);
+                let answered_recently = peer
+                    .and_then(|p| p.answered_at)
+                    .is_some_and(|t| now.saturating_duration_since(t) <= recent);
+                let state = match peer.and_then(|p| p.id) {
+                    Some(at_addr) if at_addr != *id => VoterState::ProvenDead {
+                        successor: Some(at_addr),
+                    },
+                    Some(_)
+                        if answered_recently
+                            && peer
+                                .and_then(|p| p.member)
+                                .is_some_and(|a| a.cluster == cluster) =>
+                    {
+                        VoterState::Live
+                    }
+                    _ if absence_proves && !peer.is_some_and(|p| p.listed) => {
+                        VoterState::ProvenDead { successor: None }
+                    }
+                    _ => VoterState::Missing,
+                };
+                VoterEvidence {
+                    id: *id,
+                    addr: m.addr.clone(),
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    /// Who must support this node's recovery, or why it must not stand.
+    fn recovery_plan(
+        &self,
+        now: Instant,
+        voters: &[VoterEvidence],
+    ) -> Result<BTreeMap<NodeId, Address>, String> {
+        let Some(cluster) = self.hard.cluster else {
+            return Err("not in a cluster".into());
+        };
+        let forced = self.recovery.forced;
+        if !self.cfg.auto_recover && !forced {
+            return Err("automatic recovery is off (Config::auto_recover)".into());
+        }
+        let live: Vec<&VoterEvidence> = voters
+            .iter()
+            .filter(|v| v.state == VoterState::Live)
+            .collect();
+        if live.len() + 1 >= self.log.quorum() {
+            return Err(format!(
+                "{} of {} voters answer, a majority: an election should elect a primary",
+                live.len() + 1,
+                voters.len() + 1
+            ));
+        }
+        let missing: Vec<String> = voters
+            .iter()
+            .filter(|v| v.state == VoterState::Missing)
+            .map(|v| format!("{} at {}", v.id, v.addr))
+            .collect();
+        if !missing.is_empty() && !forced {
+            let how = if self.cfg.discovery_proves_absence {
+                "no other process answered at its address and discovery still lists it"
+            } else {
+                "no other process answered at its address"
+            };
+            return Err(format!(
+                "voters missing with no proof of death ({how}): {}",
+                missing.join(", ")
+            ));
+        }
+        let recent = self.cfg.probe_interval * FRESH_VIEW_PROBE_ROUNDS;
+        let mine = (self.log.last_term(), self.log.last_index());
+        let mut asked: BTreeMap<NodeId, Address> = live
+            .iter()
+            .map(|v| (v.id, v.addr.clone()))
+            .collect();
+        for (addr, p) in self.peers.iter() {
+            let answered = p
+                .answered_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= recent);
+            if !answered {
+                if p.listed && !forced {
+                    return Err(format!(
+                        "{addr} is listed but has not answered: it may be a member that knows a newer configuration"
+                    ));
+                }
+                continue;
+            }
+            let Some(id) = p.id else { continue };
+            match p.member {
+                None => {
+                    asked.insert(id, addr.clone());
+                }
+                Some(m) if m.has_leader => {
+                    return Err(format!(
+                        "{id} at {addr} follows a leader of cluster {}",
+                        m.cluster
+                    ));
+                }
+                Some(m) if m.cluster.epoch() > cluster.epoch() => {
+                    return Err(format!(
+                        "{id} at {addr} is in cluster {}, a later epoch than this one",
+                        m.cluster
+                    ));
+                }
+                Some(m) if m.cluster == cluster => {
+                    let voter = self.log.effective().is_voter(id);
+                    if voter && (m.last > mine || (m.last == mine && id < self.me.id)) {
+                        return Err(format!(
+                            "waiting for {id}, whose log is at least as up to date, to recover the cluster"
+                        ));
+                    }
+                    asked.insert(id, addr.clone());
+                }
+                Some(_) => {} // another cluster of the service without a leader
+            }
+        }
+        if let Some(s) = self.boot.supports.as_ref().filter(|s| s.id != self.me.id) {
+            return Err(format!("supporting {}'s recovery", s.id));
+        }
+        Ok(asked)
+    }
+
+    /// Recovery's part of a member's housekeeping: probe, judge, stand or warn.
+    pub(super) fn recovery_housekeeping(&mut self, now: Instant) {
+        if !self.leaderless(now) {
+            self.recovery.forced = false;
+            return;
+        }
+        self.probe_round(now);
+        // Voters' own addresses too: discovery may no longer list them.
+        let silent: Vec<Address> = self
+            .voter_evidence(now)
+            .into_iter()
+            .filter(|v| v.state == VoterState::Missing && !self.peers.is_listed(&v.addr))
+            .map(|v| v.addr)
+            .collect();
+        for addr in silent {
+            self.probe(now, addr);
+        }
+        self.release_gone_candidate(now);
+        if self.boot.candidacy.is_some() {
+            return;
+        }
+        let voters = self.voter_evidence(now);
+        match self.recovery_plan(now, &voters) {
+            Ok(asked) => self.stand_for_recovery(now, asked),
+            Err(why) => {
+                let due = self.recovery.last_warn.is_none_or(|t| {
+                    now.saturating_duration_since(t)
+                        >= self.cfg.probe_interval * WARN_EVERY_PROBE_ROUNDS
+                });
+                if due {
+                    self.recovery.last_warn = Some(now);
+                    warn!(
+                        blocked = %why,
+                        "no primary: this cluster has no leader and cannot recover by itself; \
+                         if the missing voters are gone for good, force the recovery on one survivor \
+                         (`cluster-node recover <status address>` or `Cluster::force_recover()`; \
+                         risk: two primaries if they still run elsewhere)"
+                    );
+                }
+            }
+        }
+    }
+
+    fn stand_for_recovery(&mut self, now: Instant, asked: BTreeMap<NodeId, Address>) {
+        let Some(cluster) = self.hard.cluster else {
+            return;
+        };
+        self.boot.rounds += 1;
+        let round = self.boot.rounds;
+        let wait = self.candidacy_wait();
+        info!(%cluster, round, asked = asked.len(), forced = self.recovery.forced, "standing as recovery candidate");
+        let mut grants = BTreeMap::new();
+        grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
+        self.boot.supports = Some(Support {
+            id: self.me.id,
+            round,
+            addr: self.me.addr.clone(),
+            heard_at: now,
+        });
+        self.boot.candidacy = Some(Candidacy {
+            round,
+            grants,
+            asked: asked.clone(),
+            replaces: Some(cluster),
+        });
+        self.timers.set(Timer::Candidacy, now + wait);
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for (id, addr) in asked {
+            self.send(
+                addr,
+                Some(id),
+                Message::RecoveryRequest {
+                    round,
+                    last_index,
+                    last_term,
+                },
+            );
+        }
+        self.maybe_found(now);
+        if self.hard.cluster != Some(cluster) {
+            self.recovery.forced = false;
+        }
+    }
+
+    /// A recovery candidate asks this node for support.
+    pub(super) fn on_recovery_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        cluster: Option<ClusterId>,
+        round: u64,
+        last: (u64, u64),
+    ) {
+        let Some(theirs) = cluster else { return };
+        let may_grant = match self.hard.cluster {
+            // A fresh node, or one waiting to join that very cluster.
+            None => self.join.joining.is_none_or(|c| c == theirs),
+            // A member of it (dispatch let no other cluster through) that has no
+            // leader either and whose log the candidate's is at least as up to date as.
+            Some(_) => {
+                !self.role.is_leader()
+                    && self.leave.leaving.is_none()
+                    && self.live_leader(now).is_none()
+                    && self.log.is_up_to_date(last.1, last.0)
+            }
+        };
+        let mine = (self.log.last_term(), self.log.last_index());
+        let standing = self
+            .boot
+            .candidacy
+            .as_ref()
+            .is_some_and(|c| c.replaces.is_some());
+        if may_grant && standing && (last > mine || (last == mine && from < self.me.id)) {
+            info!(candidate = %from, "a survivor with a better claim stands; yielding to it");
+            self.withdraw_candidacy(now);
+        }
+        let granted = may_grant
+            && match &mut self.boot.supports {
+                None => {
+                    info!(candidate = %from, round, "supporting recovery candidate");
+                    self.boot.supports = Some(Support {
+                        id: from,
+                        round,
+                        addr: from_addr.clone(),
+                        heard_at: now,
+                    });
+                    true
+                }
+                Some(s) if s.id == from => {
+                    s.round = s.round.max(round);
+                    s.heard_at = now;
+                    true
+                }
+                Some(_) => false,
+            };
+        self.send(
+            from_addr,
+            Some(from),
+            Message::BootstrapReply { round, granted },
+        );
+    }
+
+    /// Whether a message from another cluster is the first news of the successor
+    /// founded by the recovery candidate this member supports: it is let through so
+    /// that this node moves to it.
+    pub(super) fn is_supported_successor(
+        &self,
+        from: NodeId,
+        theirs: ClusterId,
+        msg: &Message,
+    ) -> bool {
+        matches!(msg, Message::Append(_) | Message::Snapshot(_))
+            && self.boot.supports.as_ref().is_some_and(|s| s.id == from)
+            && self
+                .hard
+                .cluster
+                .is_some_and(|ours| theirs.epoch() > ours.epoch())
+    }
+
+    /// Leaves the cluster replaced by the successor this node supported, keeping its
+    /// support so that it can adopt the successor's configuration.
+    pub(super) fn move_to_successor(&mut self, successor: Option<ClusterId>) {
+        let support = self.boot.supports.take();
+        info!(from = ?self.hard.cluster, to = ?successor, "the recovery this node supported founded the cluster's successor; moving to it");
+        self.become_fresh();
+        self.boot.supports = support;
+    }
+
+    /// `Input::ForceRecover`: an operator says the voters this node cannot hear from
+    /// are gone for good.
+    pub(super) fn force_recover(&mut self, now: Instant) {
+        if self.hard.cluster.is_none() || self.live_leader(now).is_some() {
+            warn!("force_recover ignored: this node is not in a cluster without a leader");
+            return;
+        }
+        warn!("recovery forced by an operator: voters with no proof of death are treated as dead");
+        self.recovery.forced = true;
+        self.recovery_housekeeping(now);
+    }
+
+    /// The recovery view for status, while this node's cluster is leaderless.
+    pub(super) fn recovery_status(&self, now: Instant) -> Option<RecoveryStatus> {
+        if !self.leaderless(now) {
+            return None;
+        }
+        let voters = self.voter_evidence(now);
+        let blocked = match &self.boot.candidacy {
+            Some(c) if c.replaces.is_some() => None,
+            _ => Some(match self.recovery_plan(now, &voters) {
+                Ok(_) => "about to stand as recovery candidate".to_string(),
+                Err(why) => why,
+            }),
+        };
+        Some(RecoveryStatus {
+            leader_last_heard: self.role.last_leader_contact,
+            voters,
+            blocked,
+            forced: self.recovery.forced,
+        })
+    }
+}
