@@ -52,7 +52,7 @@
 //! - `mark LABEL=NODE`: name a node for later directives, remembering its term and its
 //!   process (after `restart`, `not-member LABEL` still means the old process).
 //! - `check settled | primary | primary=NODE | primary!=NODE | not-leader NODE |
-//!   term NODE =|> LABEL | voters=N | members=N | member NODE | not-member NODE |
+//!   term NODE =|> LABEL | token NODE > LABEL | voters=N | members=N | member NODE | not-member NODE |
 //!   left NODE | same-cluster NODE NODE | clusters=N`: assertions (counts and
 //!   membership are the one primary's committed configuration; `clusters` counts
 //!   every cluster ever formed).
@@ -81,6 +81,7 @@ const TRACES: &[&str] = &[
     "hundred_members",
     "join_existing",
     "leader_stickiness",
+    "majority_restarted",
     "minority_healed",
     "primary_crash",
     "primary_isolated",
@@ -116,6 +117,11 @@ fn cold_start_of_three_elects_one_primary() {
 #[test]
 fn cold_start_of_five_elects_one_primary_with_five_voters() {
     run_trace("cold_start_5");
+}
+
+#[test]
+fn majority_restarted_in_place_recovers_once_the_lost_voters_are_proven_dead() {
+    run_trace("majority_restarted");
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! assertions: they fail the test whatever `UPDATE_TRACES` says.
 
 use super::net::{MsgTrace, Net, NetConfig};
-use cluster_mode_core::{Config, NodeId};
+use cluster_mode_core::{ClusterId, Config, NodeId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -167,7 +167,7 @@ struct Runner {
     net: Option<Net>,
     /// Labels set by `mark`: the slot, its term at that moment, and the id of the
     /// process then in the slot.
-    labels: BTreeMap<String, (usize, u64, NodeId)>,
+    labels: BTreeMap<String, (usize, u64, NodeId, Option<ClusterId>)>,
 }
 
 fn parse_duration(at: &str, s: &str) -> Duration {
@@ -206,7 +206,7 @@ impl Runner {
     /// A node: `nK` by name, `primary` (the one primary), `follower` (the first live
     /// node that is not primary), or a label set by `mark`.
     fn slot(&mut self, at: &str, r: &str) -> usize {
-        if let Some((slot, _, _)) = self.labels.get(r) {
+        if let Some((slot, _, _, _)) = self.labels.get(r) {
             return *slot;
         }
         let net = self.net(at);
@@ -412,8 +412,10 @@ impl Runner {
                     let net = self.net(at);
                     let term = net.nodes[slot].core.term();
                     let id = net.nodes[slot].core.identity().id;
+                    let cluster = net.nodes[slot].core.cluster();
                     out.push(format!("{label} = {} (term {term})", net.nodes[slot].name));
-                    self.labels.insert(label.to_string(), (slot, term, id));
+                    self.labels
+                        .insert(label.to_string(), (slot, term, id, cluster));
                 }
             }
             "check" => self.check(at, args),
@@ -428,7 +430,7 @@ impl Runner {
     /// The process a node reference means: a label's process as it was when marked,
     /// otherwise the one now in the slot.
     fn id(&mut self, at: &str, r: &str) -> NodeId {
-        if let Some((_, _, id)) = self.labels.get(r) {
+        if let Some((_, _, id, _)) = self.labels.get(r) {
             return *id;
         }
         let slot = self.slot(at, r);
@@ -484,6 +486,23 @@ impl Runner {
                 };
                 if !ok {
                     fail(format!("term of {r} is {now}, {label}'s was {then}"));
+                }
+            }
+            ["token", r, ">", label] => {
+                // Fencing tokens compare as (cluster, term): the cluster id's epoch
+                // comes first (P7, P11).
+                let s = self.slot(at, r);
+                let core = &self.net(at).nodes[s].core;
+                let now = (core.cluster(), core.term());
+                let &(_, term, _, cluster) = self
+                    .labels
+                    .get(*label)
+                    .unwrap_or_else(|| panic!("{at}: no label `{label}`"));
+                if now <= (cluster, term) {
+                    fail(format!(
+                        "token of {r} is {now:?}, not above {label}'s {:?}",
+                        (cluster, term)
+                    ));
                 }
             }
             [kv] if kv.starts_with("voters=") || kv.starts_with("members=") => {
