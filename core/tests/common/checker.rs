@@ -12,7 +12,7 @@
 //! code would make the core's tests depend on the simulator's record types.
 
 use super::net::Node;
-use cluster_mode_core::{ClusterId, Instant, NodeId};
+use cluster_mode_core::{ClusterId, FencingToken, Instant, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -30,6 +30,9 @@ pub struct Checker {
     leader_slots: BTreeSet<usize>,
     /// cluster -> (primary id, term) of the latest primary.
     last_primary: BTreeMap<ClusterId, (NodeId, u64)>,
+    /// cluster founded by a node that was in another cluster -> that cluster (a
+    /// recovery's successor -> the cluster it replaced, P11).
+    predecessor: BTreeMap<ClusterId, ClusterId>,
     /// (cluster, commit index) -> hash of the committed member list.
     committed: BTreeMap<(ClusterId, u64), u64>,
     /// slot -> (cluster, commit index) last recorded.
@@ -75,6 +78,13 @@ impl Checker {
                         real,
                         format!("two leaders in term {}: {prev} and {id}", core.term()),
                     );
+                }
+            }
+            // A cluster first seen on a node that was in another one: that node founded
+            // it by a recovery.
+            if let Some(&(prev, _)) = self.seen_commit.get(&slot) {
+                if prev != cluster && !self.committed.keys().any(|(c, _)| *c == cluster) {
+                    self.predecessor.insert(cluster, prev);
                 }
             }
             // Committed member lists never diverge.
@@ -134,6 +144,13 @@ impl Checker {
                 _ => {
                     self.primaries_seen += 1;
                     self.last_primary.insert(token.cluster, (pid, token.term));
+                    let before = self.predecessor.get(&token.cluster).map(|p| FencingToken {
+                        cluster: *p,
+                        term: self.last_primary.get(p).map_or(0, |l| l.1),
+                    });
+                    if let Some(why) = token_across_recovery(before, token) {
+                        self.violate(real, why);
+                    }
                 }
             }
         }
@@ -150,5 +167,19 @@ impl Checker {
             .map(|(c, _)| *c)
             .collect::<BTreeSet<_>>()
             .len()
+    }
+}
+
+/// A primary of a cluster founded by a recovery must hold a token above every token
+/// of the cluster it replaced (`before`: that cluster with the last term a primary of
+/// it held), so that a store fenced by the old cluster accepts the successor (P7,
+/// P11). `None` when the rule holds or there is no predecessor (a cold start).
+pub fn token_across_recovery(before: Option<FencingToken>, new: FencingToken) -> Option<String> {
+    match before {
+        Some(b) if new <= b => Some(format!(
+            "fencing token did not increase across a recovery: {:?} term {} after {:?} term {}",
+            new.cluster, new.term, b.cluster, b.term
+        )),
+        _ => None,
     }
 }
