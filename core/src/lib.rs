@@ -56,6 +56,7 @@ pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use node::ClusterCore;
 pub use rng::SplitMix64;
 pub use status::{
-    FencingToken, MemberStatus, PrimaryInfo, RecoveryStatus, Role, Status, VoterEvidence, VoterState,
+    FencingToken, MemberStatus, PrimaryInfo, RecoveryStatus, Role, Status, VoterEvidence,
+    VoterState,
 };
 pub use time::Instant;

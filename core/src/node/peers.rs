@@ -246,7 +246,8 @@ impl ClusterCore {
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
             s.heard_at = now;
         }
-        self.peers.record_answer(now, from_addr.clone(), from, cluster, &ack);
+        self.peers
+            .record_answer(now, from_addr.clone(), from, cluster, &ack);
         // Bootstrap is evaluated once per housekeeping round, not per answer: the
         // evaluation looks at every peer. (Evaluating on every answer made cold starts
         // faster but broke liveness in a random schedule, seed 25836.) So only an

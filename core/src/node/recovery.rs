@@ -155,10 +155,8 @@ impl ClusterCore {
         }
         let recent = self.cfg.probe_interval * FRESH_VIEW_PROBE_ROUNDS;
         let mine = (self.log.last_term(), self.log.last_index());
-        let mut asked: BTreeMap<NodeId, Address> = live
-            .iter()
-            .map(|v| (v.id, v.addr.clone()))
-            .collect();
+        let mut asked: BTreeMap<NodeId, Address> =
+            live.iter().map(|v| (v.id, v.addr.clone())).collect();
         for (addr, p) in self.peers.iter() {
             let answered = p
                 .answered_at

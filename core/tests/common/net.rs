@@ -1,8 +1,8 @@
 use super::checker::Checker;
 use cluster_mode_core::message::ProbeState;
 use cluster_mode_core::{
-    Address, Change, ClusterCore, Command, Config, Discovered, Entry, Envelope, Identity, Input,
-    Instant, Message, NodeId, Role, SplitMix64,
+    Address, Change, ClusterCore, Command, Config, Discovered, DurableState, Entry, Envelope,
+    Identity, Input, Instant, Message, NodeId, Role, SplitMix64,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -69,6 +69,8 @@ pub struct Node {
     pub discovery_fails: bool,
     pub left: bool,
     deferred: Vec<Event>,
+    /// The last state a durable node persisted: its data directory.
+    pub disk: Option<DurableState>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +125,9 @@ pub struct Net {
     pub messages: u64,
     /// When non-zero, every new node gets a clock drift drawn from ±this (ppm).
     pub random_drift_ppm: i64,
+    /// Nodes started from now on are durable: they emit `Command::Persist`, whose
+    /// last state `restart_with_data` hands back (a pod restarted with its volume).
+    pub durable: bool,
 }
 
 impl Net {
@@ -150,6 +155,7 @@ impl Net {
             hidden_heartbeats: HashSet::new(),
             messages: 0,
             random_drift_ppm: 0,
+            durable: false,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -191,16 +197,31 @@ impl Net {
         } else {
             0
         };
-        self.start_node(slot, name, addr, drift)
+        self.start_node(slot, name, addr, drift, None)
     }
 
-    fn start_node(&mut self, slot: usize, name: String, addr: Address, drift: i64) -> usize {
-        let id = NodeId(u128::from(self.rng.next()) << 64 | u128::from(self.rng.next()));
+    fn start_node(
+        &mut self,
+        slot: usize,
+        name: String,
+        addr: Address,
+        drift: i64,
+        disk: Option<DurableState>,
+    ) -> usize {
+        let fresh_id = NodeId(u128::from(self.rng.next()) << 64 | u128::from(self.rng.next()));
         let offset = self.rng.range(0, 1_000_000_000_000);
         let core_seed = self.rng.next();
+        let id = disk.as_ref().map_or(fresh_id, |d| d.id);
         let me = Identity::new(id, addr.clone()).with_name(name.clone());
-        let core = ClusterCore::new(me, self.cfg.clone(), core_seed, Instant::from_nanos(offset))
-            .expect("valid config");
+        let at = Instant::from_nanos(offset);
+        let core = match disk {
+            Some(state) => ClusterCore::restore(me, self.cfg.clone(), core_seed, at, state)
+                .expect("the state it persisted restores"),
+            None if self.durable => ClusterCore::new(me, self.cfg.clone(), core_seed, at)
+                .expect("valid config")
+                .durable(),
+            None => ClusterCore::new(me, self.cfg.clone(), core_seed, at).expect("valid config"),
+        };
         let node = Node {
             name: name.clone(),
             addr: addr.clone(),
@@ -215,6 +236,7 @@ impl Net {
             discovery_fails: false,
             left: false,
             deferred: Vec::new(),
+            disk: None,
         };
         if slot == self.nodes.len() {
             self.nodes.push(node);
@@ -259,7 +281,23 @@ impl Net {
             "({name}'s previous process is {old_name} from now on)"
         ));
         self.id_names.insert(old, old_name);
-        self.start_node(slot, name, addr, drift);
+        self.start_node(slot, name, addr, drift, None);
+    }
+
+    /// The same pod restarts with its data directory: the same member (same id) at
+    /// the same address, from the last state it persisted. A node that never
+    /// persisted anything restarts as a new process.
+    pub fn restart_with_data(&mut self, slot: usize) {
+        let Some(disk) = self.nodes[slot].disk.clone() else {
+            self.restart(slot);
+            return;
+        };
+        let (name, addr, drift) = {
+            let n = &self.nodes[slot];
+            (n.name.clone(), n.addr.clone(), n.drift_ppm)
+        };
+        self.note(format!("{name} restarts with its data"));
+        self.start_node(slot, name, addr, drift, Some(disk));
     }
 
     /// A pod replaced by a new one at a new address: crash, unlist, add.
@@ -485,6 +523,7 @@ impl Net {
                     ));
                 }
             }
+            Command::Persist(state) => self.nodes[slot].disk = Some(state),
             // The last arm is a catch-all so that a command added to the core's
             // (non-exhaustive) enum compiles here and shows up in the trace.
             other => {
