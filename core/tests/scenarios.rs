@@ -34,7 +34,8 @@
 //! # Directives
 //!
 //! - `init seed=N [config=fast-test|datacenter] [min-nodes=N] [max-voters=N]
-//!   [removal-grace=D] [discovery-interval=D]`: the network; must come first.
+//!   [removal-grace=D] [discovery-interval=D] [data=on]`: the network; must come
+//!   first. `data=on`: every node has a data directory (P12).
 //! - `trace [events=on|off] [messages=on|off|no-heartbeats]`: what the outputs show
 //!   (events on, messages off at first). `no-heartbeats` hides appends that carry no
 //!   entry and no new commit index, and their successful replies.
@@ -43,7 +44,9 @@
 //! - `settle MAX [step=D] [until-removed=NODE]`: run until one primary is followed by
 //!   every live member with the same member list (and NODE is out of it); fails the
 //!   test if that takes MAX.
-//! - `crash NODE`, `restart NODE` (a new process at the same address), `replace NODE`
+//! - `crash NODE`, `restart NODE` (a new process at the same address),
+//!   `restart-with-data NODE` (the same member again, from its data directory),
+//!   `move-with-data NODE` (the same member at a new address), `replace NODE`
 //!   (crash, unlist, and start a new node at a new address), `unlist NODE`,
 //!   `isolate NODE`, `cut NODE NODE` (one link, both ways), `heal` (every link),
 //!   `pause NODE`, `resume NODE`, `leave NODE`.
@@ -87,6 +90,7 @@ const TRACES: &[&str] = &[
     "primary_isolated",
     "primary_leave",
     "restart_in_place",
+    "restart_with_data",
     "rolling_restart",
     "skewed_bootstrap",
     "thousand_members",
@@ -122,6 +126,11 @@ fn cold_start_of_five_elects_one_primary_with_five_voters() {
 #[test]
 fn majority_restarted_in_place_recovers_once_the_lost_voters_are_proven_dead() {
     run_trace("majority_restarted");
+}
+
+#[test]
+fn a_majority_restarted_with_data_and_moved_with_data_keeps_its_cluster() {
+    run_trace("restart_with_data");
 }
 
 #[test]

@@ -21,6 +21,9 @@ impl ClusterCore {
             msg,
             ..
         } = env;
+        if cluster.is_some() && cluster == self.hard.cluster {
+            self.note_member_address(from, &from_addr);
+        }
         match msg {
             Message::Probe => self.on_probe(now, from, from_addr),
             Message::ProbeAck(ack) => self.on_probe_ack(now, from, from_addr, cluster, ack),

@@ -35,6 +35,9 @@ impl ClusterCore {
         if self.leave.leaving.is_some() || !self.log.effective().is_voter(self.me.id) {
             return;
         }
+        if self.supports_recovery() {
+            return; // it abstains from this cluster's elections (P11)
+        }
         debug!("starting pre-vote");
         self.become_pre_candidate();
         let req = self.vote_request(self.hard.term + 1, false);
@@ -84,7 +87,10 @@ impl ClusterCore {
         if self.hard.cluster.is_none() {
             return;
         }
-        let sticky = !req.transfer && self.heard_from_leader_recently(now);
+        // A member that supports a recovery abstains (P11): the cluster it would elect
+        // a leader of is being replaced.
+        let sticky =
+            (!req.transfer && self.heard_from_leader_recently(now)) || self.supports_recovery();
         let up_to_date = self.log.is_up_to_date(req.last_index, req.last_term);
         let reply = if pre {
             let granted = req.term > self.hard.term && up_to_date && !sticky;

@@ -64,6 +64,8 @@ impl ClusterCore {
         if self.orphaned(now) {
             self.probe_round(now);
         }
+        let log = &self.log;
+        self.peers.retain_routes(|id| log.effective().contains(id));
         self.recovery_housekeeping(now);
         if self.wants_to_join(now) {
             // In a cluster: the leader it follows or, failing that, every member it

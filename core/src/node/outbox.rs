@@ -35,6 +35,10 @@ impl Default for Outbox {
 
 impl ClusterCore {
     pub(super) fn send(&mut self, to: Address, to_id: Option<NodeId>, msg: Message) {
+        let to = match to_id.and_then(|id| self.peers.route(id)) {
+            Some(route) => route.clone(),
+            None => to,
+        };
         let class = Delivery::of(self.hard.cluster, to_id, &msg);
         let env = Envelope {
             version: PROTOCOL_VERSION,

@@ -63,9 +63,39 @@ impl Peer {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Peers {
     map: BTreeMap<Address, Peer>,
+    /// Members last heard from at an address other than the one in the
+    /// configuration (a member restarted with its data directory on a new pod IP,
+    /// P12): messages to them go there.
+    routes: BTreeMap<NodeId, Address>,
 }
 
 impl Peers {
+    /// Where to send a message for `id`: the address it was last heard from, if that
+    /// differs from the configuration's.
+    pub(super) fn route(&self, id: NodeId) -> Option<&Address> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        self.routes.get(&id)
+    }
+
+    /// Records that member `id`, configured at `configured`, was heard from at `addr`.
+    pub(super) fn heard_member_at(&mut self, id: NodeId, addr: &Address, configured: &Address) {
+        if addr == configured {
+            if !self.routes.is_empty() {
+                self.routes.remove(&id);
+            }
+        } else if self.routes.get(&id) != Some(addr) {
+            info!(member = %id, %addr, %configured, "a member answers from a new address; sending there");
+            self.routes.insert(id, addr.clone());
+        }
+    }
+
+    /// Forgets the routes of ids that are no longer members.
+    pub(super) fn retain_routes(&mut self, is_member: impl Fn(NodeId) -> bool) {
+        self.routes.retain(|id, _| is_member(*id));
+    }
+
     pub(super) fn get(&self, addr: &Address) -> Option<&Peer> {
         self.map.get(addr)
     }
@@ -178,6 +208,14 @@ impl Peers {
 }
 
 impl ClusterCore {
+    /// A member of this node's configuration was heard from at `addr`.
+    pub(super) fn note_member_address(&mut self, id: NodeId, addr: &Address) {
+        if let Some(m) = self.log.effective().members.get(&id) {
+            let configured = m.addr.clone();
+            self.peers.heard_member_at(id, addr, &configured);
+        }
+    }
+
     pub(super) fn on_discovery(&mut self, now: Instant, list: Vec<Discovered>) {
         if list.is_empty() {
             if self.peers.any_listed() {

@@ -51,6 +51,13 @@ impl ClusterCore {
         self.role.leader.clone().filter(|_| recent)
     }
 
+    /// Whether this member supports a recovery of its cluster (its own or another
+    /// survivor's): until it moves to the successor or the support ends, it neither
+    /// campaigns nor votes in the cluster being replaced.
+    pub(super) fn supports_recovery(&self) -> bool {
+        self.hard.cluster.is_some() && self.boot.supports.is_some()
+    }
+
     /// Whether this node is a voter of a cluster that has had no leader for a while
     /// (or, once an operator forced it, no live leader at all).
     fn leaderless(&self, now: Instant) -> bool {
@@ -83,7 +90,8 @@ impl ClusterCore {
             .iter()
             .filter(|(id, m)| m.voter && **id != self.me.id)
             .map(|(id, m)| {
-                let peer = self.peers.get(&m.addr);
+                let addr = self.peers.route(*id).unwrap_or(&m.addr);
+                let peer = self.peers.get(addr);
                 let answered_recently = peer
                     .and_then(|p| p.answered_at)
                     .is_some_and(|t| now.saturating_duration_since(t) <= recent);
@@ -106,7 +114,7 @@ impl ClusterCore {
                 };
                 VoterEvidence {
                     id: *id,
-                    addr: m.addr.clone(),
+                    addr: addr.clone(),
                     state,
                 }
             })

@@ -300,6 +300,27 @@ impl Net {
         self.start_node(slot, name, addr, drift, Some(disk));
     }
 
+    /// The pod is rescheduled with its data directory at a new address: the same
+    /// member (same id, same slot and name), from its last persisted state.
+    pub fn move_with_data(&mut self, slot: usize) {
+        let Some(disk) = self.nodes[slot].disk.clone() else {
+            panic!("move_with_data needs a durable node");
+        };
+        if self.nodes[slot].alive {
+            self.crash(slot);
+        }
+        let (name, old, drift) = {
+            let n = &self.nodes[slot];
+            (n.name.clone(), n.addr.clone(), n.drift_ppm)
+        };
+        let moves = self.restarts.entry(slot).or_insert(0);
+        *moves += 1;
+        let addr = Address::new(format!("{name}.{moves}:7946"));
+        self.by_addr.remove(&old);
+        self.note(format!("{name} moves to {addr} with its data"));
+        self.start_node(slot, name, addr, drift, Some(disk));
+    }
+
     /// A pod replaced by a new one at a new address: crash, unlist, add.
     pub fn replace(&mut self, slot: usize) -> usize {
         self.crash(slot);

@@ -255,6 +255,7 @@ impl Runner {
                 let mut seed = None;
                 let mut cfg = Config::fast_test();
                 let mut netcfg = NetConfig::default();
+                let mut durable = false;
                 for (k, v) in kv(at, args) {
                     match k {
                         "seed" => seed = Some(v.parse().expect("seed")),
@@ -269,11 +270,14 @@ impl Runner {
                         "max-voters" => cfg = cfg.with_max_voters(v.parse().expect("number")),
                         "removal-grace" => cfg.removal_grace = parse_duration(at, v),
                         "discovery-interval" => netcfg.discovery_interval = parse_duration(at, v),
+                        "data" => durable = v == "on",
                         _ => panic!("{at}: unknown init option `{k}`"),
                     }
                 }
                 let seed = seed.unwrap_or_else(|| panic!("{at}: init needs seed=N"));
-                self.net = Some(Net::new(seed, cfg, netcfg));
+                let mut net = Net::new(seed, cfg, netcfg);
+                net.durable = durable;
+                self.net = Some(net);
             }
             "trace" => {
                 for (k, v) in kv(at, args) {
@@ -348,8 +352,8 @@ impl Runner {
                     net.run_for(step);
                 }
             }
-            "crash" | "restart" | "replace" | "unlist" | "isolate" | "leave" | "pause"
-            | "resume" => {
+            "crash" | "restart" | "restart-with-data" | "move-with-data" | "replace" | "unlist"
+            | "isolate" | "leave" | "pause" | "resume" => {
                 let [r] = args else {
                     panic!("{at}: {cmd} NODE")
                 };
@@ -358,6 +362,13 @@ impl Runner {
                 match *cmd {
                     "crash" => net.crash(slot),
                     "restart" => net.restart(slot),
+                    "restart-with-data" => {
+                        if net.nodes[slot].alive {
+                            net.crash(slot);
+                        }
+                        net.restart_with_data(slot);
+                    }
+                    "move-with-data" => net.move_with_data(slot),
                     "replace" => {
                         net.replace(slot);
                     }
