@@ -112,7 +112,7 @@ fn a_truncated_frame_is_malformed() {
         Err(DecodeError::Malformed(_))
     ));
     assert!(matches!(
-        Envelope::decode(&[1]),
+        Envelope::decode(&[cluster_mode_core::PROTOCOL_VERSION as u8]),
         Err(DecodeError::Malformed(_))
     ));
 }
