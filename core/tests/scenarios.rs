@@ -49,7 +49,10 @@
 //!   `move-with-data NODE` (the same member at a new address), `replace NODE`
 //!   (crash, unlist, and start a new node at a new address), `unlist NODE`,
 //!   `isolate NODE`, `cut NODE NODE` (one link, both ways), `heal` (every link),
-//!   `pause NODE`, `resume NODE`, `leave NODE`.
+//!   `pause NODE`, `resume NODE`, `leave NODE`, `force-recover NODE` (an operator's
+//!   `Input::ForceRecover`, P11).
+//! - `recovery NODE`: what a member of a leaderless cluster reports (each voter's
+//!   evidence, and why it does not recover by itself).
 //! - `discovery NODE... fails | lists all | lists nothing | lists NODE...`: what
 //!   discovery answers those nodes from now on.
 //! - `mark LABEL=NODE`: name a node for later directives, remembering its term and its
@@ -93,6 +96,7 @@ const TRACES: &[&str] = &[
     "restart_with_data",
     "rolling_restart",
     "skewed_bootstrap",
+    "stuck_then_forced",
     "thousand_members",
 ];
 
@@ -131,6 +135,11 @@ fn majority_restarted_in_place_recovers_once_the_lost_voters_are_proven_dead() {
 #[test]
 fn a_majority_restarted_with_data_and_moved_with_data_keeps_its_cluster() {
     run_trace("restart_with_data");
+}
+
+#[test]
+fn a_stuck_cluster_says_why_and_recovers_when_forced() {
+    run_trace("stuck_then_forced");
 }
 
 #[test]

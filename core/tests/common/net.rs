@@ -389,6 +389,15 @@ impl Net {
         self.input(slot, Input::Leave);
     }
 
+    /// An operator forces a recovery on this node (P11).
+    pub fn force_recover(&mut self, slot: usize) {
+        self.note(format!(
+            "{}: recovery forced by an operator",
+            self.nodes[slot].name
+        ));
+        self.input(slot, Input::ForceRecover);
+    }
+
     pub fn note(&mut self, s: String) {
         if self.record_trace {
             let line = format!("{:>7}ms  {s}", self.now / 1_000_000);
@@ -566,6 +575,15 @@ impl Net {
             .get(&id)
             .cloned()
             .unwrap_or_else(|| format!("{id}"))
+    }
+
+    /// `text` with every node id (as `Display` shows it) replaced by the node's name.
+    pub fn rename_ids(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (id, name) in &self.id_names {
+            out = out.replace(&format!("{id}"), name);
+        }
+        out
     }
 
     fn trace_message(&mut self, from: usize, to: usize, env: &Envelope, cut: bool) {

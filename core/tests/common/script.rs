@@ -15,7 +15,7 @@
 //! assertions: they fail the test whatever `UPDATE_TRACES` says.
 
 use super::net::{MsgTrace, Net, NetConfig};
-use cluster_mode_core::{ClusterId, Config, NodeId};
+use cluster_mode_core::{ClusterId, Config, NodeId, VoterState};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -414,6 +414,46 @@ impl Runner {
                             net.nodes[s].discovery_fails = false;
                             net.nodes[s].discovery_view = v.clone();
                         }
+                    }
+                }
+            }
+            "force-recover" => {
+                let [r] = args else {
+                    panic!("{at}: force-recover NODE")
+                };
+                let slot = self.slot(at, r);
+                self.net(at).force_recover(slot);
+            }
+            "recovery" => {
+                // What a stuck member reports (P11): each voter, and why it waits.
+                let [r] = args else {
+                    panic!("{at}: recovery NODE")
+                };
+                let slot = self.slot(at, r);
+                let net = self.net(at);
+                let now = net.local(slot, net.now);
+                let status = net.nodes[slot].core.status(now);
+                match status.recovery {
+                    None => out.push("no recovery view (a leader was heard recently)".into()),
+                    Some(rv) => {
+                        for v in &rv.voters {
+                            let state = match v.state {
+                                VoterState::Live => "live".to_string(),
+                                VoterState::ProvenDead { successor: Some(s) } => format!(
+                                    "proven dead ({} answers at its address)",
+                                    net.name_of(s)
+                                ),
+                                VoterState::ProvenDead { successor: None } => {
+                                    "proven dead (discovery dropped it)".to_string()
+                                }
+                                _ => "missing, no proof of death".to_string(),
+                            };
+                            out.push(format!("voter {}: {state}", net.name_of(v.id)));
+                        }
+                        out.push(match rv.blocked {
+                            Some(why) => format!("blocked: {}", net.rename_ids(&why)),
+                            None => "recovering".to_string(),
+                        });
                     }
                 }
             }
