@@ -58,13 +58,13 @@ impl ClusterCore {
         self.hard.cluster.is_some() && self.boot.supports.is_some()
     }
 
-    /// Whether this node is a voter of a cluster that has had no leader for a while
+    /// Whether this node is a member of a cluster that has had no leader for a while
     /// (or, once an operator forced it, no live leader at all).
     fn leaderless(&self, now: Instant) -> bool {
         if self.hard.cluster.is_none()
             || self.role.is_leader()
             || self.leave.leaving.is_some()
-            || !self.log.effective().is_voter(self.me.id)
+            || !self.log.effective().contains(self.me.id)
         {
             return false;
         }
@@ -138,11 +138,18 @@ impl ClusterCore {
             .iter()
             .filter(|v| v.state == VoterState::Live)
             .collect();
-        if live.len() + 1 >= self.log.quorum() {
+        // A non-voter stands only when no voter survives (every voter proven dead).
+        let i_vote = self.log.effective().is_voter(self.me.id);
+        if !i_vote && !live.is_empty() {
+            return Err(
+                "a voter survives: it recovers the cluster, this non-voter supports it".into(),
+            );
+        }
+        let live_voters = live.len() + usize::from(i_vote);
+        if live_voters >= self.log.quorum() {
             return Err(format!(
-                "{} of {} voters answer, a majority: an election should elect a primary",
-                live.len() + 1,
-                voters.len() + 1
+                "{live_voters} of {} voters answer, a majority: an election should elect a primary",
+                self.log.voters().len()
             ));
         }
         let missing: Vec<String> = voters
@@ -195,8 +202,10 @@ impl ClusterCore {
                     ));
                 }
                 Some(m) if m.cluster == cluster => {
-                    let voter = self.log.effective().is_voter(id);
-                    if voter && (m.last > mine || (m.last == mine && id < self.me.id)) {
+                    // Voters stand before non-voters, then the most up-to-date log,
+                    // then the smallest id.
+                    let rival = !i_vote || self.log.effective().is_voter(id);
+                    if rival && (m.last > mine || (m.last == mine && id < self.me.id)) {
                         return Err(format!(
                             "waiting for {id}, whose log is at least as up to date, to recover the cluster"
                         ));
@@ -311,12 +320,12 @@ impl ClusterCore {
             // A fresh node, or one waiting to join that very cluster.
             None => self.join.joining.is_none_or(|c| c == theirs),
             // A member of it (dispatch let no other cluster through) that has no
-            // leader either and whose log the candidate's is at least as up to date as.
+            // live leader either. Which survivor stands is a preference (rule 5),
+            // not a safety condition: every live member must grant and then abstain.
             Some(_) => {
                 !self.role.is_leader()
                     && self.leave.leaving.is_none()
                     && self.live_leader(now).is_none()
-                    && self.log.is_up_to_date(last.1, last.0)
             }
         };
         let mine = (self.log.last_term(), self.log.last_index());
@@ -325,7 +334,11 @@ impl ClusterCore {
             .candidacy
             .as_ref()
             .is_some_and(|c| c.replaces.is_some());
-        if may_grant && standing && (last > mine || (last == mine && from < self.me.id)) {
+        let i_vote = self.log.effective().is_voter(self.me.id);
+        let they_vote = self.log.effective().is_voter(from);
+        let better = (they_vote && !i_vote)
+            || (they_vote == i_vote && (last > mine || (last == mine && from < self.me.id)));
+        if may_grant && standing && better {
             info!(candidate = %from, "a survivor with a better claim stands; yielding to it");
             self.withdraw_candidacy(now);
         }
