@@ -571,3 +571,173 @@ fn a_role_change_carries_the_lease_end_and_fencing_token_while_primary_and_none_
         "{changes:?}"
     );
 }
+
+/// A settled three-node network whose nodes have data directories (P12).
+fn settled3_durable(seed: u64) -> (Net, usize, usize) {
+    let mut net = Net::new(seed, Config::fast_test(), common::NetConfig::default());
+    net.durable = true;
+    for _ in 0..3 {
+        net.add_node();
+    }
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(100);
+    let p = net.the_primary().expect("primary");
+    let f = (0..3).find(|s| *s != p).unwrap();
+    (net, p, f)
+}
+
+#[test]
+fn a_member_restarted_with_its_data_is_the_same_member_and_refuses_votes_at_first() {
+    let (mut net, p, f) = settled3_durable(41);
+    let before = net.nodes[f].core.durable_state();
+    net.crash(f);
+    net.restart_with_data(f);
+    let core = &net.nodes[f].core;
+    assert_eq!(core.identity().id, before.id, "same id");
+    assert_eq!(core.cluster(), before.cluster, "same cluster");
+    assert_eq!(core.term(), before.term, "same term");
+    assert_eq!(
+        core.durable_state().voted_for,
+        before.voted_for,
+        "same vote"
+    );
+    assert_eq!(
+        core.last_log_id(),
+        (
+            before.entries.last().map_or(before.base.term, |e| e.term),
+            before.entries.last().map_or(before.base.index, |e| e.index)
+        )
+    );
+    // It may have acknowledged the leader just before it stopped: the leader's lease
+    // counts on its stickiness, so it refuses a vote at once (P6, P12)...
+    let other = (0..3).find(|s| *s != f && *s != p).unwrap();
+    let term = before.term;
+    let req = VoteRequest {
+        term: term + 1,
+        last_index: 999,
+        last_term: term,
+        transfer: false,
+    };
+    let env = envelope_from(&net, other, f, Message::Vote(req.clone()));
+    let now = net.local(f, net.now);
+    let core = &mut net.nodes[f].core;
+    core.handle(now, Input::Message(env.clone())).unwrap();
+    let replies = sends(core);
+    assert!(
+        matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if !r.granted),
+        "a restored member refuses votes for election_timeout_min: {replies:?}"
+    );
+    // ... and grants once election_timeout_min has passed with no word from a leader.
+    let later = now + Config::fast_test().election_timeout_min;
+    core.handle(later, Input::Message(env)).unwrap();
+    let replies = sends(core);
+    assert!(
+        matches!(&replies[..], [Envelope { msg: Message::VoteReply(r), .. }] if r.granted),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn a_vote_is_persisted_before_the_reply_that_grants_it() {
+    let (mut net, p, f) = settled3_durable(42);
+    let other = (0..3).find(|s| *s != f && *s != p).unwrap();
+    let term = net.nodes[f].core.term();
+    let req = VoteRequest {
+        term: term + 1,
+        last_index: 999,
+        last_term: term,
+        transfer: false,
+    };
+    let env = envelope_from(&net, other, f, Message::Vote(req));
+    let candidate = env.from;
+    let now = net.local(f, net.now) + Duration::from_secs(5); // the leader long silent
+    let core = &mut net.nodes[f].core;
+    core.handle(now, Input::Message(env)).unwrap();
+    let mut cmds = Vec::new();
+    while let Some(c) = core.poll_command() {
+        cmds.push(c);
+    }
+    let persisted = cmds.iter().position(
+        |c| matches!(c, Command::Persist(s) if s.voted_for == Some(candidate) && s.term == term + 1),
+    );
+    let granted = cmds.iter().position(|c| {
+        matches!(c, Command::Send { msg: Envelope { msg: Message::VoteReply(r), .. }, .. } if r.granted)
+    });
+    assert!(
+        matches!((persisted, granted), (Some(a), Some(b)) if a < b),
+        "Persist with the vote must come before the granting reply: {cmds:?}"
+    );
+}
+
+#[test]
+fn a_steady_cluster_with_data_directories_writes_nothing() {
+    let (mut net, _p, _f) = settled3_durable(43);
+    let before = net.persists;
+    net.run_for(2_000); // 200 heartbeats per follower
+    assert_eq!(
+        net.persists - before,
+        0,
+        "heartbeats and lease renewals persist nothing"
+    );
+}
+
+#[test]
+fn a_damaged_durable_state_is_refused_with_the_reason() {
+    let (net, _p, f) = settled3_durable(44);
+    let good = net.nodes[f].core.durable_state();
+    let me = Identity::new(good.id, "10.0.0.9:7946");
+    let restore = |s: cluster_mode_core::DurableState| {
+        ClusterCore::restore(me.clone(), Config::fast_test(), 1, ms(0), s).map(|_| ())
+    };
+    assert!(
+        restore(good.clone()).is_ok(),
+        "the state as written restores, at a new address too"
+    );
+    let mut other = good.clone();
+    other.id = NodeId(good.id.0 ^ 1);
+    assert!(restore(other)
+        .unwrap_err()
+        .reason
+        .contains("belongs to node"));
+    let mut gap = good.clone();
+    gap.entries = vec![cluster_mode_core::Entry {
+        index: gap.base.index + 2,
+        term: gap.term,
+        change: cluster_mode_core::Change::Noop,
+    }];
+    assert!(restore(gap).unwrap_err().reason.contains("does not follow"));
+    let mut ahead = good.clone();
+    ahead.term = 0;
+    assert!(restore(ahead).is_err(), "a log term above the current term");
+}
+
+#[test]
+fn a_survivor_does_not_recover_while_a_listed_peer_is_silent() {
+    // Two of three voters restarted in place (their successors prove them dead), and
+    // a fourth pod the survivor cannot reach: it may be a member that knows a newer
+    // configuration, so the survivor waits (P11 rule 4); healed, it recovers.
+    let (mut net, p, f) = settled3(45);
+    let s = (0..3).find(|x| *x != p && *x != f).unwrap();
+    let n4 = net.add_node();
+    net.cut_link(s, n4);
+    net.run_for(500);
+    net.crash(p);
+    net.restart(p);
+    net.crash(f);
+    net.restart(f);
+    net.run_for(3_000);
+    assert_eq!(net.checker.clusters(), 1, "no successor while n4 is silent");
+    assert!(net.the_primary().is_none());
+    let now = net.local(s, net.now);
+    let rv = net.nodes[s]
+        .core
+        .status(now)
+        .recovery
+        .expect("a recovery view");
+    let why = rv.blocked.expect("blocked");
+    assert!(why.contains("listed but has not answered"), "{why}");
+    net.heal();
+    net.run_until_settled(5_000)
+        .expect("recovers once every listed peer answers");
+    assert_eq!(net.checker.clusters(), 2);
+}

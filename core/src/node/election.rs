@@ -13,9 +13,10 @@ use tracing::{debug, info};
 impl ClusterCore {
     /// Whether this node heard from a live leader less than the minimum election
     /// timeout ago; such a node refuses (pre-)votes (leader stickiness). A leader is
-    /// its own live leader.
+    /// its own live leader; a member restored from its data directory counts as
+    /// having heard from one at its restart.
     fn heard_from_leader_recently(&self, now: Instant) -> bool {
-        if self.role.is_leader() {
+        if self.role.is_leader() || self.role.refuse_votes_until.is_some_and(|t| now < t) {
             return true;
         }
         self.role.leader.is_some()

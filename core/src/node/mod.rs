@@ -167,6 +167,7 @@ impl ClusterCore {
             };
             core.log = Log::restore(state.base, state.entries);
             core.role.last_leader_contact = Some(now);
+            core.role.refuse_votes_until = Some(now + core.cfg.election_timeout_min);
             core.reset_election_timer(now);
             core.out.members_dirty = true;
             tracing::info!(%cluster, term = core.hard.term, "restored from durable state");

@@ -61,6 +61,9 @@ pub(super) struct RoleState {
     pub(super) leader: Option<(NodeId, Address)>,
     /// When a leader's message was last accepted.
     pub(super) last_leader_contact: Option<Instant>,
+    /// A member restored from its data directory refuses votes until then, as if it
+    /// had just heard from a leader (P12).
+    pub(super) refuse_votes_until: Option<Instant>,
 }
 
 impl Default for RoleState {
@@ -69,6 +72,7 @@ impl Default for RoleState {
             raft: RaftRole::Follower,
             leader: None,
             last_leader_contact: None,
+            refuse_votes_until: None,
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct Net {
     pub messages: u64,
     /// When non-zero, every new node gets a clock drift drawn from ±this (ppm).
     pub random_drift_ppm: i64,
+    /// How many `Command::Persist` the nodes emitted (writes to their data
+    /// directories).
+    pub persists: u64,
     /// Nodes started from now on are durable: they emit `Command::Persist`, whose
     /// last state `restart_with_data` hands back (a pod restarted with its volume).
     pub durable: bool,
@@ -156,6 +159,7 @@ impl Net {
             messages: 0,
             random_drift_ppm: 0,
             durable: false,
+            persists: 0,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -553,7 +557,10 @@ impl Net {
                     ));
                 }
             }
-            Command::Persist(state) => self.nodes[slot].disk = Some(state),
+            Command::Persist(state) => {
+                self.persists += 1;
+                self.nodes[slot].disk = Some(state);
+            }
             // The last arm is a catch-all so that a command added to the core's
             // (non-exhaustive) enum compiles here and shows up in the trace.
             other => {
