@@ -369,7 +369,9 @@ impl Fleet {
         if let Some(d) = &self.data_dirs {
             cmd.arg("--data-dir").arg(&d[i]);
         }
+        // The flag alone decides: the binary also reads the directory from this variable.
         let child = cmd
+            .env_remove("CLUSTER_MODE_DATA_DIR")
             .env("RUST_LOG", "cluster_mode=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone a log file handle"))
@@ -672,5 +674,43 @@ mod tests {
         // 10: certainly both between 5 and 10.
         let d = run(t, 1, (4, 5), (20, 21));
         assert_eq!(gap_ms(&a, &d), -5.0);
+    }
+
+    #[test]
+    fn runs_end_on_anything_but_the_same_primary() {
+        let t = Instant::now();
+        let s = |ms: u64, incarnation: u32, answer: Option<Option<u64>>| Sample {
+            node: 0,
+            incarnation,
+            sent: at(t, ms),
+            recv: at(t, ms + 1),
+            answer,
+        };
+        let samples = [
+            s(0, 0, Some(Some(3))),
+            s(2, 0, Some(Some(3))),
+            s(4, 0, Some(Some(4))), // another term
+            s(6, 0, None),          // no answer
+            s(8, 0, Some(Some(4))),
+            s(10, 0, Some(None)), // another role
+            s(12, 0, Some(Some(4))),
+            s(14, 1, Some(Some(4))), // the next process
+        ];
+        let r = runs(&samples);
+        let spans: Vec<_> = r
+            .iter()
+            .map(|r| (r.process.1, r.first.0 - t, r.last.0 - t))
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            spans,
+            [
+                (0, ms(0), ms(2)),
+                (0, ms(4), ms(4)),
+                (0, ms(8), ms(8)),
+                (0, ms(12), ms(12)),
+                (1, ms(14), ms(14)),
+            ]
+        );
     }
 }
