@@ -47,13 +47,11 @@ async fn recovers(name: &str, trials: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs automatic recovery (issue 9)"]
 async fn three_lose_two_without_data_dir() {
     recovers("3-lose-2", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs automatic recovery (issue 9)"]
 async fn five_lose_three_without_data_dir() {
     recovers("5-lose-3", 2).await;
 }
