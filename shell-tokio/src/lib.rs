@@ -19,6 +19,7 @@ use rand::Rng;
 
 pub mod clock;
 mod cluster;
+pub mod data_dir;
 mod driver;
 pub mod mac;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub mod transport;
 
 pub use clock::{Clock, SystemClock};
 pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
+pub use data_dir::{DataDir, DataDirError};
 pub use cluster_mode_core::{
     Address, ClusterId, Config, FencingToken, Member, MemberStatus, NodeId, PrimaryInfo, Role,
     Status,
