@@ -422,6 +422,22 @@ mod tests {
         DataDir::open(tmp.path()).unwrap();
     }
 
+    /// The cost of one store on this machine (`--ignored --nocapture`; README).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn store_cost() {
+        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let s = sample(3);
+        let n = 200u32;
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            d.store(&s).unwrap();
+        }
+        let bytes = encode(&s).len();
+        eprintln!("{bytes}-byte state: {:?} per store", t0.elapsed() / n);
+    }
+
     #[test]
     fn store_into_a_vanished_directory_fails_and_names_it() {
         let tmp = tempfile::tempdir().unwrap();

@@ -21,15 +21,27 @@ fn args(dir: &Path) -> Vec<String> {
     ]
 }
 
-async fn ids(p: &Procs) -> Vec<u128> {
+async fn samples(p: &Procs) -> Vec<Sample> {
     let mut v = Vec::new();
     for a in &p.addrs {
         let s = status(*a, Duration::from_millis(500))
             .await
             .unwrap_or_else(|| panic!("no status from {a}"));
-        v.push(s.id);
+        v.push(s);
     }
     v
+}
+
+async fn ids(p: &Procs) -> Vec<u128> {
+    samples(p).await.into_iter().map(|s| s.id).collect()
+}
+
+async fn writes(p: &Procs) -> Vec<u64> {
+    samples(p)
+        .await
+        .into_iter()
+        .map(|s| s.persist_writes)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,6 +55,14 @@ async fn majority_killed_and_restarted_in_place_keeps_ids_and_elects() {
         .await
         .expect("no primary");
     let before = ids(&p).await;
+    // Steady state: heartbeats and lease renewals only, no write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w0 = writes(&p).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let w1 = writes(&p).await;
+    eprintln!("writes per node after cold start: {w0:?}; 1 s later: {w1:?}");
+    assert!(w0.iter().all(|&w| w >= 2), "{w0:?}");
+    assert_eq!(w0, w1, "data directory writes in steady state");
     let term = status(p.addrs[primary], Duration::from_millis(500))
         .await
         .expect("status")

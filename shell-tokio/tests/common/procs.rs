@@ -109,6 +109,8 @@ pub struct Sample {
     pub primary_addr: Option<String>,
     /// The node id (a u128: read apart, since `serde_json::Value` holds it as f64).
     pub id: u128,
+    /// Writes to its data directory so far.
+    pub persist_writes: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -134,6 +136,7 @@ pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
             term: v["term"].as_u64()?,
             primary_addr: v["primary"]["addr"].as_str().map(str::to_owned),
             id,
+            persist_writes: v["counters"]["persist_writes"].as_u64()?,
         })
     };
     tokio::time::timeout(timeout, fut).await.ok().flatten()
