@@ -5,8 +5,9 @@ use crate::node;
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
 use crate::registry::Registry;
 use crate::world::{global_now, raw_view_with, view_of, Shared, Slot, TransportKind, World};
+use cluster_mode::sim::MemoryDisk;
 use cluster_mode::NodeState;
-use cluster_mode_core::{Address, Config, SplitMix64};
+use cluster_mode_core::{Address, Config, DurableState, SplitMix64};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
@@ -30,6 +31,13 @@ pub struct SimOptions {
     pub max_clock_offset_ms: u64,
     /// The transport between nodes.
     pub transport: TransportKind,
+    /// Whether every pod has a data directory: an in-memory disk, in the real state
+    /// file format, that survives the restarts of its process, so that
+    /// [`SimCluster::restart`] brings back the same member with its id, term, vote
+    /// and log (a container restarted with its volume). A pod made by
+    /// [`SimCluster::replace`] gets a new, empty one. `false` (the default): no data
+    /// directory, and every start is a new member (P1).
+    pub data_dirs: bool,
 }
 
 impl Default for SimOptions {
@@ -38,6 +46,7 @@ impl Default for SimOptions {
             sample_ms: 5,
             max_clock_offset_ms: 10_000,
             transport: TransportKind::Datagram,
+            data_dirs: false,
         }
     }
 }
@@ -61,7 +70,8 @@ pub struct SlotInfo {
 /// given to `Runtime::block_on`), then add nodes and inject faults between sleeps.
 ///
 /// Nodes are *slots*: a pod name and IP. Restarting a slot gives it a new identity
-/// (P1); replacing a pod makes a new slot with a new name and IP.
+/// (P1), unless pods have data directories ([`SimOptions::data_dirs`]); replacing a
+/// pod makes a new slot with a new name and IP.
 #[derive(Clone)]
 pub struct SimCluster {
     shared: Arc<Shared>,
@@ -80,6 +90,7 @@ impl SimCluster {
             transport: opts.transport,
             cut_links: BTreeSet::new(),
             isolated: BTreeSet::new(),
+            data_dirs: opts.data_dirs,
         };
         let shared = Arc::new(Shared::new(world));
         let sampler = shared.clone();
@@ -120,6 +131,7 @@ impl SimCluster {
             let addr = Address::new(format!("{ip}:{PORT}"));
             let now = global_now();
             g.registry.list(now, &addr, name);
+            let disk = g.data_dirs.then(MemoryDisk::new);
             g.slots.push(Slot {
                 name: name.to_string(),
                 addr,
@@ -131,6 +143,7 @@ impl SimCluster {
                 state: None,
                 sampled: None,
                 leave: None,
+                disk,
             });
             g.slots.len() - 1
         };
@@ -185,7 +198,9 @@ impl SimCluster {
         self.stop_slot(slot, "killed", unlist);
     }
 
-    /// Kills and restarts the process at the same name and IP, with a new identity.
+    /// Kills and restarts the process at the same name and IP: with a data directory
+    /// ([`SimOptions::data_dirs`]) the same member, restored from it; without, a new
+    /// identity.
     pub fn restart(&self, slot: usize) {
         self.stop_slot(slot, "killed for restart", false);
         let id = self.sim_id(slot);
@@ -205,6 +220,15 @@ impl SimCluster {
         self.stop_slot(slot, "replaced", true);
         let ppm = self.shared.lock().slots[slot].clock.ppm();
         self.add_node(name, ip, ppm)
+    }
+
+    /// The durable state in the pod's data directory, if it has one and anything was
+    /// written to it.
+    pub fn disk_state(&self, slot: usize) -> Option<DurableState> {
+        self.shared.lock().slots[slot]
+            .disk
+            .as_ref()
+            .and_then(MemoryDisk::state)
     }
 
     /// Pauses the process (SIGSTOP, a long GC pause): no task of it runs.

@@ -138,9 +138,10 @@ fn epoch() -> madsim::time::Instant {
     h.now_instant() - h.elapsed()
 }
 
-/// One process lifetime of the node in `slot`: a fresh identity, until killed or left.
+/// One process lifetime of the node in `slot`: a fresh identity (or, with a data
+/// directory, the one stored there), until killed or left.
 pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
-    let (addr, name, cfg, kind, interval) = {
+    let (addr, name, cfg, kind, interval, disk) = {
         let g = shared.lock();
         let s = &g.slots[slot];
         (
@@ -149,6 +150,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
             g.cfg.clone(),
             g.transport,
             Duration::from_millis(g.registry.interval_ms),
+            s.disk.clone(),
         )
     };
     let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
@@ -166,6 +168,11 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
     .config(cfg)
     .clock(clock)
     .discovery_interval(interval);
+    // With a data directory, a stored id wins over the one drawn below.
+    let builder = match disk {
+        Some(d) => builder.memory_disk(d),
+        None => builder,
+    };
     let builder = match kind {
         TransportKind::Datagram => {
             // Identity and core seed from madsim's RNG, drawn before binding.

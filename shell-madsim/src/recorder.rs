@@ -18,7 +18,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// One node's view at one instant, with its lease converted to global time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
-    /// The node's identity (new on every start).
+    /// The node's identity (new on every start, unless it has a data directory).
     pub id: NodeId,
     /// The cluster it belongs to, if any.
     pub cluster: Option<ClusterId>,
@@ -83,11 +83,12 @@ impl NodeView {
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordKind {
-    /// A node process started with a fresh identity.
+    /// A node process started: with a fresh identity, or, restored from its data
+    /// directory, with the one it had.
     Started {
         /// Pod name.
         name: String,
-        /// The new identity.
+        /// Its identity.
         id: NodeId,
         /// Its address.
         addr: String,

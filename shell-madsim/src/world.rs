@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::recorder::{NodeView, Recorder};
 use crate::registry::Registry;
+use cluster_mode::sim::MemoryDisk;
 use cluster_mode::NodeState;
 use cluster_mode_core::{Address, Config, Role, SplitMix64};
 use madsim::task::NodeId as SimNodeId;
@@ -40,6 +41,9 @@ pub(crate) struct Slot {
     /// The sampler's own receiver: it rebuilds a view only when the value changed.
     pub(crate) sampled: Option<watch::Receiver<NodeState>>,
     pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The pod's data directory, kept across restarts of its process (`None`: it
+    /// has none, and every start is a new member).
+    pub(crate) disk: Option<MemoryDisk>,
 }
 
 pub(crate) struct World {
@@ -52,6 +56,8 @@ pub(crate) struct World {
     pub(crate) transport: TransportKind,
     pub(crate) cut_links: BTreeSet<(usize, usize)>,
     pub(crate) isolated: BTreeSet<usize>,
+    /// Whether new pods get a data directory.
+    pub(crate) data_dirs: bool,
 }
 
 pub(crate) struct Shared(Mutex<World>);

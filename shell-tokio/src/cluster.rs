@@ -1,6 +1,7 @@
 //! The [`Cluster`] handle and its [`ClusterBuilder`].
 
 use crate::clock::{Clock, SystemClock};
+use crate::data_dir::{DataDir, DataDirError};
 use crate::driver::{
     spawn_driver, ClusterEvent, Control, DriverHandle, DriverParts, Inbox, NodeState, Subscribers,
     Transport,
@@ -8,6 +9,7 @@ use crate::driver::{
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
 use crate::server::{serve, ClusterService, DEFAULT_MAX_BODY};
+use crate::storage::Storage;
 use crate::transport::{HttpTransport, TransportOptions};
 use cluster_mode_core::{
     ClusterCore, Config, ConfigError, FencingToken, Identity, MemberStatus, NodeId, PrimaryInfo,
@@ -16,6 +18,7 @@ use cluster_mode_core::{
 use cluster_mode_discovery::Discovery;
 use rand::Rng;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +36,9 @@ pub enum StartError {
     /// No address peers can reach this node at: give [`ClusterBuilder::advertise`]
     /// when listening on an unspecified address (`0.0.0.0`) or when mounted.
     NoAdvertiseAddress,
+    /// The data directory cannot be used: damaged, in use by another process, or
+    /// unreadable. Its message names the file and says what to do.
+    DataDir(DataDirError),
 }
 
 impl std::fmt::Display for StartError {
@@ -45,11 +51,20 @@ impl std::fmt::Display for StartError {
                 f,
                 "no advertised address: set one when listening on 0.0.0.0 or when mounted"
             ),
+            StartError::DataDir(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind(e) => Some(e),
+            StartError::DataDir(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 enum Listen {
     Addr(SocketAddr),
@@ -87,6 +102,7 @@ pub struct ClusterBuilder {
     clock: Option<Arc<dyn Clock>>,
     discovery_interval: Option<Duration>,
     max_body: usize,
+    data_dir: Option<PathBuf>,
     #[cfg(feature = "sim")]
     sim: SimHooks,
 }
@@ -102,6 +118,7 @@ struct SimHooks {
     transport: Option<MakeTransport>,
     node_id: Option<NodeId>,
     core_seed: Option<u64>,
+    disk: Option<crate::sim::MemoryDisk>,
 }
 
 /// What a transport plugged with `ClusterBuilder::with_transport` (feature `sim`) is
@@ -135,6 +152,7 @@ impl ClusterBuilder {
             clock: None,
             discovery_interval: None,
             max_body: DEFAULT_MAX_BODY,
+            data_dir: None,
             #[cfg(feature = "sim")]
             sim: SimHooks::default(),
         }
@@ -167,6 +185,17 @@ impl ClusterBuilder {
     #[must_use]
     pub fn core_seed(mut self, seed: u64) -> Self {
         self.sim.core_seed = Some(seed);
+        self
+    }
+
+    /// Keeps the node's durable state on `disk` instead of a data directory (feature
+    /// `sim`): like [`data_dir`](Self::data_dir), with no file. A node started again
+    /// on the same disk is the same member, with the id stored there (which wins over
+    /// [`node_id`](Self::node_id)). Takes precedence over `data_dir`.
+    #[cfg(feature = "sim")]
+    #[must_use]
+    pub fn memory_disk(mut self, disk: crate::sim::MemoryDisk) -> Self {
+        self.sim.disk = Some(disk);
         self
     }
 
@@ -251,11 +280,57 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keeps the node's id, term, vote and log in the directory `path` (created if
+    /// missing), so that a process restarted with the same directory is the same
+    /// member (see [`crate::data_dir`]). Without it every start is a new member with a
+    /// fresh id, and nothing is written.
+    ///
+    /// At start the directory is locked (a second process using it is refused) and
+    /// its state loaded: none, a new node with a fresh id; a state, this node again;
+    /// a damaged state, [`StartError::DataDir`] (never a silent fresh start). While
+    /// running, the state is written (fsync, atomic rename) whenever the term, vote or
+    /// log changed, before the node acts on it; a steady cluster writes nothing. If a
+    /// write fails the node stops ([`ClusterEvent::Failed`]).
+    #[must_use]
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
     /// Binds the listener (unless mounted), spawns the loop and the server, and
     /// returns the handle. The node starts discovering at once.
     pub async fn start(self) -> Result<Cluster, StartError> {
         let discovery = self.discovery.ok_or(StartError::NoDiscovery)?;
         self.config.validate().map_err(StartError::Config)?;
+        #[cfg(feature = "sim")]
+        let SimHooks {
+            transport: custom_transport,
+            node_id,
+            core_seed,
+            disk,
+        } = self.sim;
+        #[cfg(not(feature = "sim"))]
+        let (custom_transport, node_id, core_seed) = (
+            None::<fn(TransportContext) -> Arc<dyn Transport>>,
+            None,
+            None,
+        );
+        #[cfg(feature = "sim")]
+        let storage = disk.map(Storage::Memory);
+        #[cfg(not(feature = "sim"))]
+        let storage = None;
+        // Before binding: a damaged or busy data directory starts nothing.
+        let storage = match (storage, self.data_dir) {
+            (Some(s), _) => Some(s),
+            (None, Some(path)) => Some(Storage::Dir(
+                DataDir::open(path).map_err(StartError::DataDir)?,
+            )),
+            (None, None) => None,
+        };
+        let stored = match &storage {
+            Some(s) => s.load().map_err(StartError::DataDir)?,
+            None => None,
+        };
         let listener = match self.listen {
             Listen::Addr(a) => Some(
                 tokio::net::TcpListener::bind(a)
@@ -275,27 +350,41 @@ impl ClusterBuilder {
             _ => return Err(StartError::NoAdvertiseAddress),
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
-        #[cfg(feature = "sim")]
-        let SimHooks {
-            transport: custom_transport,
-            node_id,
-            core_seed,
-        } = self.sim;
-        #[cfg(not(feature = "sim"))]
-        let (custom_transport, node_id, core_seed) = (
-            None::<fn(TransportContext) -> Arc<dyn Transport>>,
-            None,
-            None,
-        );
-        let id = node_id.unwrap_or_else(crate::fresh_node_id);
+        let id = stored
+            .as_ref()
+            .map(|s| s.id)
+            .or(node_id)
+            .unwrap_or_else(crate::fresh_node_id);
         let mut identity = Identity::new(id, advertise.as_str());
         if let Some(n) = self.name {
             identity = identity.with_name(n);
         }
         let lease_duration = self.config.lease_duration;
         let seed = core_seed.unwrap_or_else(|| crate::fresh_rng().random::<u64>());
-        let core = ClusterCore::new(identity, self.config, seed, clock.now())
-            .map_err(StartError::Config)?;
+        let core = match stored {
+            Some(state) => {
+                let term = state.term;
+                let core = ClusterCore::restore(identity, self.config, seed, clock.now(), state)
+                    .map_err(|e| {
+                        StartError::DataDir(DataDirError::Damaged {
+                            dir: storage.as_ref().map(Storage::dir).unwrap_or_default(),
+                            file: storage.as_ref().map(Storage::describe).unwrap_or_default(),
+                            reason: e.reason,
+                        })
+                    })?;
+                tracing::info!(node = %id, term, "restored from the data directory");
+                core
+            }
+            None => {
+                let core = ClusterCore::new(identity, self.config, seed, clock.now())
+                    .map_err(StartError::Config)?;
+                if storage.is_some() {
+                    core.durable()
+                } else {
+                    core
+                }
+            }
+        };
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
         let mut transport_opts = self.transport;
@@ -327,6 +416,7 @@ impl ClusterBuilder {
             inbox: inbox_rx,
             counters: counters.clone(),
             subscribers: subscribers.clone(),
+            storage,
         });
         let service = ClusterService::new(
             inbox,
@@ -411,7 +501,8 @@ impl Cluster {
         ClusterBuilder::new(discovery)
     }
 
-    /// This process's node id (fresh at every start).
+    /// The node id: fresh at every start, or, with a
+    /// [`data_dir`](ClusterBuilder::data_dir), the one stored there.
     pub fn id(&self) -> NodeId {
         self.inner.driver.id
     }
@@ -484,6 +575,12 @@ impl Cluster {
     pub fn fencing_token(&self) -> Option<FencingToken> {
         let now = self.inner.clock.now();
         self.state().fencing_token_at(now)
+    }
+
+    /// Why the node stopped on its own, if it did: it could not write its state to
+    /// its data directory (see [`ClusterEvent::Failed`]). `None` while it runs.
+    pub fn failure(&self) -> Option<String> {
+        self.state().failure.clone()
     }
 
     /// The node's view, judged now.

@@ -5,6 +5,11 @@
 //! delivery failure from the transport ([`Inbox`]), or a discovery answer; hands the
 //! event to the core; then applies every command the core emits, in order:
 //!
+//! - `Persist` (a node with a data directory) is written to its storage at once,
+//!   synchronously, before any later command: a `Send` after it may announce a vote
+//!   or an acknowledgement that rests on it. If the write fails, the node stops
+//!   there: the later commands are dropped, subscribers get [`ClusterEvent::Failed`],
+//!   and the view says `stopped` with the error;
 //! - `Send` goes to [`Transport::send`], which must not block (it queues);
 //! - `RoleChanged`, `MembersChanged` and `LeaveFinished` go to every subscriber, in
 //!   order, none dropped (unbounded per-subscriber queues: a subscriber that never
@@ -18,15 +23,16 @@
 
 use crate::clock::Clock;
 use crate::metrics::{bump, Counters};
+use crate::storage::Storage;
 use cluster_mode_core::{
-    Address, ClusterCore, Command, Delivery, Discovered, Envelope, FencingToken, Input, Instant,
-    Member, NodeId, PrimaryInfo, Rejected, Role, Status,
+    Address, ClusterCore, Command, Delivery, Discovered, DurableState, Envelope, FencingToken,
+    Input, Instant, Member, NodeId, PrimaryInfo, Rejected, Role, Status,
 };
 use cluster_mode_discovery::{Discovery, DiscoveryResult};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Carries envelopes to peers. The library's own is the hyper transport; a
 /// simulation plugs a cheaper one (with the `sim` feature, see
@@ -159,6 +165,16 @@ pub enum ClusterEvent {
         /// The node's clock when it finished.
         at: Instant,
     },
+    /// The node stopped because it could not write its state to its data directory:
+    /// it must not act on a term, vote or log it could not persist. It is no longer
+    /// active; restart the process once the disk is fixed (the state written last
+    /// is intact).
+    Failed {
+        /// What went wrong, naming the file.
+        error: String,
+        /// The node's clock when it stopped.
+        at: Instant,
+    },
 }
 
 impl ClusterEvent {
@@ -167,7 +183,8 @@ impl ClusterEvent {
         match self {
             ClusterEvent::RoleChanged { at, .. }
             | ClusterEvent::MembersChanged { at, .. }
-            | ClusterEvent::LeaveFinished { at } => *at,
+            | ClusterEvent::LeaveFinished { at }
+            | ClusterEvent::Failed { at, .. } => *at,
         }
     }
 }
@@ -179,8 +196,11 @@ impl ClusterEvent {
 pub struct NodeState {
     /// The core's status as of the last event that changed it.
     pub status: Status,
-    /// The loop has stopped (left or shut down).
+    /// The loop has stopped (left, shut down, or failed).
     pub stopped: bool,
+    /// Why the loop stopped on its own, if it did: its state could not be persisted
+    /// (see [`ClusterEvent::Failed`]).
+    pub failure: Option<String>,
 }
 
 impl NodeState {
@@ -271,6 +291,8 @@ pub(crate) struct DriverParts {
     pub(crate) counters: Arc<Counters>,
     /// Subscribers to events.
     pub(crate) subscribers: Subscribers,
+    /// Where `Persist` commands go: `Some` exactly when `core` is durable.
+    pub(crate) storage: Option<Storage>,
 }
 
 /// What [`spawn_driver`] returns: the ways to talk to the running loop.
@@ -294,6 +316,7 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
     let (state_tx, state_rx) = watch::channel(NodeState {
         status: parts.core.status(now),
         stopped: false,
+        failure: None,
     });
     let (control_tx, control_rx) = mpsc::channel(16);
     let (disc_tx, disc_rx) = mpsc::channel(4);
@@ -321,6 +344,8 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         span: info_span!("cluster", node = %id, term),
         last_term: term,
         last_now: now,
+        storage: parts.storage,
+        failure: None,
     };
     tokio::spawn(async move {
         driver.run(parts.inbox.rx, control_rx, disc_rx).await;
@@ -345,6 +370,9 @@ struct Driver {
     last_term: u64,
     /// The `now` of the last input handed to the core.
     last_now: Instant,
+    storage: Option<Storage>,
+    /// Set when a `Persist` failed: the loop stops before handling anything else.
+    failure: Option<String>,
 }
 
 impl Driver {
@@ -363,6 +391,9 @@ impl Driver {
         let mut control_open = true;
         let mut discovery_open = true;
         loop {
+            if self.failure.is_some() {
+                break;
+            }
             let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
             let sleep = async {
                 match deadline {
@@ -418,7 +449,14 @@ impl Driver {
                 },
             }
         }
-        self.state.send_modify(|s| s.stopped = true);
+        // Release the data directory's lock before saying "stopped": a process may
+        // start the node again on it as soon as it sees that.
+        drop(self.storage.take());
+        let failure = self.failure.take();
+        self.state.send_modify(|s| {
+            s.stopped = true;
+            s.failure = failure;
+        });
         for w in self.leave_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -451,6 +489,18 @@ impl Driver {
         }
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
+                Command::Persist(state) => {
+                    if let Err(e) = self.persist(&state) {
+                        // The commands after it rest on it: drop them, and stop.
+                        error!(error = %e, "cannot persist the node's state; stopping the node");
+                        self.subscribers.publish(&ClusterEvent::Failed {
+                            error: e.clone(),
+                            at: now,
+                        });
+                        self.failure = Some(e);
+                        return;
+                    }
+                }
                 Command::Send { to, msg, class } => {
                     bump(&self.counters.messages_out);
                     self.transport.send(&to, msg, class);
@@ -497,6 +547,26 @@ impl Driver {
                 true
             }
         });
+    }
+
+    /// Writes `state` to the node's storage, synchronously: it is small and written
+    /// only when the term, vote, cluster or log changed, never on a heartbeat.
+    fn persist(&self, state: &DurableState) -> Result<(), String> {
+        let Some(storage) = &self.storage else {
+            // A core is made durable only together with a storage.
+            return Err(
+                "the core asked to persist its state but the node has no data directory".into(),
+            );
+        };
+        storage.store(state).map_err(|e| e.to_string())?;
+        bump(&self.counters.persist_writes);
+        debug!(
+            file = %storage.describe().display(),
+            term = state.term,
+            entries = state.entries.len(),
+            "state persisted"
+        );
+        Ok(())
     }
 }
 

@@ -9,9 +9,11 @@
 //! shell that drives it on tokio: one loop owning the core, the hyper transport (tuned
 //! with [`transport::TransportOptions`]), the [`server`] (one tower service for
 //! messages and status), and the [`Cluster`] handle built by [`ClusterBuilder`].
+//! With [`ClusterBuilder::data_dir`] a node keeps its id, term, vote and log in a
+//! [`data_dir`] across restarts, so a process restarted in place is the same member.
 //! The loop and the transport also run unchanged under madsim (`--cfg madsim`); the
-//! `sim` feature adds the few hooks a simulator needs to plug its own transport
-//! (see `sim`), and nothing else.
+//! `sim` feature adds the few hooks a simulator needs to plug its own transport and
+//! an in-memory disk (see `sim`), and nothing else.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -19,6 +21,7 @@ use rand::Rng;
 
 pub mod clock;
 mod cluster;
+pub mod data_dir;
 mod driver;
 pub mod mac;
 pub mod metrics;
@@ -28,6 +31,7 @@ pub mod seed;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod storage;
 pub mod transport;
 
 pub use clock::{Clock, SystemClock};
@@ -37,10 +41,12 @@ pub use cluster_mode_core::{
     Status,
 };
 pub use cluster_mode_discovery::{Discovery, Instance, StaticDiscovery};
+pub use data_dir::{DataDir, DataDirError};
 pub use driver::{ClusterEvent, NodeState, Transport};
 pub use server::ClusterService;
 
-/// A fresh random node id, drawn at every process start (P1). Deterministic under
+/// A fresh random node id, drawn at every process start of a node without a data
+/// directory, and at the first start of one with (P1). Deterministic under
 /// madsim (getrandom 0.3 is simulated).
 pub fn fresh_node_id() -> NodeId {
     NodeId(fresh_rng().random::<u128>())

@@ -67,6 +67,8 @@ counters! {
     rejected_left,
     /// Requests to an unknown path or with a wrong method (404/405).
     rejected_route,
+    /// Durable state writes to the data directory (only on a term, vote or log change: none in a steady cluster).
+    persist_writes,
     /// Discovery answers that failed.
     discovery_failures,
     /// Ticks after which the core's next timeout was not later than the tick (a core bug; fatal in debug builds).

@@ -37,7 +37,9 @@
 //! - the timing fields of [`ClusterConfig`] are ignored: the datacenter profile
 //!   ([`crate::Config::datacenter`]) fails over in well under a second instead of the
 //!   seed's 30-60 s; `min_node` and `update_interval` are honoured;
-//! - `is_primary()` is true only while the primary's lease is valid.
+//! - `is_primary()` is true only while the primary's lease is valid;
+//! - optionally, [`ClusterConfig::data_dir`] (or `CLUSTER_MODE_DATA_DIR`) keeps the
+//!   node's identity across restarts.
 
 use crate::{Config, Role};
 use async_trait::async_trait;
@@ -48,6 +50,7 @@ use std::error::Error;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -260,6 +263,12 @@ pub struct ClusterConfig {
     pub advertise_addr: Option<SocketAddr>,
     /// An optional shared secret (HMAC-SHA256 on every message).
     pub secret: Option<String>,
+    /// Where the node keeps its id, term, vote and log across restarts (default:
+    /// `CLUSTER_MODE_DATA_DIR`, else none). With it, a replica restarted with the same
+    /// directory (a pod with its volume) is the same member; without it, every start
+    /// is a new member. See [`crate::ClusterBuilder::data_dir`]. A damaged directory
+    /// makes [`start_cluster`] log the error and return without starting.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -277,6 +286,9 @@ impl Default for ClusterConfig {
             listen_addr,
             advertise_addr: None,
             secret: None,
+            data_dir: std::env::var_os("CLUSTER_MODE_DATA_DIR")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -314,6 +326,9 @@ pub async fn start_cluster<T>(
         .config(Config::datacenter().with_min_nodes(config.min_node));
     if let Some(s) = &config.secret {
         b = b.secret(s);
+    }
+    if let Some(d) = &config.data_dir {
+        b = b.data_dir(d.clone());
     }
     match b.start().await {
         Ok(c) => {

@@ -54,6 +54,10 @@ pub struct StatusDocument {
     pub address: String,
     /// The shell's counters (rejections, sends, connections).
     pub counters: CounterSnapshot,
+    /// Why the node stopped on its own, if it did (its state could not be written
+    /// to its data directory). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The cluster's HTTP service. Cheap to clone.
@@ -111,10 +115,12 @@ impl ClusterService {
     /// The node's status document at this moment.
     pub fn status_document(&self) -> StatusDocument {
         let now = self.inner.clock.now();
+        let state = self.inner.state.borrow();
         StatusDocument {
-            status: self.inner.state.borrow().status_at(now),
+            status: state.status_at(now),
             address: self.inner.address.clone(),
             counters: self.inner.counters.snapshot(),
+            failure: state.failure.clone(),
         }
     }
 

@@ -12,8 +12,12 @@
 //!     .await?;
 //! ```
 //!
+//! A node's durable state can live on a [`MemoryDisk`] instead of a data directory
+//! (`ClusterBuilder::memory_disk`), so a simulated restart keeps it without a file.
+//!
 //! Not a stable API: it exists for `cluster-mode-madsim`.
 
 pub use crate::cluster::TransportContext;
 pub use crate::driver::Inbox;
 pub use crate::queue::{Backlog, PeerQueue, PeerQueues, Pushed};
+pub use crate::storage::MemoryDisk;

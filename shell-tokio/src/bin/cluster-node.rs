@@ -8,11 +8,17 @@
 //! Every change is also printed on stdout as one line, for scripts and tests:
 //! `EVENT <ms since start> role=<Role> term=<n> primary=<addr|->` and
 //! `EVENT <ms> members=<n>` and `EVENT <ms> left`.
+//!
+//! With `--data-dir PATH` (or `CLUSTER_MODE_DATA_DIR`) the node keeps its id, term,
+//! vote and log there and is the same member after a restart. It exits with status 1
+//! and a message on stderr if the directory is damaged or in use at start, or if a
+//! write to it fails while running.
 
 use clap::Parser;
 use cluster_mode::{ClusterBuilder, ClusterEvent, Config, Discovery, StaticDiscovery};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +69,11 @@ struct Args {
     /// Discovery poll interval, ms (default: the source's own).
     #[arg(long)]
     discovery_ms: Option<u64>,
+    /// Keep the node's id, term, vote and log in this directory (created if missing),
+    /// so that a restart with the same directory is the same member. Without it
+    /// every start is a new member.
+    #[arg(long, env = "CLUSTER_MODE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn config(a: &Args) -> Config {
@@ -158,6 +169,9 @@ async fn main() {
     if let Some(ms) = args.discovery_ms {
         b = b.discovery_interval(Duration::from_millis(ms));
     }
+    if let Some(d) = &args.data_dir {
+        b = b.data_dir(d.clone());
+    }
     let cluster = match b.start().await {
         Ok(c) => c,
         Err(e) => {
@@ -167,7 +181,7 @@ async fn main() {
     };
     println!("STARTED id={:?} addr={}", cluster.id(), cluster.address());
     let mut events = cluster.subscribe();
-    let printer = tokio::spawn(async move {
+    let mut printer = tokio::spawn(async move {
         while let Some(ev) = events.next().await {
             let ms = ev.at().as_nanos() / 1_000_000;
             match ev {
@@ -186,11 +200,24 @@ async fn main() {
                     println!("EVENT {ms} members={}", members.len());
                 }
                 ClusterEvent::LeaveFinished { .. } => println!("EVENT {ms} left"),
+                ClusterEvent::Failed { error, .. } => {
+                    println!("EVENT {ms} failed");
+                    return Some(error);
+                }
                 other => println!("EVENT {ms} {other:?}"),
             }
         }
+        None
     });
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        failed = &mut printer => {
+            // The node stopped itself: it could not persist its state.
+            let error = failed.ok().flatten().unwrap_or_else(|| "the node stopped".into());
+            eprintln!("cluster-node: {error}");
+            std::process::exit(1);
+        }
+    }
     eprintln!("cluster-node: leaving");
     cluster.leave().await;
     drop(cluster);

@@ -18,10 +18,17 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
 pub struct Procs {
     pub addrs: Vec<SocketAddr>,
     pub children: Vec<Option<Child>>,
+    /// The `--peers` list every node was given.
+    pub peers: String,
 }
 
 impl Procs {
     pub fn start(n: usize, extra: &[&str]) -> Procs {
+        Self::start_each(n, |_| extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Like `start`, with arguments of each node's own (`extra(i)` for node `i`).
+    pub fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Procs {
         let addrs = free_addrs(n);
         let peers = addrs
             .iter()
@@ -30,9 +37,20 @@ impl Procs {
             .join(",");
         let children = addrs
             .iter()
-            .map(|a| Some(spawn_node(*a, &peers, extra)))
+            .enumerate()
+            .map(|(i, a)| Some(spawn_node(*a, &peers, &extra(i))))
             .collect();
-        Procs { addrs, children }
+        Procs {
+            addrs,
+            children,
+            peers,
+        }
+    }
+
+    /// Starts node `i` again (after `kill`) at the same address.
+    pub fn respawn(&mut self, i: usize, extra: &[String]) {
+        assert!(self.children[i].is_none(), "node {i} is running");
+        self.children[i] = Some(spawn_node(self.addrs[i], &self.peers, extra));
     }
 
     pub fn pid(&self, i: usize) -> u32 {
@@ -69,7 +87,7 @@ impl Drop for Procs {
     }
 }
 
-pub fn spawn_node(addr: SocketAddr, peers: &str, extra: &[&str]) -> Child {
+pub fn spawn_node<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extra: &[S]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cluster-node"))
         .arg("--listen")
         .arg(addr.to_string())
@@ -89,6 +107,15 @@ pub struct Sample {
     pub primary: bool,
     pub term: u64,
     pub primary_addr: Option<String>,
+    /// The node id (a u128: read apart, since `serde_json::Value` holds it as f64).
+    pub id: u128,
+    /// Writes to its data directory so far.
+    pub persist_writes: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: u128,
 }
 
 /// GET /cluster/v1/status with a timeout.
@@ -103,10 +130,13 @@ pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
         let text = String::from_utf8_lossy(&out);
         let body = text.split("\r\n\r\n").nth(1)?;
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let id = serde_json::from_str::<IdOnly>(body).ok()?.id;
         Some(Sample {
             primary: v["role"] == "Primary" && v["lease_valid"] == true,
             term: v["term"].as_u64()?,
             primary_addr: v["primary"]["addr"].as_str().map(str::to_owned),
+            id,
+            persist_writes: v["counters"]["persist_writes"].as_u64()?,
         })
     };
     tokio::time::timeout(timeout, fut).await.ok().flatten()

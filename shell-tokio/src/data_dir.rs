@@ -1,0 +1,450 @@
+//! The data directory: where a node keeps its [`DurableState`] (id, term, vote, log)
+//! across restarts, so that a process restarted in place is the same member (P1).
+//!
+//! One directory per node, holding:
+//!
+//! - `state`: the last state written, as one file: an 8-byte magic, a 2-byte format
+//!   version, the node id (16 bytes), the payload length (4 bytes), the CRC-32 of the
+//!   payload (4 bytes), then the payload, the postcard-encoded `DurableState`
+//!   (integers little-endian). The id in the header is checked against the payload's.
+//! - `state.tmp`: a write in progress. A store writes it, fsyncs it, renames it over
+//!   `state` and fsyncs the directory, so after a crash `state` is either the old
+//!   state or the new one, never a mix.
+//! - `lock`: locked (`flock`, exclusive) by the process using the directory, for as
+//!   long as it runs; it holds that process's pid, for humans. The kernel drops the
+//!   lock when the process ends, however it ends, so a killed process never leaves
+//!   a stale lock behind; a second live process is refused.
+//!
+//! A missing `state` is a new node. A `state` that cannot be read back exactly is an
+//! error, never a fresh start: a node that forgot its vote could vote twice in a term.
+
+use cluster_mode_core::{DurableState, NodeId};
+use fs4::FileExt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The first bytes of a state file.
+const MAGIC: [u8; 8] = *b"CLMODEST";
+/// The format this build writes and reads.
+const VERSION: u16 = 1;
+/// Magic, version, node id, payload length, CRC-32.
+const HEADER: usize = 8 + 2 + 16 + 4 + 4;
+/// The state file's name in the directory.
+const STATE: &str = "state";
+/// The write in progress.
+const STATE_TMP: &str = "state.tmp";
+/// The lock file's name in the directory.
+const LOCK: &str = "lock";
+
+/// Why a data directory could not be opened, read or written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DataDirError {
+    /// A file operation failed. Nothing was changed by it.
+    Io {
+        /// What was being done ("create", "read", "write", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The state file exists but cannot be trusted (truncated, wrong magic, unknown
+    /// version, bad checksum, undecodable, or inconsistent). Nothing was started.
+    Damaged {
+        /// The data directory.
+        dir: PathBuf,
+        /// The damaged file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another live process holds the directory's lock. Nothing was started.
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid the lock file names, if it is readable.
+        pid: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataDirError::Io { op, path, source } => {
+                write!(f, "cannot {op} {}: {source}", path.display())
+            }
+            DataDirError::Damaged { dir, file, reason } => write!(
+                f,
+                "the data directory {} is damaged ({}: {reason}); move it away to start \
+                 this node as a new member, or restore it from a backup",
+                dir.display(),
+                file.display()
+            ),
+            DataDirError::InUse { dir, pid } => {
+                write!(f, "the data directory {} is in use by ", dir.display())?;
+                match pid {
+                    Some(p) => write!(f, "process {p}")?,
+                    None => write!(f, "another process")?,
+                }
+                write!(f, "; two processes must never share one")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataDirError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DataDirError + 'a {
+    move |source| DataDirError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A node's data directory, opened and locked for this process's use. The lock is
+/// released when the `DataDir` is dropped (or the process ends).
+#[derive(Debug)]
+pub struct DataDir {
+    dir: PathBuf,
+    state: PathBuf,
+    tmp: PathBuf,
+    /// Holds the `flock`; never read.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens `dir`, creating it if needed, and locks it. Fails with
+    /// [`DataDirError::InUse`] if another process has it open.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DataDir, DataDirError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let lock_path = dir.join(LOCK);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        // Called through the trait: std's own `File::try_lock` (Rust 1.89) would
+        // shadow it, and the MSRV is older.
+        match FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = lock.read_to_string(&mut text);
+                return Err(DataDirError::InUse {
+                    dir,
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+        // The pid is for humans only: the lock is the flock, not the file's content.
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| writeln!(lock, "{}", std::process::id()));
+        Ok(DataDir {
+            state: dir.join(STATE),
+            tmp: dir.join(STATE_TMP),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state file (`<dir>/state`).
+    pub fn state_path(&self) -> &Path {
+        &self.state
+    }
+
+    /// The state last stored, or `None` if none ever was (a new node). A state file
+    /// that is present but cannot be read back exactly is [`DataDirError::Damaged`].
+    pub fn load(&self) -> Result<Option<DurableState>, DataDirError> {
+        let bytes = match std::fs::read(&self.state) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &self.state)(e)),
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|reason| DataDirError::Damaged {
+                dir: self.dir.clone(),
+                file: self.state.clone(),
+                reason,
+            })
+    }
+
+    /// Replaces the stored state with `state`, crash-safely: write `state.tmp`, fsync
+    /// it, rename it over `state`, fsync the directory. When this returns `Ok`, the
+    /// state survives a crash or power loss; on error the old state is still in place
+    /// (or, if the directory fsync failed, either the old or the new one).
+    pub fn store(&self, state: &DurableState) -> Result<(), DataDirError> {
+        let bytes = encode(state);
+        let mut f = File::create(&self.tmp).map_err(io_err("create", &self.tmp))?;
+        f.write_all(&bytes).map_err(io_err("write", &self.tmp))?;
+        f.sync_all().map_err(io_err("fsync", &self.tmp))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.state).map_err(io_err("rename to", &self.state))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &self.dir))
+    }
+}
+
+/// The state file's bytes for `state`.
+pub(crate) fn encode(state: &DurableState) -> Vec<u8> {
+    // A DurableState is plain data: postcard cannot fail on it.
+    let payload = postcard::to_allocvec(state).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&state.id.0.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads a state file's bytes back; the error says what is wrong with them.
+pub(crate) fn decode(bytes: &[u8]) -> Result<DurableState, String> {
+    if bytes.len() < HEADER {
+        return Err(format!(
+            "truncated: {} bytes, shorter than the {HEADER}-byte header",
+            bytes.len()
+        ));
+    }
+    let (header, payload) = bytes.split_at(HEADER);
+    let (magic, rest) = header.split_at(8);
+    if magic != MAGIC {
+        return Err("not a cluster-mode state file (wrong magic bytes)".into());
+    }
+    let (version, rest) = rest.split_at(2);
+    let version = u16::from_le_bytes([version[0], version[1]]);
+    if version != VERSION {
+        return Err(format!(
+            "format version {version}; this build reads version {VERSION}"
+        ));
+    }
+    let (id, rest) = rest.split_at(16);
+    let id = NodeId(u128::from_le_bytes(id.try_into().map_err(|_| "header")?));
+    let (len, crc) = rest.split_at(4);
+    let len = u32::from_le_bytes(len.try_into().map_err(|_| "header")?) as usize;
+    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "header")?);
+    if payload.len() != len {
+        return Err(format!(
+            "the header announces {len} payload bytes, the file holds {}",
+            payload.len()
+        ));
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != crc {
+        return Err(format!(
+            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+        ));
+    }
+    let state: DurableState =
+        postcard::from_bytes(payload).map_err(|e| format!("undecodable payload: {e}"))?;
+    state
+        .validate(id)
+        .map_err(|e| format!("inconsistent: {}", e.reason))?;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster_mode_core::{
+        Address, Change, ClusterId, DurableState, Entry, Member, Membership, NodeId, Snapshot,
+    };
+
+    /// A member of a 2-node cluster in term 7, with a vote and two log entries.
+    fn sample(id: u128) -> DurableState {
+        let mut membership = Membership::default();
+        for (i, port) in [(id, 7001), (42, 7002)] {
+            membership.members.insert(
+                NodeId(i),
+                Member {
+                    addr: Address::new(format!("10.0.0.1:{port}")),
+                    name: Some(format!("pod-{port}")),
+                    voter: true,
+                },
+            );
+        }
+        DurableState {
+            id: NodeId(id),
+            cluster: Some(ClusterId::with_epoch(1, 0xabcdef)),
+            term: 7,
+            voted_for: Some(NodeId(42)),
+            base: Snapshot {
+                index: 3,
+                term: 2,
+                membership,
+            },
+            entries: vec![
+                Entry {
+                    term: 6,
+                    index: 4,
+                    change: Change::Noop,
+                },
+                Entry {
+                    term: 7,
+                    index: 5,
+                    change: Change::AddLearner {
+                        id: NodeId(77),
+                        addr: Address::new("10.0.0.1:7003"),
+                        name: None,
+                    },
+                },
+            ],
+        }
+    }
+
+    fn damaged_reason(e: DataDirError, dir: &Path) -> String {
+        let text = e.to_string();
+        match e {
+            DataDirError::Damaged { file, reason, .. } => {
+                assert_eq!(file, dir.join(STATE));
+                assert!(
+                    text.contains(&dir.join(STATE).display().to_string()),
+                    "{text}"
+                );
+                assert!(text.contains("move it away"), "{text}");
+                reason
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_new_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path().join("node")).unwrap();
+        assert_eq!(d.load().unwrap(), None);
+    }
+
+    #[test]
+    fn round_trip_and_replace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let mut s = sample(9);
+        d.store(&s).unwrap();
+        assert_eq!(d.load().unwrap(), Some(s.clone()));
+        s.term = 8;
+        s.voted_for = None;
+        d.store(&s).unwrap();
+        assert_eq!(d.load().unwrap(), Some(s.clone()));
+        assert!(!tmp.path().join(STATE_TMP).exists());
+        drop(d);
+        // Another process (here: another open) reads the same state.
+        assert_eq!(DataDir::open(tmp.path()).unwrap().load().unwrap(), Some(s));
+    }
+
+    #[test]
+    fn truncated_at_every_length_is_an_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let full = encode(&sample(3));
+        for len in 0..full.len() {
+            std::fs::write(d.state_path(), &full[..len]).unwrap();
+            let reason = damaged_reason(d.load().unwrap_err(), tmp.path());
+            assert!(!reason.is_empty(), "length {len}");
+        }
+        std::fs::write(d.state_path(), &full).unwrap();
+        assert!(d.load().unwrap().is_some());
+    }
+
+    #[test]
+    fn any_flipped_byte_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let full = encode(&sample(3));
+        for i in 0..full.len() {
+            let mut bad = full.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(d.state_path(), &bad).unwrap();
+            damaged_reason(d.load().unwrap_err(), tmp.path());
+        }
+        // A longer file (trailing garbage) too.
+        let mut long = full.clone();
+        long.push(0);
+        std::fs::write(d.state_path(), &long).unwrap();
+        damaged_reason(d.load().unwrap_err(), tmp.path());
+    }
+
+    #[test]
+    fn wrong_node_id_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        // A consistent file (good checksum) whose header names another node than
+        // the state it holds.
+        let mut bytes = encode(&sample(3));
+        bytes[10..26].copy_from_slice(&5u128.to_le_bytes());
+        std::fs::write(d.state_path(), &bytes).unwrap();
+        let reason = damaged_reason(d.load().unwrap_err(), tmp.path());
+        assert!(reason.contains("belongs to node"), "{reason}");
+    }
+
+    #[test]
+    fn invalid_state_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let mut s = sample(3);
+        s.cluster = None; // a term and a vote without a cluster
+        std::fs::write(d.state_path(), encode(&s)).unwrap();
+        let reason = damaged_reason(d.load().unwrap_err(), tmp.path());
+        assert!(reason.contains("without a cluster"), "{reason}");
+    }
+
+    #[test]
+    fn a_second_user_is_refused_until_the_first_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DataDir::open(tmp.path()).unwrap();
+        match DataDir::open(tmp.path()) {
+            Err(DataDirError::InUse { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        DataDir::open(tmp.path()).unwrap();
+    }
+
+    /// The cost of one store on this machine (`--ignored --nocapture`; README).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn store_cost() {
+        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let s = sample(3);
+        let n = 200u32;
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            d.store(&s).unwrap();
+        }
+        let bytes = encode(&s).len();
+        eprintln!("{bytes}-byte state: {:?} per store", t0.elapsed() / n);
+    }
+
+    #[test]
+    fn store_into_a_vanished_directory_fails_and_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        let d = DataDir::open(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = d.store(&sample(3)).unwrap_err();
+        assert!(e.to_string().contains(&dir.display().to_string()), "{e}");
+    }
+}
