@@ -57,13 +57,11 @@ async fn five_lose_three_without_data_dir() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs cluster-node --data-dir (issue 9)"]
 async fn three_lose_two_with_data_dir() {
     recovers("3-lose-2+data-dir", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs cluster-node --data-dir (issue 9)"]
 async fn five_lose_three_with_data_dir() {
     recovers("5-lose-3+data-dir", 2).await;
 }
@@ -74,7 +72,6 @@ async fn whole_fleet_without_data_dir() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs cluster-node --data-dir (issue 9)"]
 async fn whole_fleet_with_data_dir() {
     recovers("whole-fleet+data-dir", 2).await;
 }
