@@ -634,6 +634,21 @@ impl Cluster {
         self.shutdown().await;
     }
 
+    /// Forces a recovery of this node's cluster (P11 in docs/PROTOCOL.md): the voters
+    /// it cannot hear from are treated as gone for good, and it founds the
+    /// cluster's successor with every process that answers. Use it when the cluster
+    /// has no primary and [`Status::recovery`](cluster_mode_core::Status::recovery)
+    /// says a voter is missing with no proof of death, and you know those processes
+    /// are gone (their machine is dead, their pods deleted).
+    ///
+    /// **Risk**: if a missing voter still runs with a majority elsewhere (a partition,
+    /// not a death), there will be two primaries until it heals. A node that follows
+    /// a live leader ignores the request and logs why. Returns `false` if the node
+    /// has stopped.
+    pub fn force_recover(&self) -> bool {
+        self.inner.service.force_recover()
+    }
+
     /// Stops at once without leaving, as a crash would (the others fail over).
     pub async fn shutdown(&self) {
         let _ = self.inner.driver.control.send(Control::Stop).await;

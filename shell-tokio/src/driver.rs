@@ -61,6 +61,8 @@ pub(crate) enum Inbound {
     },
     /// A message to this address could not be delivered.
     Unreachable(Address),
+    /// An operator forces a recovery (`Input::ForceRecover`, P11).
+    ForceRecover,
 }
 
 /// Why [`Inbox::deliver`] did not hand an envelope to the core.
@@ -118,6 +120,12 @@ impl Inbox {
         self.tx
             .try_send(Inbound::Message { env, reply: None })
             .is_ok()
+    }
+
+    /// Asks the core to force a recovery; `false` if the loop has stopped or its
+    /// queue is full.
+    pub(crate) fn force_recover(&self) -> bool {
+        self.tx.try_send(Inbound::ForceRecover).is_ok()
     }
 
     /// Reports that a message to `addr` could not be delivered. Dropped if the queue
@@ -443,6 +451,10 @@ impl Driver {
                     }
                     Some(Inbound::Unreachable(addr)) => {
                         let _ = self.input(Input::Unreachable(addr));
+                    }
+                    Some(Inbound::ForceRecover) => {
+                        warn!("an operator forces a recovery");
+                        let _ = self.input(Input::ForceRecover);
                     }
                     // No transport holds an Inbox any more: nothing can arrive.
                     None => break,

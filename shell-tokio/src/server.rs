@@ -1,6 +1,7 @@
 //! The server side: one tower [`Service`](tower_service::Service) answering
-//! `POST /cluster/v1/message` (a postcard frame from a peer) and
-//! `GET /cluster/v1/status` (this node's view as JSON). It runs on the library's own
+//! `POST /cluster/v1/message` (a postcard frame from a peer),
+//! `GET /cluster/v1/status` (this node's view as JSON) and
+//! `POST /cluster/v1/recover` (an operator forces a recovery, P11). It runs on the library's own
 //! listener or mounted in the application's axum/hyper server.
 //!
 //! Refusals, each with a `warn!` line giving the reason and a counter in the status
@@ -17,6 +18,7 @@
 //! | breaks a protocol rule | 400 |
 //! | this node has left or stopped | 410 / 503 |
 //! | unknown path / wrong method | 404 / 405 |
+//! | a recover request whose body is not `force-recover <this node's id>` | 400 |
 
 use crate::clock::Clock;
 use crate::driver::{DeliverError, Inbox, NodeState};
@@ -41,6 +43,14 @@ use tracing::warn;
 pub const PATH_MESSAGE: &str = "/cluster/v1/message";
 /// The path of the status endpoint.
 pub const PATH_STATUS: &str = "/cluster/v1/status";
+/// The path an operator posts to force a recovery (P11, [`recover_body`]).
+pub const PATH_RECOVER: &str = "/cluster/v1/recover";
+
+/// The body `POST /cluster/v1/recover` must carry for node `id` (signed with the
+/// cluster's secret, if it has one): a request meant for another node does nothing.
+pub fn recover_body(id: cluster_mode_core::NodeId) -> String {
+    format!("force-recover {id:?}")
+}
 /// The default largest accepted request body (64 KiB; a heartbeat is under 100 bytes).
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
@@ -88,6 +98,11 @@ struct ServiceInner {
 }
 
 impl ClusterService {
+    /// Hands `Input::ForceRecover` to the node's loop; `false` if it has stopped.
+    pub(crate) fn force_recover(&self) -> bool {
+        self.inner.inbox.force_recover()
+    }
+
     /// A service feeding `inbox` and showing `state`.
     pub(crate) fn new(
         inbox: Inbox,
@@ -133,6 +148,16 @@ impl ClusterService {
         let path = req.uri().path();
         let is_message = path == PATH_MESSAGE || path == "/message";
         let is_status = path == PATH_STATUS || path == "/status";
+        if path == PATH_RECOVER || path == "/recover" {
+            if req.method() == Method::POST {
+                return self.recover(req).await;
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
         match (req.method(), is_message, is_status) {
             (&Method::POST, true, _) => self.message(req).await,
             (&Method::GET, _, true) => {
@@ -167,7 +192,9 @@ impl ClusterService {
         plain(code, reason)
     }
 
-    async fn message<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    /// Reads a request body within the size limit and the delivery timeout, and
+    /// checks its MAC when a secret is set; a refusal response otherwise.
+    async fn authenticated_body<B>(&self, req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -180,11 +207,11 @@ impl ClusterService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
-            return self.refuse(
+            return Err(self.refuse(
                 &c.rejected_too_large,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body over {max} bytes"),
-            );
+            ));
         }
         let mac = req
             .headers()
@@ -194,11 +221,11 @@ impl ClusterService {
         // A client that trickles its body must not hold a task and a buffer forever.
         let read = Limited::new(req.into_body(), max).collect();
         let Ok(read) = tokio::time::timeout(self.inner.deliver_timeout, read).await else {
-            return self.refuse(
+            return Err(self.refuse(
                 &c.rejected_malformed,
                 StatusCode::REQUEST_TIMEOUT,
                 "body not received in time".into(),
-            );
+            ));
         };
         let body = match read {
             Ok(b) => b.to_bytes(),
@@ -206,38 +233,74 @@ impl ClusterService {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    return self.refuse(
+                    return Err(self.refuse(
                         &c.rejected_too_large,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!("body over {max} bytes"),
-                    );
+                    ));
                 }
-                return self.refuse(
+                return Err(self.refuse(
                     &c.rejected_malformed,
                     StatusCode::BAD_REQUEST,
                     format!("body error: {e}"),
-                );
+                ));
             }
         };
         if let Some(secret) = &self.inner.secret {
-            match mac {
-                None => {
-                    return self.refuse(
-                        &c.rejected_mac,
-                        StatusCode::UNAUTHORIZED,
-                        format!("missing {MAC_HEADER}"),
-                    )
-                }
-                Some(m) if !secret.verify(&body, &m) => {
-                    return self.refuse(
-                        &c.rejected_mac,
-                        StatusCode::UNAUTHORIZED,
-                        format!("bad {MAC_HEADER}"),
-                    )
-                }
-                Some(_) => {}
-            }
+            let reason = match mac {
+                None => format!("missing {MAC_HEADER}"),
+                Some(m) if !secret.verify(&body, &m) => format!("bad {MAC_HEADER}"),
+                Some(_) => return Ok(body),
+            };
+            return Err(self.refuse(&c.rejected_mac, StatusCode::UNAUTHORIZED, reason));
         }
+        Ok(body)
+    }
+
+    /// `POST /cluster/v1/recover`: an operator forces a recovery (P11). The body must
+    /// be [`recover_body`] for this node (so that a request meant for another node,
+    /// or a typo, does nothing), with its MAC when a secret is set.
+    async fn recover<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = match self.authenticated_body(req).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
+        };
+        let id = self.inner.state.borrow().status.id;
+        if body.as_ref() != recover_body(id).as_bytes() {
+            return self.refuse(
+                &self.inner.counters.rejected_malformed,
+                StatusCode::BAD_REQUEST,
+                format!("the body must be `{}` for this node", recover_body(id)),
+            );
+        }
+        if !self.inner.inbox.force_recover() {
+            return self.refuse(
+                &self.inner.counters.rejected_left,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node stopped or busy".into(),
+            );
+        }
+        warn!(node = %id, "recovery forced through {PATH_RECOVER}");
+        plain(
+            StatusCode::ACCEPTED,
+            format!("recovery forced on {id:?}; follow it at {PATH_STATUS} (field `recovery`)\n"),
+        )
+    }
+
+    async fn message<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let c = &self.inner.counters;
+        let body = match self.authenticated_body(req).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
+        };
         let env = match Envelope::decode(&body) {
             Ok(env) => env,
             Err(DecodeError::UnsupportedVersion(v)) => {

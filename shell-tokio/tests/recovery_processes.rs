@@ -75,3 +75,73 @@ async fn whole_fleet_without_data_dir() {
 async fn whole_fleet_with_data_dir() {
     recovers("whole-fleet+data-dir", 2).await;
 }
+
+#[path = "common/procs.rs"]
+mod procs;
+
+/// Two of three nodes are killed and nothing answers at their addresses again: no
+/// proof of death, so the survivor does not recover by itself; its status says why.
+/// `cluster-node recover` forces it, and the survivor becomes primary of the
+/// successor cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_recover_forces_a_stuck_survivor() {
+    let _one = SERIAL.lock().await;
+    let mut p = procs::Procs::start(3, &["--fast"]);
+    let primary = procs::wait_agreed(&p.addrs, Duration::from_secs(15))
+        .await
+        .expect("a primary");
+    let survivor = (0..3).find(|i| *i != primary).unwrap();
+    for i in (0..3).filter(|i| *i != survivor) {
+        p.kill(i);
+    }
+    // Stuck, and it says why.
+    let addr = p.addrs[survivor];
+    let mut why = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(text) = raw_status(addr).await {
+            if text.contains("no proof of death") {
+                why = text;
+                break;
+            }
+        }
+    }
+    assert!(
+        why.contains("\"Missing\""),
+        "the status names the missing voters: {why}"
+    );
+    assert!(procs::status(addr, Duration::from_secs(1))
+        .await
+        .is_some_and(|s| !s.primary));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cluster-node"))
+            .args(["recover", &addr.to_string(), "--yes", "--wait-secs", "10"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run cluster-node recover");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cluster-node recover failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("recovered"), "{stdout}");
+    let s = procs::status(addr, Duration::from_secs(1))
+        .await
+        .expect("status");
+    assert!(s.primary, "the survivor is primary of the successor");
+}
+
+/// The status document as text.
+async fn raw_status(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req =
+        format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}

@@ -5,6 +5,16 @@
 //! cluster-node --listen 127.0.0.1:7001 --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //! ```
 //!
+//! When a cluster has no primary and its status says a voter is missing with no proof
+//! of death (docs/PROTOCOL.md, P11), an operator who knows those processes are gone
+//! forces the recovery on one survivor:
+//!
+//! ```text
+//! cluster-node recover 127.0.0.1:7002          # the survivor's listen address
+//! ```
+//!
+//! It shows the survivor's view, asks it to recover, and waits for a primary.
+//!
 //! Every change is also printed on stdout as one line, for scripts and tests:
 //! `EVENT <ms since start> role=<Role> term=<n> primary=<addr|->` and
 //! `EVENT <ms> members=<n>` and `EVENT <ms> left`.
@@ -14,7 +24,7 @@
 //! and a message on stderr if the directory is damaged or in use at start, or if a
 //! write to it fails while running.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use cluster_mode::{ClusterBuilder, ClusterEvent, Config, Discovery, StaticDiscovery};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -25,6 +35,9 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "cluster-node", about = "One cluster-mode node")]
 struct Args {
+    /// Instead of running a node: an operator's command to a running node.
+    #[command(subcommand)]
+    command: Option<Operator>,
     /// Where to listen for the cluster protocol and the status endpoint.
     #[arg(long, default_value = "0.0.0.0:7946")]
     listen: SocketAddr,
@@ -74,6 +87,25 @@ struct Args {
     /// every start is a new member.
     #[arg(long, env = "CLUSTER_MODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+}
+
+/// Commands to a running node.
+#[derive(Subcommand, Debug)]
+enum Operator {
+    /// Force the recovery of a cluster that has no primary (P11): the node treats
+    /// the voters it cannot hear from as gone for good and founds the cluster's
+    /// successor with every process that answers. Risk: two primaries if a missing
+    /// voter still runs with a majority elsewhere. Read the status it prints first.
+    Recover {
+        /// The node's listen address (where its status endpoint is).
+        node: SocketAddr,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// How long to wait for a primary afterwards, seconds.
+        #[arg(long, default_value_t = 15)]
+        wait_secs: u64,
+    },
 }
 
 fn config(a: &Args) -> Config {
@@ -147,6 +179,16 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Operator::Recover {
+        node,
+        yes,
+        wait_secs,
+    }) = &args.command
+    {
+        let secret = args.secret.as_deref().map(cluster_mode::mac::Secret::new);
+        let code = recover::run(*node, secret, *yes, Duration::from_secs(*wait_secs)).await;
+        std::process::exit(code);
+    }
     let disc = match discovery(&args).await {
         Ok(d) => d,
         Err(e) => {
@@ -237,4 +279,171 @@ async fn wait_for_signal() {
 #[cfg(madsim)]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `cluster-node recover`: read a node's status, force its recovery, wait for a
+/// primary. Plain HTTP/1.1 over a TCP stream: one request per connection.
+mod recover {
+    use cluster_mode::mac::{Secret, MAC_HEADER};
+    use cluster_mode::server::{recover_body, PATH_RECOVER, PATH_STATUS};
+    use cluster_mode::NodeId;
+    use serde_json::Value;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn request(node: SocketAddr, head: String, body: &[u8]) -> Result<(u16, String), String> {
+        let exchange = async {
+            let mut s = tokio::net::TcpStream::connect(node)
+                .await
+                .map_err(|e| format!("cannot connect to {node}: {e}"))?;
+            s.write_all(head.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(body).await.map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let code = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| format!("not an HTTP answer from {node}"))?;
+            let body = text
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, b)| b)
+                .to_string();
+            Ok((code, body))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| format!("{node} did not answer within 5 s"))?
+    }
+
+    /// The node's status, and its id (read apart: a `Value` would hold the 128-bit
+    /// number as a float).
+    async fn status(node: SocketAddr) -> Result<(Value, NodeId, String), String> {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: u128,
+        }
+        let head =
+            format!("GET {PATH_STATUS} HTTP/1.1\r\nhost: {node}\r\nconnection: close\r\n\r\n");
+        let (code, body) = request(node, head, b"").await?;
+        if code != 200 {
+            return Err(format!("status endpoint answered {code}: {body}"));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| format!("status is not JSON: {e}"))?;
+        let id = serde_json::from_str::<IdOnly>(&body)
+            .map_err(|e| format!("status has no node id: {e}"))?
+            .id;
+        Ok((v, NodeId(id), body))
+    }
+
+    /// One voter of the recovery view (ids read as numbers, shown in hex).
+    #[derive(serde::Deserialize)]
+    struct Voter {
+        id: u128,
+        addr: String,
+        state: Value,
+    }
+
+    fn show(v: &Value, raw: &str) {
+        let primary = v["primary"]["addr"].as_str().unwrap_or("none");
+        println!("  role {} term {} primary {primary}", v["role"], v["term"]);
+        match v.get("recovery").filter(|r| !r.is_null()) {
+            None => {}
+            Some(r) => {
+                #[derive(serde::Deserialize)]
+                struct Doc {
+                    recovery: Option<Recovery>,
+                }
+                #[derive(serde::Deserialize)]
+                struct Recovery {
+                    voters: Vec<Voter>,
+                }
+                let voters = serde_json::from_str::<Doc>(raw)
+                    .ok()
+                    .and_then(|d| d.recovery)
+                    .map(|r| r.voters)
+                    .unwrap_or_default();
+                for voter in voters {
+                    println!(
+                        "  voter {:032x} at {}: {}",
+                        voter.id, voter.addr, voter.state
+                    );
+                }
+                println!("  blocked: {}", r["blocked"]);
+            }
+        }
+    }
+
+    /// Runs the command; the process exit code.
+    pub(super) async fn run(
+        node: SocketAddr,
+        secret: Option<Secret>,
+        yes: bool,
+        wait: Duration,
+    ) -> i32 {
+        let (before, id, raw) = match status(node).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("cluster-node recover: {e}");
+                return 2;
+            }
+        };
+        println!("node {id:?} at {node}:");
+        show(&before, &raw);
+        if before.get("recovery").is_none_or(Value::is_null) {
+            eprintln!("cluster-node recover: {node} is not in a leaderless cluster; nothing to do");
+            return 1;
+        }
+        if !yes {
+            eprintln!(
+                "Forcing a recovery treats every missing voter above as gone for good. If one \
+                 still runs with a majority elsewhere, there will be two primaries. Type `yes` \
+                 to go on:"
+            );
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "yes" {
+                eprintln!("cluster-node recover: not confirmed; nothing done");
+                return 1;
+            }
+        }
+        let body = recover_body(id);
+        let mac = secret
+            .map(|s| format!("{MAC_HEADER}: {}\r\n", s.sign(body.as_bytes())))
+            .unwrap_or_default();
+        let head = format!(
+            "POST {PATH_RECOVER} HTTP/1.1\r\nhost: {node}\r\ncontent-length: {}\r\n{mac}connection: close\r\n\r\n",
+            body.len()
+        );
+        match request(node, head, body.as_bytes()).await {
+            Ok((202, text)) => print!("{text}"),
+            Ok((code, text)) => {
+                eprintln!("cluster-node recover: refused ({code}): {text}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("cluster-node recover: {e}");
+                return 2;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok((v, _, raw)) = status(node).await {
+                if !v["primary"].is_null() && v["cluster"] != before["cluster"] {
+                    println!("recovered:");
+                    show(&v, &raw);
+                    return 0;
+                }
+            }
+        }
+        eprintln!("cluster-node recover: no primary within {wait:?}; its status now:");
+        if let Ok((v, _, raw)) = status(node).await {
+            show(&v, &raw);
+        }
+        1
+    }
 }
