@@ -9,7 +9,7 @@
 //! [`ClusterCore::poll_timeout`]. Given the same identity, [`Config`], seed and
 //! inputs it emits the same commands, so any run can be replayed.
 //!
-//! The protocol, and the argument for each safety property (P1-P10), is in
+//! The protocol, and the argument for each safety property (P1-P12), is in
 //! `docs/PROTOCOL.md` at the repository root.
 //!
 //! ```
