@@ -76,7 +76,8 @@ async fn every_rejection_is_a_4xx_and_the_node_keeps_serving() {
         "POST",
         PATH_MESSAGE,
         &[],
-        b"\x01\xff\xff\xff\xff\xff\xff",
+        // This protocol's version, then garbage.
+        &[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     )
     .await;
     assert_eq!(code, 400);
