@@ -138,13 +138,7 @@ impl ClusterCore {
             .iter()
             .filter(|v| v.state == VoterState::Live)
             .collect();
-        // A non-voter stands only when no voter survives (every voter proven dead).
         let i_vote = self.log.effective().is_voter(self.me.id);
-        if !i_vote && !live.is_empty() {
-            return Err(
-                "a voter survives: it recovers the cluster, this non-voter supports it".into(),
-            );
-        }
         let live_voters = live.len() + usize::from(i_vote);
         if live_voters >= self.log.quorum() {
             return Err(format!(
@@ -172,7 +166,18 @@ impl ClusterCore {
         let mine = (self.log.last_term(), self.log.last_index());
         let mut asked: BTreeMap<NodeId, Address> =
             live.iter().map(|v| (v.id, v.addr.clone())).collect();
+        // Voters already proven dead are not asked, even if they answered before
+        // they died (sims/FINDINGS.md #9): they would never grant.
+        let dead: Vec<NodeId> = voters
+            .iter()
+            .filter(|v| matches!(v.state, VoterState::ProvenDead { .. }))
+            .map(|v| v.id)
+            .collect();
+        let absence_proves = self.cfg.discovery_proves_absence && self.peers.discovery_answered();
         for (addr, p) in self.peers.iter() {
+            if absence_proves && !p.listed {
+                continue; // gone for good (A2)
+            }
             let answered = p
                 .answered_at
                 .is_some_and(|t| now.saturating_duration_since(t) <= recent);
@@ -184,7 +189,9 @@ impl ClusterCore {
                 }
                 continue;
             }
-            let Some(id) = p.id else { continue };
+            let Some(id) = p.id.filter(|id| !dead.contains(id)) else {
+                continue;
+            };
             match p.member {
                 None => {
                     asked.insert(id, addr.clone());
@@ -202,10 +209,10 @@ impl ClusterCore {
                     ));
                 }
                 Some(m) if m.cluster == cluster => {
-                    // Voters stand before non-voters, then the most up-to-date log,
-                    // then the smallest id.
-                    let rival = !i_vote || self.log.effective().is_voter(id);
-                    if rival && (m.last > mine || (m.last == mine && id < self.me.id)) {
+                    // The most up-to-date log stands, then the smallest id, whatever
+                    // this node's configuration says of the other: a stale one may
+                    // call a newer voter a non-voter (sims/FINDINGS.md #8).
+                    if claim_beats((m.last, id), (mine, self.me.id)) {
                         return Err(format!(
                             "waiting for {id}, whose log is at least as up to date, to recover the cluster"
                         ));
@@ -239,8 +246,23 @@ impl ClusterCore {
             self.probe(now, addr);
         }
         self.release_gone_candidate(now);
-        if self.boot.candidacy.is_some() {
+        if let Some(c) = &self.boot.candidacy {
+            if c.replaces.is_some() {
+                // Ask again those that have not granted: one that refused while it
+                // supported a rival is free once the rival withdrew (FINDINGS #8).
+                let again: Vec<(NodeId, Address)> = c
+                    .asked
+                    .iter()
+                    .filter(|(id, _)| !c.grants.contains_key(id))
+                    .map(|(id, a)| (*id, a.clone()))
+                    .collect();
+                let round = c.round;
+                self.send_recovery_requests(round, again);
+            }
             return;
+        }
+        if now < self.boot.next_eval {
+            return; // backing off after a withdrawn candidacy (FINDINGS #8)
         }
         let voters = self.voter_evidence(now);
         match self.recovery_plan(now, &voters) {
@@ -287,8 +309,20 @@ impl ClusterCore {
             replaces: Some(cluster),
         });
         self.timers.set(Timer::Candidacy, now + wait);
+        self.send_recovery_requests(round, asked);
+        self.maybe_found(now);
+        if self.hard.cluster != Some(cluster) {
+            self.recovery.forced = false;
+        }
+    }
+
+    fn send_recovery_requests(
+        &mut self,
+        round: u64,
+        to: impl IntoIterator<Item = (NodeId, Address)>,
+    ) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        for (id, addr) in asked {
+        for (id, addr) in to {
             self.send(
                 addr,
                 Some(id),
@@ -298,10 +332,6 @@ impl ClusterCore {
                     last_term,
                 },
             );
-        }
-        self.maybe_found(now);
-        if self.hard.cluster != Some(cluster) {
-            self.recovery.forced = false;
         }
     }
 
@@ -334,11 +364,7 @@ impl ClusterCore {
             .candidacy
             .as_ref()
             .is_some_and(|c| c.replaces.is_some());
-        let i_vote = self.log.effective().is_voter(self.me.id);
-        let they_vote = self.log.effective().is_voter(from);
-        let better = (they_vote && !i_vote)
-            || (they_vote == i_vote && (last > mine || (last == mine && from < self.me.id)));
-        if may_grant && standing && better {
+        if may_grant && standing && claim_beats((last, from), (mine, self.me.id)) {
             info!(candidate = %from, "a survivor with a better claim stands; yielding to it");
             self.withdraw_candidacy(now);
         }
@@ -426,4 +452,11 @@ impl ClusterCore {
             forced: self.recovery.forced,
         })
     }
+}
+
+/// Whether survivor `a` (its last log entry as (term, index), its id) has a better
+/// claim to stand for recovery than `b` (rule 5): the more up-to-date log, then the
+/// smaller id.
+fn claim_beats(a: ((u64, u64), NodeId), b: ((u64, u64), NodeId)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
