@@ -3,8 +3,11 @@
 //! Safety (every instant): one leader per term; at most one node holding a valid
 //! primary lease at any global simulated instant (P6, with each node's lease end
 //! converted from its own drifting clock); fencing tokens strictly increase across
-//! primaries (P7); two nodes that committed the same index of one cluster committed
-//! the same member list (P2); at most one cluster formed (P4).
+//! primaries (P7), within a cluster and across the successor clusters recoveries found
+//! (P11); two nodes that committed the same index of one cluster committed the same
+//! member list (P2); no two clusters of one epoch (P4: a recovery's successor is one
+//! epoch higher; see [`lineage`](self::lineage) for the one exception, a cold start of
+//! new processes only).
 //!
 //! Liveness: after the last fault, exactly one primary that every live member agrees
 //! on (and the same member list), reached within a bound derived from the config and
@@ -13,6 +16,10 @@
 use cluster_mode_core::{ClusterId, Config, NodeId};
 use cluster_mode_madsim::{NodeView, RecordKind, Trace};
 use std::collections::{BTreeMap, BTreeSet};
+
+mod lineage;
+#[cfg(test)]
+mod tests;
 
 /// One broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,10 +216,9 @@ pub fn agreement_timeline(trace: &Trace, require_members: bool) -> Vec<(u64, Opt
 pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut v = Vec::new();
     let ms = |ns: u64| ns / 1_000_000;
-    // One leader per term; committed member lists never diverge; one cluster.
+    // One leader per term; committed member lists never diverge.
     let mut leaders: BTreeMap<(Option<ClusterId>, u64), NodeId> = BTreeMap::new();
     let mut committed: BTreeMap<(ClusterId, u64), (u64, NodeId)> = BTreeMap::new();
-    let mut clusters: BTreeSet<ClusterId> = BTreeSet::new();
     for r in &trace.records {
         let RecordKind::View(view) = &r.kind else {
             continue;
@@ -227,12 +233,6 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             }
         }
         if let Some(c) = view.cluster {
-            if clusters.insert(c) && clusters.len() == 2 {
-                v.push(Violation {
-                    at_ms: ms(r.at_ns),
-                    what: format!("two clusters formed: {clusters:?}"),
-                });
-            }
             let (h, who) = *committed
                 .entry((c, view.commit_index))
                 .or_insert((view.members_hash, view.id));
@@ -247,7 +247,9 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             }
         }
     }
-    // At most one valid lease at any instant; fencing tokens increase.
+    // No two clusters of one epoch.
+    let cold_starts = lineage::check_clusters(trace, &mut v);
+    // At most one valid lease at any instant, whatever the cluster.
     let ivs = lease_intervals(trace);
     let mut best: Option<LeaseInterval> = None;
     let mut second_end: u64 = 0;
@@ -293,27 +295,8 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             None => best = Some(*iv),
         }
     }
-    let mut last: BTreeMap<Option<ClusterId>, (NodeId, u64)> = BTreeMap::new();
-    for iv in &ivs {
-        if let Some(&(id, term)) = last.get(&iv.cluster) {
-            let bad = if id == iv.id {
-                iv.term < term
-            } else {
-                iv.term <= term
-            };
-            if bad {
-                v.push(Violation {
-                    at_ms: ms(iv.start),
-                    what: format!(
-                        "fencing token did not increase: {} has term {} after {id} had term {term}",
-                        trace.name(iv.slot),
-                        iv.term
-                    ),
-                });
-            }
-        }
-        last.insert(iv.cluster, (iv.id, iv.term));
-    }
+    // Fencing tokens increase, within a cluster and across clusters.
+    lineage::check_fencing(trace, &ivs, &cold_starts, &mut v);
     if let Some(l) = liveness {
         let tl = agreement_timeline(trace, true);
         // The first agreement at or after the last fault (an agreement that was already in
