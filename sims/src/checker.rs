@@ -212,6 +212,24 @@ pub fn agreement_timeline(trace: &Trace, require_members: bool) -> Vec<(u64, Opt
     out
 }
 
+/// The first instant at or after `last_fault_ns` at which every live member agrees on
+/// one primary and one member list containing them all (an agreement already in force
+/// at the fault counts from the fault): what the liveness bound limits.
+pub fn first_agreement_ns(trace: &Trace, last_fault_ns: u64) -> Option<u64> {
+    first_agreement_in(&agreement_timeline(trace, true), last_fault_ns)
+}
+
+fn first_agreement_in(tl: &[(u64, Option<NodeId>)], last_fault_ns: u64) -> Option<u64> {
+    tl.iter()
+        .enumerate()
+        .filter(|(i, (t, a))| {
+            a.is_some()
+                && (*t >= last_fault_ns || tl.get(i + 1).is_none_or(|n| n.0 > last_fault_ns))
+        })
+        .map(|(_, (t, _))| (*t).max(last_fault_ns))
+        .next()
+}
+
 /// Checks every safety invariant and, if `liveness` is given, the liveness bound.
 pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut v = Vec::new();
@@ -299,18 +317,7 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     lineage::check_fencing(trace, &ivs, &cold_starts, &mut v);
     if let Some(l) = liveness {
         let tl = agreement_timeline(trace, true);
-        // The first agreement at or after the last fault (an agreement that was already in
-        // force at the fault counts from the fault).
-        let first = tl
-            .iter()
-            .enumerate()
-            .filter(|(i, (t, a))| {
-                a.is_some()
-                    && (*t >= l.last_fault_ns
-                        || tl.get(i + 1).is_none_or(|n| n.0 > l.last_fault_ns))
-            })
-            .map(|(_, (t, _))| (*t).max(l.last_fault_ns))
-            .next();
+        let first = first_agreement_in(&tl, l.last_fault_ns);
         match first {
             Some(t) if t > l.last_fault_ns + l.bound_ns => v.push(Violation {
                 at_ms: ms(t),
