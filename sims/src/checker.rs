@@ -6,12 +6,13 @@
 //! primaries (P7), within a cluster and across the successor clusters recoveries found
 //! (P11); two nodes that committed the same index of one cluster committed the same
 //! member list (P2); no two clusters of one epoch (P4: a recovery's successor is one
-//! epoch higher; see [`lineage`](self::lineage) for the one exception, a cold start of
-//! new processes only).
+//! epoch higher), except an epoch-1 cluster formed when no running process had ever
+//! been in another cluster (a cold start after every pod restarted without a data
+//! directory), whose first primary's token also starts again.
 //!
 //! Liveness: after the last fault, exactly one primary that every live member agrees
-//! on (and the same member list), reached within a bound derived from the config and
-//! still holding at the end of the run.
+//! on (and the same member list), reached within a bound derived from the config (or
+//! stated by the scenario) and still holding at the end of the run.
 
 use cluster_mode_core::{ClusterId, Config, NodeId};
 use cluster_mode_madsim::{NodeView, RecordKind, Trace};
