@@ -8,7 +8,7 @@ if [ -n "${RUSTFLAGS+x}" ]; then
   echo "unset RUSTFLAGS before running the simulation suites" >&2
   exit 1
 fi
-# The 20 scenarios (16 datagram, 4 over the real hyper transport) x 50 fixed seeds,
+# The 26 scenarios (22 datagram, 4 over the real hyper transport) x 50 fixed seeds,
 # 50 more seeds of the 4 hyper ones, replay determinism. Builds into target/madsim.
 cargo simtest -p cluster-mode-madsim -p cluster-mode-sims --release
 # The CLI builds and a short sweep of every scenario passes.

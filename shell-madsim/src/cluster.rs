@@ -200,7 +200,8 @@ impl SimCluster {
 
     /// Kills and restarts the process at the same name and IP: with a data directory
     /// ([`SimOptions::data_dirs`]) the same member, restored from it; without, a new
-    /// identity.
+    /// identity (a pod restarted in place). A slot killed earlier with
+    /// [`SimCluster::kill`] is simply started again, listed in discovery.
     pub fn restart(&self, slot: usize) {
         self.stop_slot(slot, "killed for restart", false);
         let id = self.sim_id(slot);
@@ -266,6 +267,21 @@ impl SimCluster {
     pub fn cut(&self, a: usize, b: usize) {
         self.cut_one_way(a, b);
         self.cut_one_way(b, a);
+    }
+
+    /// Restores both directions between `a` and `b` (cut by [`SimCluster::cut`] or
+    /// [`SimCluster::partition`]); other cuts stay.
+    pub fn uncut(&self, a: usize, b: usize) {
+        let net = NetSim::current();
+        let mut g = self.shared.lock();
+        for (x, y) in [(a, b), (b, a)] {
+            if g.cut_links.remove(&(x, y)) {
+                let (sx, sy) = (g.slots[x].sim_id, g.slots[y].sim_id);
+                if let (Some(sx), Some(sy)) = (sx, sy) {
+                    net.unclog_link(sx, sy);
+                }
+            }
+        }
     }
 
     /// Splits the listed slots into groups that cannot talk to each other. Slots not

@@ -211,8 +211,11 @@ impl Trace {
                 RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
                 RecordKind::View(v) => writeln!(
                     out,
-                    "{who} id={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}",
+                    "{who} id={} cluster={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}",
                     v.id,
+                    v.cluster
+                        .map(|c| format!("{c}/e{}", c.epoch()))
+                        .unwrap_or_else(|| "-".into()),
                     v.role,
                     v.term,
                     v.is_leader,

@@ -3,16 +3,24 @@
 //! Safety (every instant): one leader per term; at most one node holding a valid
 //! primary lease at any global simulated instant (P6, with each node's lease end
 //! converted from its own drifting clock); fencing tokens strictly increase across
-//! primaries (P7); two nodes that committed the same index of one cluster committed
-//! the same member list (P2); at most one cluster formed (P4).
+//! primaries (P7), within a cluster and across the successor clusters recoveries found
+//! (P11); two nodes that committed the same index of one cluster committed the same
+//! member list (P2); no two clusters of one epoch (P4: a recovery's successor is one
+//! epoch higher), except an epoch-1 cluster formed when no running process had ever
+//! been in another cluster (a cold start after every pod restarted without a data
+//! directory), whose first primary's token also starts again.
 //!
 //! Liveness: after the last fault, exactly one primary that every live member agrees
-//! on (and the same member list), reached within a bound derived from the config and
-//! still holding at the end of the run.
+//! on (and the same member list), reached within a bound derived from the config (or
+//! stated by the scenario) and still holding at the end of the run.
 
 use cluster_mode_core::{ClusterId, Config, NodeId};
 use cluster_mode_madsim::{NodeView, RecordKind, Trace};
 use std::collections::{BTreeMap, BTreeSet};
+
+mod lineage;
+#[cfg(test)]
+mod tests;
 
 /// One broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,14 +213,31 @@ pub fn agreement_timeline(trace: &Trace, require_members: bool) -> Vec<(u64, Opt
     out
 }
 
+/// The first instant at or after `last_fault_ns` at which every live member agrees on
+/// one primary and one member list containing them all (an agreement already in force
+/// at the fault counts from the fault): what the liveness bound limits.
+pub fn first_agreement_ns(trace: &Trace, last_fault_ns: u64) -> Option<u64> {
+    first_agreement_in(&agreement_timeline(trace, true), last_fault_ns)
+}
+
+fn first_agreement_in(tl: &[(u64, Option<NodeId>)], last_fault_ns: u64) -> Option<u64> {
+    tl.iter()
+        .enumerate()
+        .filter(|(i, (t, a))| {
+            a.is_some()
+                && (*t >= last_fault_ns || tl.get(i + 1).is_none_or(|n| n.0 > last_fault_ns))
+        })
+        .map(|(_, (t, _))| (*t).max(last_fault_ns))
+        .next()
+}
+
 /// Checks every safety invariant and, if `liveness` is given, the liveness bound.
 pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     let mut v = Vec::new();
     let ms = |ns: u64| ns / 1_000_000;
-    // One leader per term; committed member lists never diverge; one cluster.
+    // One leader per term; committed member lists never diverge.
     let mut leaders: BTreeMap<(Option<ClusterId>, u64), NodeId> = BTreeMap::new();
     let mut committed: BTreeMap<(ClusterId, u64), (u64, NodeId)> = BTreeMap::new();
-    let mut clusters: BTreeSet<ClusterId> = BTreeSet::new();
     for r in &trace.records {
         let RecordKind::View(view) = &r.kind else {
             continue;
@@ -227,12 +252,6 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             }
         }
         if let Some(c) = view.cluster {
-            if clusters.insert(c) && clusters.len() == 2 {
-                v.push(Violation {
-                    at_ms: ms(r.at_ns),
-                    what: format!("two clusters formed: {clusters:?}"),
-                });
-            }
             let (h, who) = *committed
                 .entry((c, view.commit_index))
                 .or_insert((view.members_hash, view.id));
@@ -247,7 +266,9 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             }
         }
     }
-    // At most one valid lease at any instant; fencing tokens increase.
+    // No two clusters of one epoch.
+    let cold_starts = lineage::check_clusters(trace, &mut v);
+    // At most one valid lease at any instant, whatever the cluster.
     let ivs = lease_intervals(trace);
     let mut best: Option<LeaseInterval> = None;
     let mut second_end: u64 = 0;
@@ -293,41 +314,11 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
             None => best = Some(*iv),
         }
     }
-    let mut last: BTreeMap<Option<ClusterId>, (NodeId, u64)> = BTreeMap::new();
-    for iv in &ivs {
-        if let Some(&(id, term)) = last.get(&iv.cluster) {
-            let bad = if id == iv.id {
-                iv.term < term
-            } else {
-                iv.term <= term
-            };
-            if bad {
-                v.push(Violation {
-                    at_ms: ms(iv.start),
-                    what: format!(
-                        "fencing token did not increase: {} has term {} after {id} had term {term}",
-                        trace.name(iv.slot),
-                        iv.term
-                    ),
-                });
-            }
-        }
-        last.insert(iv.cluster, (iv.id, iv.term));
-    }
+    // Fencing tokens increase, within a cluster and across clusters.
+    lineage::check_fencing(trace, &ivs, &cold_starts, &mut v);
     if let Some(l) = liveness {
         let tl = agreement_timeline(trace, true);
-        // The first agreement at or after the last fault (an agreement that was already in
-        // force at the fault counts from the fault).
-        let first = tl
-            .iter()
-            .enumerate()
-            .filter(|(i, (t, a))| {
-                a.is_some()
-                    && (*t >= l.last_fault_ns
-                        || tl.get(i + 1).is_none_or(|n| n.0 > l.last_fault_ns))
-            })
-            .map(|(_, (t, _))| (*t).max(l.last_fault_ns))
-            .next();
+        let first = first_agreement_in(&tl, l.last_fault_ns);
         match first {
             Some(t) if t > l.last_fault_ns + l.bound_ns => v.push(Violation {
                 at_ms: ms(t),

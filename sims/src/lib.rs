@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod checker;
+pub mod log;
 pub mod runner;
 pub mod scenarios;
 pub mod stats;

@@ -15,6 +15,8 @@ pub struct RunResult {
     pub trace: Trace,
     /// What the scenario reported.
     pub plan: Plan,
+    /// The liveness bound applied (ns after the last fault).
+    pub bound_ns: u64,
     /// Broken invariants (empty: passed).
     pub violations: Vec<Violation>,
 }
@@ -46,9 +48,11 @@ pub fn replay_command(scenario: Scenario, seed: u64) -> String {
     format!("cargo sim replay {} --seed {seed}", scenario.name())
 }
 
-/// Runs `scenario` with `seed` and checks the recorded history.
+/// Runs `scenario` with `seed` and checks the recorded history: safety, and the
+/// liveness bound unless the scenario says why not
+/// ([`Scenario::liveness_unchecked`]).
 pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
-    run_seed_with(scenario, seed, true)
+    run_seed_with(scenario, seed, scenario.liveness_unchecked().is_none())
 }
 
 /// Like [`run_seed`]; `liveness: false` checks only the safety invariants.
@@ -75,9 +79,12 @@ fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResul
         let c = SimCluster::new(cfg.clone(), scenario.options());
         let plan = scenario.run(c.clone()).await;
         let interval = c.registry(|r| r.interval_ms);
-        let bound = checker::liveness_bound_ns(&cfg, interval) + plan.extra_bound_ns;
-        // Run until every live member agrees (or the bound passed), then one more second.
-        let deadline = plan.last_fault_ns + bound;
+        let bound = plan
+            .bound_ns
+            .unwrap_or(checker::liveness_bound_ns(&cfg, interval) + plan.extra_bound_ns);
+        // Run until every live member agrees (or twice the bound passed, so that a late
+        // agreement is still measured), then one more second.
+        let deadline = plan.last_fault_ns + 2 * bound;
         loop {
             let views = c.views();
             let agreed =
@@ -94,12 +101,14 @@ fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResul
         last_fault_ns: plan.last_fault_ns,
         bound_ns: bound,
     });
-    let violations = checker::check(&trace, live);
+    let mut violations = checker::check(&trace, live);
+    violations.extend(plan.violations.iter().cloned());
     RunResult {
         scenario,
         seed,
         trace,
         plan,
+        bound_ns: bound,
         violations,
     }
 }

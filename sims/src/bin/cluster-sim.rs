@@ -18,6 +18,7 @@ fn main() {
 #[cfg(madsim)]
 mod cli {
     use clap::{Parser, Subcommand};
+    use cluster_mode_sims::checker::first_agreement_ns;
     use cluster_mode_sims::stats::{seed_stats, Summary};
     use cluster_mode_sims::{run_seed, runner::run_seed_with, timeline, Scenario, ALL};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,43 @@ mod cli {
 
     /// One seed's result: scenario, seed, violations, failure report.
     type Outcome = (Scenario, u64, Vec<String>, String);
+
+    /// One seed's settling: scenario, seed, ns from the last fault to agreement (none
+    /// within twice the bound), the bound.
+    type Settled = (Scenario, u64, Option<u64>, u64);
+
+    /// `name: p50 p90 p99 max (bound), over the bound, the slowest seeds`.
+    fn settle_line(name: &str, runs: &[&Settled]) -> String {
+        let mut times: Vec<u64> = runs.iter().map(|r| r.2.unwrap_or(u64::MAX)).collect();
+        times.sort_unstable();
+        let ms = |t: u64| {
+            if t == u64::MAX {
+                "never".to_string()
+            } else {
+                format!("{} ms", t / 1_000_000)
+            }
+        };
+        let pct = |p: usize| times.get((times.len() * p / 100).min(times.len().saturating_sub(1)));
+        let bound = runs.first().map_or(0, |r| r.3);
+        let over = runs.iter().filter(|r| r.2.is_none_or(|t| t > r.3)).count();
+        let mut slow: Vec<&&Settled> = runs.iter().collect();
+        slow.sort_by_key(|r| std::cmp::Reverse(r.2.unwrap_or(u64::MAX)));
+        let slowest: Vec<String> = slow
+            .iter()
+            .take(3)
+            .map(|r| format!("{} ({})", r.1, ms(r.2.unwrap_or(u64::MAX))))
+            .collect();
+        format!(
+            "{name:<28} p50 {} p90 {} p99 {} max {} (bound {}), {over} of {} over; slowest seeds {}",
+            pct(50).map_or("-".into(), |t| ms(*t)),
+            pct(90).map_or("-".into(), |t| ms(*t)),
+            pct(99).map_or("-".into(), |t| ms(*t)),
+            times.last().map_or("-".into(), |t| ms(*t)),
+            ms(bound),
+            runs.len(),
+            slowest.join(", ")
+        )
+    }
 
     #[derive(Parser)]
     #[command(
@@ -66,6 +104,10 @@ mod cli {
             /// The seed.
             #[arg(long)]
             seed: u64,
+            /// Also print the nodes' log lines to stderr (filter: `RUST_LOG`, default
+            /// `info`), stamped with simulated time like the trace.
+            #[arg(long)]
+            log: bool,
         },
         /// Writes an SVG timeline of one seed.
         Timeline {
@@ -81,6 +123,21 @@ mod cli {
         /// Failover time, share of time without a primary, messages per node per second.
         Stats {
             /// Scenario name, or `all`.
+            scenario: String,
+            /// First seed.
+            #[arg(long, default_value_t = 0)]
+            from: u64,
+            /// Number of seeds.
+            #[arg(long, default_value_t = 100)]
+            seeds: u64,
+            /// Worker threads.
+            #[arg(long, default_value_t = 1)]
+            jobs: usize,
+        },
+        /// Time from the last fault to agreement (what the liveness bound limits):
+        /// percentiles, the bound, and the slowest seeds.
+        Settle {
+            /// Scenario name, a comma-separated list, or `all`.
             scenario: String,
             /// First seed.
             #[arg(long, default_value_t = 0)]
@@ -153,7 +210,10 @@ mod cli {
         match cli.cmd {
             Cmd::List => {
                 for s in ALL {
-                    println!("{}", s.name());
+                    match s.liveness_unchecked() {
+                        None => println!("{}", s.name()),
+                        Some(why) => println!("{}  (liveness not checked: {why})", s.name()),
+                    }
                 }
                 0
             }
@@ -237,11 +297,18 @@ mod cli {
                 }
                 i32::from(!bad.is_empty())
             }
-            Cmd::Replay { scenario, seed } => {
+            Cmd::Replay {
+                scenario,
+                seed,
+                log,
+            } => {
                 let Some(s) = Scenario::from_name(&scenario) else {
                     eprintln!("unknown scenario {scenario:?}");
                     return 2;
                 };
+                if log {
+                    cluster_mode_sims::log::install();
+                }
                 let r = run_seed(s, seed);
                 print!("{}", r.trace.text());
                 println!("trace hash {:016x}", r.trace.hash());
@@ -269,6 +336,31 @@ mod cli {
                     return 2;
                 }
                 println!("wrote {out} ({} violation(s))", r.violations.len());
+                0
+            }
+            Cmd::Settle {
+                scenario,
+                from,
+                seeds,
+                jobs,
+            } => {
+                let list = match scenarios(&scenario) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return 2;
+                    }
+                };
+                let f: fn(Scenario, u64) -> Settled = |s, k| {
+                    let r = run_seed(s, k);
+                    let at = first_agreement_ns(&r.trace, r.plan.last_fault_ns);
+                    (s, k, at.map(|t| t - r.plan.last_fault_ns), r.bound_ns)
+                };
+                let results = sweep(&list, from, seeds, jobs, f, &|_, _, _| {});
+                for s in &list {
+                    let mine: Vec<&Settled> = results.iter().filter(|r| r.0 == *s).collect();
+                    println!("{}", settle_line(s.name(), &mine));
+                }
                 0
             }
             Cmd::Stats {
