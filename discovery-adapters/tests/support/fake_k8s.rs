@@ -3,7 +3,7 @@
 //! failing lists, dropped connections. It serves the EndpointSlices of Service [`SVC`]
 //! and the Pods matching [`POD_SELECTOR`] in namespace [`NS`]; any other path or label
 //! selector gets a 400 and is recorded in `bad_requests`. Shared by `discovery-adapters/tests/kubernetes.rs`
-//! and the shell's end-to-end tests (`shell-tokio/tests/discovery_e2e.rs`, through
+//! and the shell's end-to-end tests (`shell-tokio/tests/k8s_e2e.rs`, through
 //! `#[path]`): test-only code, so it is a source file both test crates include rather
 //! than public API of either crate.
 #![allow(dead_code)]
