@@ -1,36 +1,49 @@
-//! Kubernetes discovery: the EndpointSlices (`discovery.k8s.io/v1`) of a Service,
-//! listed then watched.
+//! Kubernetes discovery: the EndpointSlices (`discovery.k8s.io/v1`) of a Service
+//! ([`KubernetesDiscovery`]), or the Pods matching a label selector
+//! ([`KubernetesPodsDiscovery`]), each listed then watched.
 
-use std::collections::BTreeMap;
+mod list_watch;
+mod pods;
+
+pub use pods::{KubernetesPodsConfig, KubernetesPodsDiscovery};
+
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
-use tokio::task::AbortHandle;
-use tracing::Instrument;
 
-use crate::{
-    normalize, BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance, SnapshotSender,
-    SnapshotStream,
-};
+use crate::{BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance, SnapshotStream};
+use list_watch::{Reflected, Timing};
 
 /// The label every EndpointSlice of a Service carries.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Which port of the EndpointSlices is the cluster port.
+/// Which port of the listed objects is the cluster port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PortSelector {
-    /// The Service port with this name (`ports[].name` of the Service); slices without
-    /// such a port contribute nothing (with a `warn` log line).
+    /// By name. For [`KubernetesDiscovery`]: the Service port with this name
+    /// (`ports[].name` of the Service); slices without such a port contribute nothing.
+    /// For [`KubernetesPodsDiscovery`]: the container port with this name
+    /// (`spec.containers[].ports[].name`); pods without one are not listed. Either way
+    /// with a `warn` log line.
     Name(String),
-    /// This port number, whatever the slices list (headless Services without ports
-    /// have slices without ports).
+    /// This port number, whatever the objects list (headless Services without ports
+    /// have slices without ports; pods need not declare their ports).
     Number(u16),
+}
+
+impl PortSelector {
+    fn validate(&self, field: &str) -> Result<(), DiscoveryError> {
+        match self {
+            PortSelector::Number(0) => Err(DiscoveryError::invalid(field, "port 0")),
+            PortSelector::Name(n) if n.is_empty() => {
+                Err(DiscoveryError::invalid(field, "empty port name"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Configuration of a [`KubernetesDiscovery`].
@@ -54,7 +67,8 @@ pub struct KubernetesConfig {
     /// Largest retry delay. Default 30 s.
     pub retry_max: Duration,
     /// Server-side timeout of one watch request; the watch is then resumed from the last
-    /// resourceVersion without a relist. Default 290 s.
+    /// resourceVersion without a relist. A watch still open 10 s after it is taken for a
+    /// hung connection and the slices are relisted. Default 290 s (at most 290 s).
     pub watch_timeout: Duration,
 }
 
@@ -99,31 +113,16 @@ impl KubernetesConfig {
         if self.service.trim().is_empty() {
             return Err(DiscoveryError::invalid("kubernetes.service", "empty"));
         }
-        match &self.port {
-            PortSelector::Number(0) => {
-                return Err(DiscoveryError::invalid("kubernetes.port", "port 0"))
-            }
-            PortSelector::Name(n) if n.is_empty() => {
-                return Err(DiscoveryError::invalid(
-                    "kubernetes.port",
-                    "empty port name",
-                ))
-            }
-            _ => {}
+        self.port.validate("kubernetes.port")?;
+        self.timing().validate("kubernetes")
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            retry_min: self.retry_min,
+            retry_max: self.retry_max,
+            watch_timeout: self.watch_timeout,
         }
-        if self.retry_min.is_zero() || self.retry_min > self.retry_max {
-            return Err(DiscoveryError::invalid(
-                "kubernetes.retry_min",
-                "must be > 0 and <= retry_max",
-            ));
-        }
-        if self.watch_timeout < Duration::from_secs(1) {
-            return Err(DiscoveryError::invalid(
-                "kubernetes.watch_timeout",
-                "below 1 s",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -138,46 +137,45 @@ impl KubernetesConfig {
 /// connection dropped mid-stream, which kube reports as an end) is resumed from the last
 /// resourceVersion seen (bookmarks included): the API server then replays what was
 /// missed, or answers 410, which relists. A failed list (401/403, 500, connection
-/// refused...) is published as a typed error, never as an empty snapshot, and retried
-/// with exponential backoff.
+/// refused, no answer within 30 s...) is published as a typed error, never as an empty
+/// snapshot, and retried with exponential backoff. A watch still open 10 s past its
+/// `watch_timeout` (a hung connection) is dropped and the slices relisted.
+///
+/// Its answers list ready endpoints: a pod that is not ready or terminating may still
+/// run while it is missing from them. So absence from these answers proves nothing;
+/// leave `Config::discovery_proves_absence` off with this source, or use
+/// [`KubernetesPodsDiscovery`] for automatic recovery (docs/PROTOCOL.md, P11).
 ///
 /// The task stops when this value is dropped.
 #[derive(Debug)]
 pub struct KubernetesDiscovery {
-    sender: SnapshotSender,
-    task: AbortHandle,
+    inner: Reflected,
     config: KubernetesConfig,
-}
-
-impl Drop for KubernetesDiscovery {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl KubernetesDiscovery {
     /// Starts discovery with `client`. Must be called inside a tokio runtime.
     pub fn new(client: Client, config: KubernetesConfig) -> Result<Self, DiscoveryError> {
         config.validate()?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            DiscoveryError::invalid("runtime", "KubernetesDiscovery::new needs a tokio runtime")
-        })?;
-        let sender = SnapshotSender::new();
         let api: Api<EndpointSlice> = Api::namespaced(client, &config.namespace);
-        let task = handle
-            .spawn(
-                run(api, config.clone(), sender.clone()).instrument(tracing::info_span!(
-                    "k8s_discovery",
-                    namespace = %config.namespace,
-                    service = %config.service
-                )),
-            )
-            .abort_handle();
-        Ok(Self {
-            sender,
-            task,
-            config,
-        })
+        let selector = format!("{SERVICE_NAME_LABEL}={}", config.service);
+        let what = format!("EndpointSlices of {}/{}", config.namespace, config.service);
+        let span = tracing::info_span!(
+            "k8s_discovery",
+            namespace = %config.namespace,
+            service = %config.service
+        );
+        let slice_config = config.clone();
+        let inner = Reflected::spawn(
+            api,
+            selector,
+            what,
+            config.timing(),
+            config.first_snapshot_timeout,
+            move |slice: &EndpointSlice| slice_instances(slice, &slice_config),
+            span,
+        )?;
+        Ok(Self { inner, config })
     }
 
     /// Starts discovery for `service` from inside a pod: the client comes from the
@@ -187,15 +185,7 @@ impl KubernetesDiscovery {
         service: impl Into<String>,
         port: PortSelector,
     ) -> Result<Self, DiscoveryError> {
-        let kube_config = kube::Config::infer()
-            .await
-            .map_err(|e| DiscoveryError::invalid("kubernetes.config", e.to_string()))?;
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|ns| !ns.trim().is_empty())
-            .unwrap_or_else(|| kube_config.default_namespace.clone());
-        let client = Client::try_from(kube_config)
-            .map_err(|e| DiscoveryError::invalid("kubernetes.client", e.to_string()))?;
+        let (client, namespace) = list_watch::client_from_env().await?;
         Self::new(client, KubernetesConfig::new(namespace, service, port))
     }
 
@@ -207,23 +197,11 @@ impl KubernetesDiscovery {
 
 impl Discovery for KubernetesDiscovery {
     fn snapshot(&self) -> BoxFuture<'_, DiscoveryResult> {
-        Box::pin(async move {
-            let mut stream = self.sender.subscribe();
-            match tokio::time::timeout(self.config.first_snapshot_timeout, stream.next()).await {
-                Ok(Some(result)) => result,
-                Ok(None) => Err(DiscoveryError::Closed),
-                Err(_) => Err(DiscoveryError::Timeout {
-                    target: format!(
-                        "first EndpointSlice list of {}/{}",
-                        self.config.namespace, self.config.service
-                    ),
-                }),
-            }
-        })
+        self.inner.snapshot()
     }
 
     fn watch(&self) -> Option<SnapshotStream> {
-        Some(self.sender.subscribe())
+        Some(self.inner.watch())
     }
 
     /// 30 s: only a safety net, changes are pushed.
@@ -232,115 +210,9 @@ impl Discovery for KubernetesDiscovery {
     }
 }
 
-/// The list-then-watch loop. Never returns; aborted when the discovery is dropped.
-async fn run(api: Api<EndpointSlice>, config: KubernetesConfig, sender: SnapshotSender) {
-    let selector = format!("{SERVICE_NAME_LABEL}={}", config.service);
-    let target = format!("EndpointSlices of {}/{}", config.namespace, config.service);
-    let mut delay = config.retry_min;
-    loop {
-        // LIST: the complete state, replacing whatever we had.
-        let list = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list,
-            Err(e) => {
-                let error = map_kube_error(&target, e);
-                tracing::warn!(error = %error, retry_in = ?delay, "EndpointSlice list failed");
-                sender.publish(Err(error));
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(config.retry_max);
-                continue;
-            }
-        };
-        delay = config.retry_min;
-        let mut slices: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
-        for slice in &list.items {
-            slices.insert(slice_key(slice), slice_instances(slice, &config));
-        }
-        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-        tracing::debug!(slices = slices.len(), %version, "EndpointSlices listed");
-        sender.publish(Ok(union(&slices)));
-
-        // WATCH from the list's resourceVersion until an error asks for a relist.
-        let mut idle_rewatch = config.retry_min;
-        'watch: loop {
-            let params = WatchParams::default()
-                .labels(&selector)
-                .timeout(u32::try_from(config.watch_timeout.as_secs()).unwrap_or(290));
-            let stream = match api.watch(&params, &version).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    let error = map_kube_error(&target, e);
-                    tracing::warn!(error = %error, "EndpointSlice watch failed to start; relisting");
-                    tokio::time::sleep(config.retry_min).await;
-                    break 'watch;
-                }
-            };
-            let mut stream = pin!(stream);
-            let mut events = 0u64;
-            while let Some(event) = stream.next().await {
-                events += 1;
-                match event {
-                    Ok(WatchEvent::Added(slice)) | Ok(WatchEvent::Modified(slice)) => {
-                        if let Some(v) = &slice.metadata.resource_version {
-                            version.clone_from(v);
-                        }
-                        slices.insert(slice_key(&slice), slice_instances(&slice, &config));
-                        sender.publish(Ok(union(&slices)));
-                    }
-                    Ok(WatchEvent::Deleted(slice)) => {
-                        if let Some(v) = &slice.metadata.resource_version {
-                            version.clone_from(v);
-                        }
-                        slices.remove(&slice_key(&slice));
-                        sender.publish(Ok(union(&slices)));
-                    }
-                    Ok(WatchEvent::Bookmark(bookmark)) => {
-                        version = bookmark.metadata.resource_version;
-                    }
-                    Ok(WatchEvent::Error(status)) => {
-                        if status.code == 410 {
-                            tracing::debug!("watch resourceVersion expired (410 Gone); relisting");
-                        } else {
-                            tracing::warn!(code = status.code, message = %status.message, "watch error event; relisting");
-                            tokio::time::sleep(config.retry_min).await;
-                        }
-                        break 'watch;
-                    }
-                    Err(e) => {
-                        let error = map_kube_error(&target, e);
-                        tracing::warn!(error = %error, "watch stream broke; relisting");
-                        tokio::time::sleep(config.retry_min).await;
-                        break 'watch;
-                    }
-                }
-            }
-            // The server ended the watch (its timeout): resume from `version`. A watch
-            // that keeps ending at once is slowed down.
-            if events == 0 {
-                tokio::time::sleep(idle_rewatch).await;
-                idle_rewatch = idle_rewatch.saturating_mul(2).min(config.retry_max);
-            } else {
-                idle_rewatch = config.retry_min;
-            }
-        }
-    }
-}
-
-fn slice_key(slice: &EndpointSlice) -> String {
-    slice
-        .metadata
-        .name
-        .clone()
-        .or_else(|| slice.metadata.uid.clone())
-        .unwrap_or_default()
-}
-
-fn union(slices: &BTreeMap<String, Vec<Instance>>) -> Vec<Instance> {
-    normalize(slices.values().flatten().cloned().collect())
-}
-
 /// The listed instances of one slice. Never panics on any slice content.
 fn slice_instances(slice: &EndpointSlice, config: &KubernetesConfig) -> Vec<Instance> {
-    let name = slice_key(slice);
+    let name = list_watch::key(slice);
     if slice.address_type == "FQDN" {
         tracing::warn!(slice = %name, "FQDN EndpointSlice ignored (only IPv4/IPv6 are supported)");
         return Vec::new();
@@ -411,61 +283,4 @@ fn slice_instances(slice: &EndpointSlice, config: &KubernetesConfig) -> Vec<Inst
         out.push(instance);
     }
     out
-}
-
-fn map_kube_error(target: &str, error: kube::Error) -> DiscoveryError {
-    match error {
-        kube::Error::Api(status) => match status.code {
-            401 | 403 => DiscoveryError::Unauthorized {
-                status: status.code,
-                message: status.message,
-            },
-            code => DiscoveryError::Api {
-                status: code,
-                reason: status.reason,
-                message: status.message,
-            },
-        },
-        kube::Error::HyperError(e) if e.is_timeout() => DiscoveryError::Timeout {
-            target: target.to_string(),
-        },
-        kube::Error::HyperError(e) => DiscoveryError::Connection {
-            target: target.to_string(),
-            detail: e.to_string(),
-        },
-        kube::Error::Service(e) => {
-            let detail = error_chain(e.as_ref());
-            if detail.contains("timed out") || detail.contains("deadline") {
-                DiscoveryError::Timeout {
-                    target: target.to_string(),
-                }
-            } else {
-                DiscoveryError::Connection {
-                    target: target.to_string(),
-                    detail,
-                }
-            }
-        }
-        kube::Error::ReadEvents(e) => DiscoveryError::Connection {
-            target: target.to_string(),
-            detail: e.to_string(),
-        },
-        kube::Error::SerdeError(e) => DiscoveryError::Malformed(format!("{target}: {e}")),
-        kube::Error::FromUtf8(e) => DiscoveryError::Malformed(format!("{target}: {e}")),
-        kube::Error::LinesCodecMaxLineLengthExceeded => {
-            DiscoveryError::Malformed(format!("{target}: watch line too long"))
-        }
-        other => DiscoveryError::Backend(format!("{target}: {}", error_chain(&other))),
-    }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

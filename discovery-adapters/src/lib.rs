@@ -14,6 +14,7 @@
 //! | [`StaticDiscovery`] | always | yes | no |
 //! | `DnsDiscovery` (A/AAAA + port, or SRV) | `dns` | yes, TTL-cached | no |
 //! | `KubernetesDiscovery` (EndpointSlices) | `kubernetes` | yes, from the watch cache | yes |
+//! | `KubernetesPodsDiscovery` (Pods; absence proves death) | `kubernetes` | yes, from the watch cache | yes |
 //! | [`CloudDiscoveryBridge`] (any `rust_cloud_discovery::DiscoveryService`) | always | yes | no |
 //!
 //! [`AsDiscoveryService`] goes the other way: it exposes any [`Discovery`] as a
@@ -55,7 +56,10 @@ pub use dns::{DnsConfig, DnsDiscovery, DnsQuery, IpFamily};
 #[cfg(feature = "kubernetes")]
 pub use kube;
 #[cfg(feature = "kubernetes")]
-pub use kubernetes::{KubernetesConfig, KubernetesDiscovery, PortSelector};
+pub use kubernetes::{
+    KubernetesConfig, KubernetesDiscovery, KubernetesPodsConfig, KubernetesPodsDiscovery,
+    PortSelector,
+};
 
 /// The result of one discovery round: every instance the source lists, or why it could
 /// not say.

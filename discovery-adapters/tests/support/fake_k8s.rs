@@ -1,7 +1,9 @@
-//! A fake Kubernetes API server for EndpointSlice discovery tests: HTTP/1.1 on
+//! A fake Kubernetes API server for EndpointSlice and Pod discovery tests: HTTP/1.1 on
 //! loopback, list and chunked watch streams with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR,
-//! failing lists, dropped connections. Shared by `discovery-adapters/tests/kubernetes.rs`
-//! and the shell's end-to-end tests (`shell-tokio/tests/discovery_e2e.rs`, through
+//! failing lists, dropped connections. It serves the EndpointSlices of Service [`SVC`]
+//! and the Pods matching [`POD_SELECTOR`] in namespace [`NS`]; any other path or label
+//! selector gets a 400 and is recorded in `bad_requests`. Shared by `discovery-adapters/tests/kubernetes.rs`
+//! and the shell's end-to-end tests (`shell-tokio/tests/k8s_e2e.rs`, through
 //! `#[path]`): test-only code, so it is a source file both test crates include rather
 //! than public API of either crate.
 #![allow(dead_code)]
@@ -11,7 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_mode_discovery::{kube, KubernetesConfig, KubernetesDiscovery, PortSelector};
+use cluster_mode_discovery::{
+    kube, KubernetesConfig, KubernetesDiscovery, KubernetesPodsConfig, KubernetesPodsDiscovery,
+    PortSelector,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub const NS: &str = "prod";
 pub const SVC: &str = "web";
+/// The label selector the fake serves Pods for.
+pub const POD_SELECTOR: &str = "app=web,tier in (cluster)";
 pub const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
@@ -28,6 +35,16 @@ pub enum Cmd {
     Line(String, Option<oneshot::Sender<Instant>>),
     End,
     Drop,
+    /// The connection stays open and says nothing more, whatever happens (a peer that
+    /// vanished without a FIN or RST).
+    Hang,
+}
+
+/// Which collection a request or an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Slices,
+    Pods,
 }
 
 #[derive(Default)]
@@ -36,12 +53,15 @@ pub struct State {
     /// Watches from below this resourceVersion get 410 Gone (history compacted).
     pub compacted: u64,
     pub slices: BTreeMap<String, Value>,
-    pub history: Vec<(u64, String)>,
+    pub pods: BTreeMap<String, Value>,
+    pub history: Vec<(u64, Kind, String)>,
     pub list_fail: Option<u16>,
     pub list_requests: u64,
     pub watch_requests: Vec<String>,
     pub bad_requests: Vec<String>,
-    pub watchers: Vec<mpsc::UnboundedSender<Cmd>>,
+    /// The decoded `labelSelector` of every Pod request (list and watch).
+    pub pod_selectors: Vec<String>,
+    pub watchers: Vec<(Kind, mpsc::UnboundedSender<Cmd>)>,
 }
 
 #[derive(Clone)]
@@ -91,6 +111,18 @@ impl FakeApi {
         KubernetesDiscovery::new(self.client(), config).unwrap()
     }
 
+    /// Pod discovery of [`POD_SELECTOR`] in [`NS`], cluster port 7000, fast retries.
+    pub fn pods_discovery(&self) -> KubernetesPodsDiscovery {
+        self.pods_discovery_on(PortSelector::Number(7000))
+    }
+
+    /// Like [`pods_discovery`](Self::pods_discovery) with another port selector.
+    pub fn pods_discovery_on(&self, port: PortSelector) -> KubernetesPodsDiscovery {
+        let config = KubernetesPodsConfig::new(NS, POD_SELECTOR, port)
+            .with_retry(Duration::from_millis(50), Duration::from_millis(400));
+        KubernetesPodsDiscovery::new(self.client(), config).unwrap()
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
     }
@@ -109,7 +141,7 @@ impl FakeApi {
         };
         st.slices.insert(name, slice.clone());
         let line = json!({"type": kind, "object": slice}).to_string();
-        Self::broadcast(&mut st, rv, line)
+        Self::broadcast(&mut st, Kind::Slices, rv, line)
     }
 
     pub fn delete(&self, name: &str) -> Option<oneshot::Receiver<Instant>> {
@@ -119,14 +151,48 @@ impl FakeApi {
         let mut slice = st.slices.remove(name).expect("no such slice");
         slice["metadata"]["resourceVersion"] = json!(rv.to_string());
         let line = json!({"type": "DELETED", "object": slice}).to_string();
-        Self::broadcast(&mut st, rv, line)
+        Self::broadcast(&mut st, Kind::Slices, rv, line)
     }
 
-    pub fn broadcast(st: &mut State, rv: u64, line: String) -> Option<oneshot::Receiver<Instant>> {
-        st.history.push((rv, line.clone()));
-        st.watchers.retain(|w| !w.is_closed());
+    /// A pod ADDED or MODIFIED, pushed to the Pod watchers.
+    pub fn apply_pod(&self, mut pod: Value) -> Option<oneshot::Receiver<Instant>> {
+        let mut st = self.lock();
+        st.rv += 1;
+        let rv = st.rv;
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+        let kind = if st.pods.contains_key(&name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.pods.insert(name, pod.clone());
+        let line = json!({"type": kind, "object": pod}).to_string();
+        Self::broadcast(&mut st, Kind::Pods, rv, line)
+    }
+
+    /// The pod object removed (what the API server does once the kubelet confirmed
+    /// that its containers stopped, or at once on a forced deletion).
+    pub fn delete_pod(&self, name: &str) -> Option<oneshot::Receiver<Instant>> {
+        let mut st = self.lock();
+        st.rv += 1;
+        let rv = st.rv;
+        let mut pod = st.pods.remove(name).expect("no such pod");
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let line = json!({"type": "DELETED", "object": pod}).to_string();
+        Self::broadcast(&mut st, Kind::Pods, rv, line)
+    }
+
+    pub fn broadcast(
+        st: &mut State,
+        kind: Kind,
+        rv: u64,
+        line: String,
+    ) -> Option<oneshot::Receiver<Instant>> {
+        st.history.push((rv, kind, line.clone()));
+        st.watchers.retain(|(_, w)| !w.is_closed());
         let mut first = None;
-        for w in &st.watchers {
+        for (_, w) in st.watchers.iter().filter(|(k, _)| *k == kind) {
             let (tx, rx) = oneshot::channel();
             if w.send(Cmd::Line(line.clone(), Some(tx))).is_ok() && first.is_none() {
                 first = Some(rx);
@@ -148,8 +214,8 @@ impl FakeApi {
 
     pub fn send_to_watchers(&self, make: impl Fn() -> Cmd) {
         let mut st = self.lock();
-        st.watchers.retain(|w| !w.is_closed());
-        for w in &st.watchers {
+        st.watchers.retain(|(_, w)| !w.is_closed());
+        for (_, w) in &st.watchers {
             let _ = w.send(make());
         }
     }
@@ -176,6 +242,10 @@ impl FakeApi {
         rv
     }
 
+    pub fn hang_watchers(&self) {
+        self.send_to_watchers(|| Cmd::Hang);
+    }
+
     pub fn drop_watchers(&self) {
         self.send_to_watchers(|| Cmd::Drop);
     }
@@ -197,7 +267,7 @@ impl FakeApi {
         loop {
             {
                 let mut st = self.lock();
-                st.watchers.retain(|w| !w.is_closed());
+                st.watchers.retain(|(_, w)| !w.is_closed());
                 if st.watchers.len() >= n {
                     return;
                 }
@@ -238,20 +308,33 @@ impl FakeApi {
                 .unwrap_or("")
                 .to_string();
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-            let query = query.replace("%2F", "/").replace("%3D", "=");
-            let params: BTreeMap<&str, &str> = query
+            let params: BTreeMap<String, String> = query
                 .split('&')
                 .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (percent_decode(k), percent_decode(v)))
                 .collect();
-            let expected_path = format!("/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices");
-            let selector_ok =
-                query.contains(&format!("labelSelector=kubernetes.io/service-name={SVC}"));
-            if path != expected_path || !selector_ok {
+            let params: BTreeMap<&str, &str> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let selector = params.get("labelSelector").copied().unwrap_or("");
+            let kind = if path
+                == format!("/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices")
+                && selector == format!("kubernetes.io/service-name={SVC}")
+            {
+                Some(Kind::Slices)
+            } else if path == format!("/api/v1/namespaces/{NS}/pods") {
+                self.lock().pod_selectors.push(selector.to_string());
+                (selector == POD_SELECTOR).then_some(Kind::Pods)
+            } else {
+                None
+            };
+            let Some(kind) = kind else {
                 self.lock().bad_requests.push(target.clone());
                 let body = status_json(400, "BadRequest", "unexpected request").to_string();
                 respond(&mut write, 400, &body).await?;
                 continue;
-            }
+            };
             if params.get("watch") == Some(&"true") {
                 let from: u64 = params
                     .get("resourceVersion")
@@ -264,12 +347,12 @@ impl FakeApi {
                     if from < st.compacted {
                         Err(())
                     } else {
-                        st.watchers.push(tx);
+                        st.watchers.push((kind, tx));
                         Ok(st
                             .history
                             .iter()
-                            .filter(|(rv, _)| *rv > from)
-                            .map(|(_, l)| l.clone())
+                            .filter(|(rv, k, _)| *rv > from && *k == kind)
+                            .map(|(_, _, l)| l.clone())
                             .collect())
                     }
                 };
@@ -302,6 +385,7 @@ impl FakeApi {
                             write.flush().await?;
                             break;
                         }
+                        Some(Cmd::Hang) => std::future::pending::<()>().await,
                         Some(Cmd::Drop) | None => {
                             // Half a chunk, then the connection goes away.
                             write.write_all(b"40\r\n{\"type\":\"MOD").await?;
@@ -317,11 +401,17 @@ impl FakeApi {
                     match st.list_fail {
                         Some(401) => (401, status_json(401, "Unauthorized", "Unauthorized")),
                         Some(code) => (code, status_json(code, "InternalError", "etcd is on fire")),
-                        None => (
+                        None if kind == Kind::Slices => (
                             200,
                             json!({"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList",
                             "metadata":{"resourceVersion": st.rv.to_string()},
                             "items": st.slices.values().cloned().collect::<Vec<_>>()}),
+                        ),
+                        None => (
+                            200,
+                            json!({"apiVersion":"v1","kind":"PodList",
+                            "metadata":{"resourceVersion": st.rv.to_string()},
+                            "items": st.pods.values().cloned().collect::<Vec<_>>()}),
                         ),
                     }
                 };
@@ -329,6 +419,34 @@ impl FakeApi {
             }
         }
     }
+}
+
+/// `%XX` escapes and `+` (a space in a query) decoded.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => out.push(b),
+                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                }
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub async fn respond(
@@ -376,4 +494,49 @@ pub fn slice_with_port(name: &str, endpoints: &[(&str, &str, bool, bool)], port:
            "addressType":"IPv4",
            "ports":[{"name":"metrics","port":9090,"protocol":"TCP"},{"name":"cluster","port":port,"protocol":"TCP"}],
            "endpoints":endpoints})
+}
+
+/// A pod matching [`POD_SELECTOR`] in `phase`, at `ip` (`None`: no IP yet), with a
+/// container port named `cluster` = 7000. `Running` pods are ready and their container
+/// runs; `Succeeded`/`Failed` pods' container terminated; others' container waits.
+pub fn pod(name: &str, ip: Option<&str>, phase: &str) -> Value {
+    let running = phase == "Running";
+    let state = match phase {
+        "Running" => json!({"running":{"startedAt":"2026-01-01T00:00:00Z"}}),
+        "Succeeded" | "Failed" => {
+            json!({"terminated":{"exitCode": if phase == "Failed" {1} else {0}}})
+        }
+        _ => json!({"waiting":{"reason":"ContainerCreating"}}),
+    };
+    let mut status = json!({
+        "phase": phase,
+        "conditions": [{"type":"Ready","status": if running {"True"} else {"False"}}],
+        "containerStatuses": [{"name":"app","ready":running,"restartCount":0,
+            "image":"my-app:1","imageID":"sha256:1","state":state}],
+    });
+    if let Some(ip) = ip {
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{"ip": ip}]);
+    }
+    json!({"apiVersion":"v1","kind":"Pod",
+           "metadata":{"name":name,"namespace":NS,"uid":format!("uid-{name}"),
+                       "labels":{"app":"web","tier":"cluster"}},
+           "spec":{"nodeName":"node-1","containers":[{"name":"app","image":"my-app:1",
+                   "ports":[{"name":"metrics","containerPort":9090},
+                            {"name":"cluster","containerPort":7000}]}]},
+           "status":status})
+}
+
+/// `pod` being deleted gracefully: `deletionTimestamp` set, its containers still
+/// running until the kubelet stops them.
+pub fn terminating(mut pod: Value) -> Value {
+    pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+    pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    pod
+}
+
+/// `pod` with its `Ready` condition false (a failing readiness probe).
+pub fn not_ready(mut pod: Value) -> Value {
+    pod["status"]["conditions"] = json!([{"type":"Ready","status":"False"}]);
+    pod
 }

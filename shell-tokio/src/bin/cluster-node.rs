@@ -15,6 +15,13 @@
 //!
 //! It shows the survivor's view, asks it to recover, and waits for a primary.
 //!
+//! On Kubernetes, `--k8s-pods SELECTOR` (feature `kubernetes`) discovers the pods
+//! matching a label selector through the API, terminating pods included, so a voter
+//! whose pod object is gone is proven dead and the survivors recover by themselves
+//! (`Config::discovery_proves_absence`). `--k8s-service NAME` reads the Service's ready
+//! endpoints instead, whose absence proves nothing: such a cluster waits for
+//! `cluster-node recover` (or a data directory) after losing a majority.
+//!
 //! Every change is also printed on stdout as one line, for scripts and tests:
 //! `EVENT <ms since start> role=<Role> term=<n> primary=<addr|->` and
 //! `EVENT <ms> members=<n>` and `EVENT <ms> left`.
@@ -46,14 +53,24 @@ struct Args {
     #[arg(long)]
     advertise: Option<String>,
     /// Static peer list: comma-separated ip:port (this node may be in it).
-    #[arg(long, conflicts_with_all = ["dns", "k8s_service"])]
+    #[arg(long, conflicts_with_all = ["dns", "k8s_service", "k8s_pods"])]
     peers: Option<String>,
     /// DNS discovery: NAME:PORT (A/AAAA records of NAME, on PORT).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["k8s_service", "k8s_pods"])]
     dns: Option<String>,
-    /// Kubernetes discovery: the Service name (EndpointSlices; port = listen port).
-    #[arg(long)]
+    /// Kubernetes discovery of a Service's ready endpoints (EndpointSlices; port =
+    /// listen port). A pod missing from them may still run, so it proves nothing: after
+    /// losing a majority of voters the cluster waits for `cluster-node recover`.
+    #[arg(long, conflicts_with = "k8s_pods")]
     k8s_service: Option<String>,
+    /// Kubernetes discovery of the Pods matching this label selector (e.g. `app=my-app`;
+    /// port = listen port), terminating pods included. Sets
+    /// `Config::discovery_proves_absence`: a voter whose pod object is gone is proven
+    /// dead, and the survivors recover by themselves. Never force-delete a pod whose
+    /// node may still run it. Needs list/watch on pods; advertise the pod IP
+    /// (`--advertise $(POD_IP):PORT` or `--listen $(POD_IP):PORT`).
+    #[arg(long)]
+    k8s_pods: Option<String>,
     /// A human-readable node name (shown in status).
     #[arg(long)]
     name: Option<String>,
@@ -130,6 +147,8 @@ fn config(a: &Args) -> Config {
     if let Some(v) = a.lease_ms {
         c.lease_duration = Duration::from_millis(v);
     }
+    // Only the Pods source lists every process that may still run (PROTOCOL.md, A2).
+    c.discovery_proves_absence = a.k8s_pods.is_some();
     c
 }
 
@@ -166,7 +185,21 @@ async fn discovery(a: &Args) -> Result<Arc<dyn Discovery>, String> {
             "--k8s-service {s}: built without the `kubernetes` feature"
         ));
     }
-    Err("give one of --peers, --dns, --k8s-service".into())
+    if let Some(s) = &a.k8s_pods {
+        #[cfg(feature = "kubernetes")]
+        {
+            let port = cluster_mode_discovery::PortSelector::Number(a.listen.port());
+            return cluster_mode_discovery::KubernetesPodsDiscovery::from_env(s.clone(), port)
+                .await
+                .map(|d| Arc::new(d) as _)
+                .map_err(|e| e.to_string());
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        return Err(format!(
+            "--k8s-pods {s}: built without the `kubernetes` feature"
+        ));
+    }
+    Err("give one of --peers, --dns, --k8s-service, --k8s-pods".into())
 }
 
 #[tokio::main]
