@@ -141,6 +141,7 @@ mod sim {
             (Scenario::Chaos, 7),
             (Scenario::DiscoveryChaos, 3),
             (Scenario::HttpPrimaryCrash, 5),
+            (Scenario::MajorityRestartInPlace5, 11),
         ] {
             let a = run_seed(s, seed);
             let b = run_seed(s, seed);
