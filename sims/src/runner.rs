@@ -48,11 +48,10 @@ pub fn replay_command(scenario: Scenario, seed: u64) -> String {
     format!("cargo sim replay {} --seed {seed}", scenario.name())
 }
 
-/// Runs `scenario` with `seed` and checks the recorded history: safety, and the
-/// liveness bound unless the scenario says why not
-/// ([`Scenario::liveness_unchecked`]).
+/// Runs `scenario` with `seed` and checks the recorded history: safety and the
+/// liveness bound.
 pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
-    run_seed_with(scenario, seed, scenario.liveness_unchecked().is_none())
+    run_seed_with(scenario, seed, true)
 }
 
 /// Like [`run_seed`]; `liveness: false` checks only the safety invariants.

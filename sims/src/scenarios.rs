@@ -68,7 +68,6 @@ pub enum Scenario {
     /// while its old fellow voters' successors answer it but the live members do not;
     /// healed, the cluster recovers with it. Bound: [`recovery::recovery_bound_ns`] plus
     /// one lost candidacy ([`recovery::lost_candidacy_ns`]) from the heal (10.4 s).
-    /// Liveness is not checked by default: see [`Scenario::liveness_unchecked`].
     StaleSurvivor,
     /// 5 pods all killed and restarted in place at once: a cold start, within the
     /// config-derived bound.
@@ -76,10 +75,24 @@ pub enum Scenario {
     /// 5 pods; every 2 s for 20 s a random pod is SIGKILLed (no leave) and restarted in
     /// place at once, faster than `removal_grace`. Config-derived bound.
     RollingKillNoLeave,
+    /// `MajorityRestartInPlace3` with a data directory on every pod (P12): the
+    /// restarted voters are the same members, so an ordinary election follows and no
+    /// successor cluster is founded. Bound: the general one.
+    MajorityRestartWithData3,
+    /// The same with 5 pods and 3 voters lost.
+    MajorityRestartWithData5,
+    /// `WholeFleetRestart` with data directories: the same cluster elects again (no
+    /// cold start, no successor).
+    WholeFleetRestartWithData,
+    /// `RollingKillNoLeave` with data directories.
+    RollingKillWithData,
+    /// 5 pods all deleted at once and replaced by new pods at new IPs (no data
+    /// directory): a cold start. Config-derived bound.
+    WholeFleetReplaced,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 26] = [
+pub const ALL: [Scenario; 31] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -106,6 +119,11 @@ pub const ALL: [Scenario; 26] = [
     Scenario::StaleSurvivor,
     Scenario::WholeFleetRestart,
     Scenario::RollingKillNoLeave,
+    Scenario::MajorityRestartWithData3,
+    Scenario::MajorityRestartWithData5,
+    Scenario::WholeFleetRestartWithData,
+    Scenario::RollingKillWithData,
+    Scenario::WholeFleetReplaced,
 ];
 
 impl Scenario {
@@ -138,20 +156,11 @@ impl Scenario {
             Scenario::StaleSurvivor => "stale-survivor",
             Scenario::WholeFleetRestart => "whole-fleet-restart",
             Scenario::RollingKillNoLeave => "rolling-kill-no-leave",
-        }
-    }
-
-    /// Why the liveness bound is not checked by default for this scenario (a known
-    /// open bug, with its entry in sims/FINDINGS.md), if so. Safety, and the
-    /// scenario's own assertions, are checked all the same; `run_seed_with(.., true)`
-    /// checks liveness anyway.
-    pub fn liveness_unchecked(self) -> Option<&'static str> {
-        match self {
-            Scenario::StaleSurvivor => Some(
-                "FINDINGS.md #8: after the heal the stale survivor and the up-to-date one \
-                 contend for the same supporters and can livelock (open, core)",
-            ),
-            _ => None,
+            Scenario::MajorityRestartWithData3 => "majority-restart-with-data-3",
+            Scenario::MajorityRestartWithData5 => "majority-restart-with-data-5",
+            Scenario::WholeFleetRestartWithData => "whole-fleet-restart-with-data",
+            Scenario::RollingKillWithData => "rolling-kill-with-data",
+            Scenario::WholeFleetReplaced => "whole-fleet-replaced",
         }
     }
 
@@ -188,6 +197,13 @@ impl Scenario {
             | Scenario::HttpPrimaryIsolated
             | Scenario::HttpPausedPrimary => SimOptions {
                 transport: TransportKind::Http,
+                ..SimOptions::default()
+            },
+            Scenario::MajorityRestartWithData3
+            | Scenario::MajorityRestartWithData5
+            | Scenario::WholeFleetRestartWithData
+            | Scenario::RollingKillWithData => SimOptions {
+                data_dirs: true,
                 ..SimOptions::default()
             },
             _ => SimOptions::default(),
@@ -227,6 +243,25 @@ impl Scenario {
             Scenario::StaleSurvivor => recovery::stale_survivor(&mut s).await,
             Scenario::WholeFleetRestart => recovery::whole_fleet_restart(&mut s).await,
             Scenario::RollingKillNoLeave => recovery::rolling_kill_no_leave(&mut s).await,
+            Scenario::MajorityRestartWithData3 => {
+                recovery::majority_restart_in_place(&mut s, 3, 2).await;
+                s.bound_ns = None; // an ordinary election: the general bound
+                recovery::no_successor(&mut s, 0);
+            }
+            Scenario::MajorityRestartWithData5 => {
+                recovery::majority_restart_in_place(&mut s, 5, 3).await;
+                s.bound_ns = None;
+                recovery::no_successor(&mut s, 0);
+            }
+            Scenario::WholeFleetRestartWithData => {
+                recovery::whole_fleet_restart(&mut s).await;
+                recovery::no_successor(&mut s, 0);
+            }
+            Scenario::RollingKillWithData => {
+                recovery::rolling_kill_no_leave(&mut s).await;
+                recovery::no_successor(&mut s, 0);
+            }
+            Scenario::WholeFleetReplaced => recovery::whole_fleet_replaced(&mut s).await,
         }
         s.plan()
     }

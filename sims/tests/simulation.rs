@@ -32,7 +32,7 @@ mod sim {
     }
 
     fn sweep(s: Scenario) {
-        sweep_with(s, s.liveness_unchecked().is_none());
+        sweep_with(s, true);
     }
 
     fn sweep_with(s: Scenario, liveness: bool) {
@@ -88,15 +88,11 @@ mod sim {
         stale_survivor => StaleSurvivor,
         whole_fleet_restart => WholeFleetRestart,
         rolling_kill_no_leave => RollingKillNoLeave,
-    }
-
-    /// `StaleSurvivor` with its liveness bound, which a known core bug breaks
-    /// (sims/FINDINGS.md #8). Run it with `--ignored` once that is fixed, then drop
-    /// `Scenario::liveness_unchecked` for it and this test.
-    #[test]
-    #[ignore = "sims/FINDINGS.md #8: recovery candidates livelock after the heal (open, core)"]
-    fn stale_survivor_liveness() {
-        sweep_with(Scenario::StaleSurvivor, true);
+        majority_restart_with_data_3 => MajorityRestartWithData3,
+        majority_restart_with_data_5 => MajorityRestartWithData5,
+        whole_fleet_restart_with_data => WholeFleetRestartWithData,
+        rolling_kill_with_data => RollingKillWithData,
+        whole_fleet_replaced => WholeFleetReplaced,
     }
 
     // The real hyper transport over madsim TCP, safety and liveness. These were
