@@ -308,6 +308,7 @@ impl ClusterCore {
             Some(old) => {
                 // Terms, votes and the log belong to the cluster replaced.
                 self.become_fresh();
+                self.founded_successor_of(old);
                 old.epoch().saturating_add(1)
             }
         };

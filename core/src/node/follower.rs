@@ -121,6 +121,10 @@ impl ClusterCore {
             let Some(cluster) = cluster else {
                 return;
             };
+            if self.was_replaced(cluster) {
+                debug!(%cluster, "snapshot from the cluster this node left for its successor; ignored");
+                return;
+            }
             let mut m = s.snapshot.membership.clone();
             for e in &s.entries {
                 m.apply(&e.change);

@@ -302,6 +302,9 @@ impl ClusterCore {
         else {
             return;
         };
+        if self.was_replaced(cluster) {
+            return; // a late answer from the cluster this node left for its successor
+        }
         match self.hard.cluster {
             Some(ours) if ours != cluster && leader.is_some() && self.orphaned(now) => {
                 warn!(ours = %ours, theirs = %cluster, "this cluster has had no leader for silent_member_timeout and another cluster of the service has one; leaving it to join that one");

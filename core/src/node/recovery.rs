@@ -35,6 +35,25 @@ pub(super) struct RecoveryState {
     forced: bool,
     /// When the stuck warning was last logged.
     last_warn: Option<Instant>,
+    /// Clusters this node left for their successor (the latest few): it never adopts
+    /// or joins one of them again, whatever a late probe answer says (a stale answer
+    /// once took a supporter back to the cluster replaced and stranded the
+    /// successor, seed 10449 of `majority-replaced-k8s`).
+    replaced: Vec<ClusterId>,
+}
+
+/// How many replaced clusters a node remembers.
+const REMEMBERED_REPLACED: usize = 4;
+
+impl RecoveryState {
+    fn remember_replaced(&mut self, cluster: ClusterId) {
+        if !self.replaced.contains(&cluster) {
+            if self.replaced.len() == REMEMBERED_REPLACED {
+                self.replaced.remove(0);
+            }
+            self.replaced.push(cluster);
+        }
+    }
 }
 
 impl ClusterCore {
@@ -99,6 +118,11 @@ impl ClusterCore {
                     Some(at_addr) if at_addr != *id => VoterState::ProvenDead {
                         successor: Some(at_addr),
                     },
+                    // Dropped by authoritative discovery: dead, even if it answered
+                    // a probe a moment before it died.
+                    _ if absence_proves && !peer.is_some_and(|p| p.listed) => {
+                        VoterState::ProvenDead { successor: None }
+                    }
                     Some(_)
                         if answered_recently
                             && peer
@@ -106,9 +130,6 @@ impl ClusterCore {
                                 .is_some_and(|a| a.cluster == cluster) =>
                     {
                         VoterState::Live
-                    }
-                    _ if absence_proves && !peer.is_some_and(|p| p.listed) => {
-                        VoterState::ProvenDead { successor: None }
                     }
                     _ => VoterState::Missing,
                 };
@@ -414,10 +435,23 @@ impl ClusterCore {
     /// Leaves the cluster replaced by the successor this node supported, keeping its
     /// support so that it can adopt the successor's configuration.
     pub(super) fn move_to_successor(&mut self, successor: Option<ClusterId>) {
+        if let Some(old) = self.hard.cluster {
+            self.recovery.remember_replaced(old);
+        }
         let support = self.boot.supports.take();
         info!(from = ?self.hard.cluster, to = ?successor, "the recovery this node supported founded the cluster's successor; moving to it");
         self.become_fresh();
         self.boot.supports = support;
+    }
+
+    /// Whether `cluster` was replaced by a successor this node moved to or founded.
+    pub(super) fn was_replaced(&self, cluster: ClusterId) -> bool {
+        self.recovery.replaced.contains(&cluster)
+    }
+
+    /// Records that this node founded the successor of `old`.
+    pub(super) fn founded_successor_of(&mut self, old: ClusterId) {
+        self.recovery.remember_replaced(old);
     }
 
     /// `Input::ForceRecover`: an operator says the voters this node cannot hear from

@@ -323,9 +323,10 @@ pub(super) async fn rolling_kill_no_leave(s: &mut Ctx) {
 pub(super) fn no_successor(s: &mut Ctx, since_ns: u64) {
     let trace = s.c.trace();
     let found = trace.records.iter().find_map(|r| match &r.kind {
-        RecordKind::View(v) if r.at_ns >= since_ns => {
-            v.cluster.filter(|c| c.epoch() > 1).map(|c| (r.slot, r.at_ns, c))
-        }
+        RecordKind::View(v) if r.at_ns >= since_ns => v
+            .cluster
+            .filter(|c| c.epoch() > 1)
+            .map(|c| (r.slot, r.at_ns, c)),
         _ => None,
     });
     if let Some((slot, at, c)) = found {
