@@ -181,18 +181,31 @@ impl ClusterCore {
             self.withdraw_candidacy(now);
             self.boot.next_eval = now;
         }
-        let granted = self.hard.cluster.is_none()
-            && self.join.joining.is_none()
+        let may_grant = self.hard.cluster.is_none() && self.join.joining.is_none();
+        self.answer_support_request(now, from, from_addr, round, may_grant, "bootstrap");
+    }
+
+    /// Gives this node's one support (P4, P11) to candidate `from` if `may_grant` and
+    /// the support is free or already `from`'s, and answers the request either way.
+    pub(super) fn answer_support_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        round: u64,
+        may_grant: bool,
+        kind: &'static str,
+    ) {
+        let granted = may_grant
             && match &mut self.boot.supports {
                 None => {
-                    let addr = from_addr.clone();
+                    info!(candidate = %from, round, "supporting {kind} candidate");
                     self.boot.supports = Some(Support {
                         id: from,
                         round,
-                        addr,
+                        addr: from_addr.clone(),
                         heard_at: now,
                     });
-                    info!(candidate = %from, round, "supporting bootstrap candidate");
                     true
                 }
                 Some(s) if s.id == from => {

@@ -389,30 +389,7 @@ impl ClusterCore {
             info!(candidate = %from, "a survivor with a better claim stands; yielding to it");
             self.withdraw_candidacy(now);
         }
-        let granted = may_grant
-            && match &mut self.boot.supports {
-                None => {
-                    info!(candidate = %from, round, "supporting recovery candidate");
-                    self.boot.supports = Some(Support {
-                        id: from,
-                        round,
-                        addr: from_addr.clone(),
-                        heard_at: now,
-                    });
-                    true
-                }
-                Some(s) if s.id == from => {
-                    s.round = s.round.max(round);
-                    s.heard_at = now;
-                    true
-                }
-                Some(_) => false,
-            };
-        self.send(
-            from_addr,
-            Some(from),
-            Message::BootstrapReply { round, granted },
-        );
+        self.answer_support_request(now, from, from_addr, round, may_grant, "recovery");
     }
 
     /// Whether a message from another cluster is the first news of the successor
