@@ -127,16 +127,32 @@ impl ClusterCore {
         {
             return; // a peer with a smaller id should stand; support it when asked
         }
-        self.boot.rounds += 1;
-        let round = self.boot.rounds;
-        let wait = self.candidacy_wait();
-        let mut grants = BTreeMap::new();
-        grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
+        let round = self.begin_candidacy(now, fresh.clone(), None);
         info!(
             round,
             view = fresh.len() + 1,
             "standing as bootstrap candidate"
         );
+        for (id, addr) in fresh {
+            self.send(addr, Some(id), Message::BootstrapRequest { round });
+        }
+        self.maybe_found(now);
+    }
+
+    /// Starts a candidacy (a bootstrap, or with `replaces` a recovery): this node
+    /// supports itself and waits for the grants of `asked` until the candidacy timer.
+    /// Returns its round.
+    pub(super) fn begin_candidacy(
+        &mut self,
+        now: Instant,
+        asked: BTreeMap<NodeId, Address>,
+        replaces: Option<ClusterId>,
+    ) -> u64 {
+        self.boot.rounds += 1;
+        let round = self.boot.rounds;
+        let wait = self.candidacy_wait();
+        let mut grants = BTreeMap::new();
+        grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
         self.boot.supports = Some(Support {
             id: self.me.id,
             round,
@@ -146,19 +162,16 @@ impl ClusterCore {
         self.boot.candidacy = Some(Candidacy {
             round,
             grants,
-            asked: fresh.clone(),
-            replaces: None,
+            asked,
+            replaces,
         });
         self.timers.set(Timer::Candidacy, now + wait);
-        for (id, addr) in fresh {
-            self.send(addr, Some(id), Message::BootstrapRequest { round });
-        }
-        self.maybe_found(now);
+        round
     }
 
     /// How long a candidacy waits for its grants: between one and
     /// `CANDIDACY_MAX_BOOTSTRAP_TIMEOUTS` bootstrap timeouts, at random.
-    pub(super) fn candidacy_wait(&mut self) -> Duration {
+    fn candidacy_wait(&mut self) -> Duration {
         let base = duration_nanos(self.cfg.bootstrap_timeout);
         Duration::from_nanos(
             self.rng

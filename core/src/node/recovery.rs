@@ -10,8 +10,7 @@
 //! two recoveries that share a supporter cannot both succeed. The argument is in
 //! docs/PROTOCOL.md, P11.
 
-use super::bootstrap::{Candidacy, Support, FRESH_VIEW_PROBE_ROUNDS};
-use super::timers::Timer;
+use super::bootstrap::FRESH_VIEW_PROBE_ROUNDS;
 use super::ClusterCore;
 use crate::id::{Address, ClusterId, NodeId};
 use crate::message::Message;
@@ -311,25 +310,8 @@ impl ClusterCore {
         let Some(cluster) = self.hard.cluster else {
             return;
         };
-        self.boot.rounds += 1;
-        let round = self.boot.rounds;
-        let wait = self.candidacy_wait();
+        let round = self.begin_candidacy(now, asked.clone(), Some(cluster));
         info!(%cluster, round, asked = asked.len(), forced = self.recovery.forced, "standing as recovery candidate");
-        let mut grants = BTreeMap::new();
-        grants.insert(self.me.id, (self.me.addr.clone(), self.me.name.clone()));
-        self.boot.supports = Some(Support {
-            id: self.me.id,
-            round,
-            addr: self.me.addr.clone(),
-            heard_at: now,
-        });
-        self.boot.candidacy = Some(Candidacy {
-            round,
-            grants,
-            asked: asked.clone(),
-            replaces: Some(cluster),
-        });
-        self.timers.set(Timer::Candidacy, now + wait);
         self.send_recovery_requests(round, asked);
         self.maybe_found(now);
         if self.hard.cluster != Some(cluster) {
