@@ -1,6 +1,6 @@
 //! Recovering a cluster that lost a majority of its voters for good (P11).
 //!
-//! A voter of a cluster with no leader probes every listed address and every voter.
+//! A member of a cluster with no leader probes every listed address and every voter.
 //! When each voter it cannot hear from is proven dead (another process answered at
 //! its address, or authoritative discovery dropped it), every listed address answered
 //! and none follows a leader, the survivor with the most up-to-date log asks every
@@ -19,7 +19,7 @@ use crate::time::Instant;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
-/// A voter that heard from no leader for this many maximum election timeouts counts
+/// A member that heard from no leader for this many maximum election timeouts counts
 /// its cluster as leaderless and starts gathering evidence.
 const LEADERLESS_ELECTION_TIMEOUTS: u32 = 2;
 /// While a cluster stays stuck, its members repeat their warning every this many
