@@ -344,16 +344,7 @@ async fn k8s_pods_survivor_recovers_after_losing_two_of_three() {
         .collect();
 
     // Terminating pods are listed: their processes may still run. No recovery.
-    let mut why = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(text) = raw_status(live[0]).await {
-            if text.contains("discovery still lists it") {
-                why = text;
-                break;
-            }
-        }
-    }
+    let why = procs::status_containing(live[0], "discovery still lists it").await;
     assert!(
         why.contains("\"Missing\""),
         "the survivor waits while the old pods terminate: {why}\n{}",
@@ -416,16 +407,7 @@ async fn k8s_service_survivor_waits_for_an_operator() {
         nodes.spawn(ip, port, &["--k8s-service", fake_k8s::SVC]);
     }
     let addr: std::net::SocketAddr = format!("{}:{port}", IPS[survivor]).parse().unwrap();
-    let mut why = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(text) = raw_status(addr).await {
-            if text.contains("no proof of death") {
-                why = text;
-                break;
-            }
-        }
-    }
+    let why = procs::status_containing(addr, "no proof of death").await;
     assert!(
         why.contains("\"Missing\""),
         "the survivor's status names the missing voters: {why}\n{}",
@@ -440,16 +422,4 @@ async fn k8s_service_survivor_waits_for_an_operator() {
         None,
         "recovered without a proof of death"
     );
-}
-
-/// The status document as text.
-async fn raw_status(addr: std::net::SocketAddr) -> Option<String> {
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req =
-        format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    Some(String::from_utf8_lossy(&out).into_owned())
 }

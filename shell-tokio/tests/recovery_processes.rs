@@ -96,16 +96,7 @@ async fn cluster_node_recover_forces_a_stuck_survivor() {
     }
     // Stuck, and it says why.
     let addr = p.addrs[survivor];
-    let mut why = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(text) = raw_status(addr).await {
-            if text.contains("no proof of death") {
-                why = text;
-                break;
-            }
-        }
-    }
+    let why = procs::status_containing(addr, "no proof of death").await;
     assert!(
         why.contains("\"Missing\""),
         "the status names the missing voters: {why}"
@@ -132,16 +123,4 @@ async fn cluster_node_recover_forces_a_stuck_survivor() {
         .await
         .expect("status");
     assert!(s.primary, "the survivor is primary of the successor");
-}
-
-/// The status document as text.
-async fn raw_status(addr: std::net::SocketAddr) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req =
-        format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    Some(String::from_utf8_lossy(&out).into_owned())
 }

@@ -118,6 +118,31 @@ struct IdOnly {
     id: u128,
 }
 
+/// The raw answer (headers and JSON) to GET /cluster/v1/status.
+pub async fn raw_status(addr: SocketAddr) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req =
+        format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Polls the status every 100 ms for up to 10 s until it contains `needle`; the last
+/// status read that did (empty if none did).
+pub async fn status_containing(addr: SocketAddr, needle: &str) -> String {
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(text) = raw_status(addr).await {
+            if text.contains(needle) {
+                return text;
+            }
+        }
+    }
+    String::new()
+}
+
 /// GET /cluster/v1/status with a timeout.
 pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
     let fut = async {
