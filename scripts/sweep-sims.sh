@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sweeps every simulated scenario, one process per scenario (cluster-sim memory grows
-# with the number of seeds in one process: see sims/FINDINGS.md #7). 10,000 seeds.
+# with the number of seeds in one process: see sims/FINDINGS.md #7). 520 seeds per scenario, 120 of hundred-members.
 # Exits non-zero when the build fails, when cluster-sim lists no scenario, or when any
 # scenario has a failed seed (or its run ends without the usual summary line).
 # The `cargo sim` alias builds with --cfg madsim into target/madsim/release.
