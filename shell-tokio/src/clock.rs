@@ -137,18 +137,21 @@ pub fn boottime_nanos() -> u64 {
         .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
-/// The clock a node gets unless [`crate::ClusterBuilder::clock`] gives one:
-/// [`BoottimeClock`] on Linux outside madsim, [`SystemClock`] otherwise (under madsim
-/// it is the simulated clock).
+/// The type of the clock a node gets unless [`crate::ClusterBuilder::clock`] gives
+/// one: [`BoottimeClock`] on Linux outside madsim.
+#[cfg(all(target_os = "linux", not(madsim)))]
+pub type DefaultClock = BoottimeClock;
+
+/// The type of the clock a node gets unless [`crate::ClusterBuilder::clock`] gives
+/// one: [`SystemClock`] off Linux and under madsim (there the simulated clock).
+#[cfg(not(all(target_os = "linux", not(madsim))))]
+pub type DefaultClock = SystemClock;
+
+/// The clock a node gets unless [`crate::ClusterBuilder::clock`] gives one, a new
+/// [`DefaultClock`]: [`BoottimeClock`] on Linux outside madsim, [`SystemClock`]
+/// otherwise (under madsim it is the simulated clock).
 pub fn default_clock() -> Arc<dyn Clock> {
-    #[cfg(all(target_os = "linux", not(madsim)))]
-    {
-        Arc::new(BoottimeClock::new())
-    }
-    #[cfg(not(all(target_os = "linux", not(madsim))))]
-    {
-        Arc::new(SystemClock::new())
-    }
+    Arc::new(DefaultClock::new())
 }
 
 /// The host-wide clock lease intervals are recorded on (see
