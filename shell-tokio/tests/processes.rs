@@ -172,7 +172,7 @@ async fn wait_settled(
 
 /// Graceful handovers between real processes: the primary leaves (SIGTERM: it hands
 /// leadership to an up-to-date member, then is removed), a fresh process takes its
-/// address and joins, and again, `HANDOVERS` times (default 20). Every process's
+/// address and joins, and again, `HANDOVERS` times (default 50). Every process's
 /// lease intervals (printed on exit, or read from the status endpoint of those still
 /// running) are compared: two that overlap are two primaries at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +180,7 @@ async fn graceful_handovers_never_two_primaries() {
     let rounds: usize = std::env::var("HANDOVERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(50);
     let addrs = free_addrs(3);
     let peers = addrs
         .iter()
