@@ -2,7 +2,7 @@
 //!
 //! Two clocks come with the crate:
 //!
-//! - [`BoottimeClock`] (Linux, real runs; the default there): `CLOCK_BOOTTIME`, which
+//! - `BoottimeClock` (Linux, real runs; the default there): `CLOCK_BOOTTIME`, which
 //!   keeps counting while the host or VM is suspended. A primary frozen by a suspend
 //!   reads a clock that has moved on when it wakes, so its lease has lapsed at once
 //!   (docs/PROTOCOL.md, "Pauses and suspends", says which pauses this covers).
@@ -40,7 +40,7 @@ const FAR: u64 = 365 * 24 * 3600 * 1_000_000_000;
 ///
 /// On Linux this is `CLOCK_MONOTONIC`, which does not advance while the host or VM is
 /// suspended: a primary frozen by a suspend would still believe its lease when it
-/// wakes. Real runs on Linux use [`BoottimeClock`] by default instead.
+/// wakes. Real runs on Linux use `BoottimeClock` by default instead.
 #[derive(Clone, Copy, Debug)]
 pub struct SystemClock {
     origin: tokio::time::Instant,
@@ -138,7 +138,7 @@ pub fn boottime_nanos() -> u64 {
 }
 
 /// The type of the clock a node gets unless [`crate::ClusterBuilder::clock`] gives
-/// one: [`BoottimeClock`] on Linux outside madsim.
+/// one: `BoottimeClock` on Linux outside madsim.
 #[cfg(all(target_os = "linux", not(madsim)))]
 pub type DefaultClock = BoottimeClock;
 
@@ -148,7 +148,7 @@ pub type DefaultClock = BoottimeClock;
 pub type DefaultClock = SystemClock;
 
 /// The clock a node gets unless [`crate::ClusterBuilder::clock`] gives one, a new
-/// [`DefaultClock`]: [`BoottimeClock`] on Linux outside madsim, [`SystemClock`]
+/// [`DefaultClock`]: `BoottimeClock` on Linux outside madsim, [`SystemClock`]
 /// otherwise (under madsim it is the simulated clock).
 pub fn default_clock() -> Arc<dyn Clock> {
     Arc::new(DefaultClock::new())

@@ -25,7 +25,7 @@
 //! systems) the intervals are on the node's own clock and comparable only within it.
 //! Mapping the lease end onto the host clock assumes the node's clock runs at the host
 //! clock's rate between the publication and the lease end: exact for the default clock
-//! ([`crate::clock::BoottimeClock`] is the host clock from an origin).
+//! (`clock::BoottimeClock` is the host clock from an origin).
 
 use crate::clock::{host_nanos, Clock};
 use crate::driver::NodeState;
