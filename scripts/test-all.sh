@@ -3,7 +3,8 @@
 # System packages it needs:
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery tests, which fail without it;
 #   - nft and ip (nftables, iproute2): the network-namespace partition test, which also
-#     needs root and skips, saying why, without root or these tools.
+#     needs root. Not root (and CI unset) it skips, saying why on stderr; as root or
+#     with CI set it must run, and a missing tool or failed setup fails it.
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.

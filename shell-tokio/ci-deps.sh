@@ -3,7 +3,8 @@
 # machine. Run as root; idempotent (does nothing when everything is already there).
 #   - nftables and iproute2: the network-namespace partition test
 #     (tests/netns_partition.rs) cuts links with nft inside namespaces made with `ip`.
-#     Without root or these tools that test prints why and skips.
+#     Without root that test prints why and skips; as root (or with CI set) it fails
+#     when these tools are missing.
 # Every other test needs nothing beyond cargo (real sockets on 127.0.0.1 and the
 # cluster-node binary that cargo builds).
 set -euo pipefail

@@ -1,11 +1,12 @@
 //! The [`Cluster`] handle and its [`ClusterBuilder`].
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{default_clock, Clock};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::driver::{
     spawn_driver, ClusterEvent, Control, DriverHandle, DriverParts, Inbox, NodeState, Subscribers,
     Transport,
 };
+use crate::lease_log::{LeaseLog, LeaseRecord};
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
 use crate::server::{serve, ClusterService, DEFAULT_MAX_BODY};
@@ -260,6 +261,8 @@ impl ClusterBuilder {
     }
 
     /// The node's clock (a simulation can give each node its own drifting clock).
+    /// Default: [`crate::clock::default_clock`] (`CLOCK_BOOTTIME` on Linux, which counts
+    /// the time the host was suspended; the runtime's clock elsewhere and under madsim).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -349,7 +352,7 @@ impl ClusterBuilder {
             (None, Some(a)) if !a.ip().is_unspecified() => a.to_string(),
             _ => return Err(StartError::NoAdvertiseAddress),
         };
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self.clock.unwrap_or_else(default_clock);
         let id = stored
             .as_ref()
             .map(|s| s.id)
@@ -407,6 +410,7 @@ impl ClusterBuilder {
             )),
         };
         let subscribers = Subscribers::default();
+        let leases = LeaseLog::default();
         let driver = spawn_driver(DriverParts {
             core,
             clock: clock.clone(),
@@ -417,6 +421,7 @@ impl ClusterBuilder {
             counters: counters.clone(),
             subscribers: subscribers.clone(),
             storage,
+            leases: leases.clone(),
         });
         let service = ClusterService::new(
             inbox,
@@ -426,6 +431,7 @@ impl ClusterBuilder {
             self.secret,
             self.max_body,
             advertise.clone(),
+            leases,
         );
         let server = listener.map(|l| tokio::spawn(serve(l, service.clone(), counters.clone())));
         Ok(Cluster {
@@ -529,9 +535,14 @@ impl Cluster {
     /// Whether this node is primary now: the leader holding a lease that a majority
     /// acknowledged, checked against the clock at this call. A primary that was paused
     /// past its lease answers `false` when it resumes.
+    ///
+    /// The clock is read while the published view is held (which delays the loop's
+    /// next publication until this call is done), so the reading falls between the
+    /// publication of the view and the next one: what the node's lease record
+    /// ([`lease_record`](Self::lease_record)) relies on.
     pub fn is_primary(&self) -> bool {
-        let now = self.inner.clock.now();
-        self.state().is_primary_at(now)
+        let state = self.state();
+        state.is_primary_at(self.inner.clock.now())
     }
 
     /// Whether this node follows a known primary.
@@ -573,8 +584,8 @@ impl Cluster {
 
     /// The fencing token (P7), while this node is primary.
     pub fn fencing_token(&self) -> Option<FencingToken> {
-        let now = self.inner.clock.now();
-        self.state().fencing_token_at(now)
+        let state = self.state();
+        state.fencing_token_at(self.inner.clock.now())
     }
 
     /// Why the node stopped on its own, if it did: it could not write its state to
@@ -585,8 +596,15 @@ impl Cluster {
 
     /// The node's view, judged now.
     pub fn status(&self) -> Status {
-        let now = self.inner.clock.now();
-        self.state().status_at(now)
+        let state = self.state();
+        state.status_at(self.inner.clock.now())
+    }
+
+    /// The last intervals during which this node could have answered "primary", on
+    /// a clock shared by the processes of the host (see [`crate::lease_log`]). Also
+    /// in the status document (field `leases`).
+    pub fn lease_record(&self) -> LeaseRecord {
+        self.inner.service.lease_record()
     }
 
     /// A `watch` of the node's view as the loop publishes it.

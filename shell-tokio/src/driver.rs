@@ -22,6 +22,7 @@
 //! own [`Transport`] (datagrams, say) and its own [`Clock`] (drifting, say).
 
 use crate::clock::Clock;
+use crate::lease_log::LeaseLog;
 use crate::metrics::{bump, Counters};
 use crate::storage::Storage;
 use cluster_mode_core::{
@@ -301,6 +302,8 @@ pub(crate) struct DriverParts {
     pub(crate) subscribers: Subscribers,
     /// Where `Persist` commands go: `Some` exactly when `core` is durable.
     pub(crate) storage: Option<Storage>,
+    /// Records the primary intervals at each publication of the view.
+    pub(crate) leases: LeaseLog,
 }
 
 /// What [`spawn_driver`] returns: the ways to talk to the running loop.
@@ -354,6 +357,7 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         last_now: now,
         storage: parts.storage,
         failure: None,
+        leases: parts.leases,
     };
     tokio::spawn(async move {
         driver.run(parts.inbox.rx, control_rx, disc_rx).await;
@@ -381,6 +385,8 @@ struct Driver {
     storage: Option<Storage>,
     /// Set when a `Persist` failed: the loop stops before handling anything else.
     failure: Option<String>,
+    /// Records the primary intervals at each publication of the view.
+    leases: LeaseLog,
 }
 
 impl Driver {
@@ -465,9 +471,10 @@ impl Driver {
         // start the node again on it as soon as it sees that.
         drop(self.storage.take());
         let failure = self.failure.take();
-        self.state.send_modify(|s| {
+        self.leases.publish(&self.state, &*self.clock, |s| {
             s.stopped = true;
             s.failure = failure;
+            true
         });
         for w in self.leave_waiters.drain(..) {
             let _ = w.send(());
@@ -551,7 +558,7 @@ impl Driver {
             }
         }
         let status = self.core.status(now);
-        self.state.send_if_modified(|s| {
+        self.leases.publish(&self.state, &*self.clock, |s| {
             if s.status == status {
                 false
             } else {

@@ -23,6 +23,7 @@ pub mod clock;
 mod cluster;
 pub mod data_dir;
 mod driver;
+pub mod lease_log;
 pub mod mac;
 pub mod metrics;
 mod queue;
@@ -34,6 +35,8 @@ pub mod sim;
 mod storage;
 pub mod transport;
 
+#[cfg(all(target_os = "linux", not(madsim)))]
+pub use clock::BoottimeClock;
 pub use clock::{Clock, SystemClock};
 pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
 pub use cluster_mode_core::{

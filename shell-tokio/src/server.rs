@@ -22,6 +22,7 @@
 
 use crate::clock::Clock;
 use crate::driver::{DeliverError, Inbox, NodeState};
+use crate::lease_log::{LeaseLog, LeaseRecord};
 use crate::mac::{Secret, MAC_HEADER};
 use crate::metrics::{bump, CounterSnapshot, Counters};
 use bytes::Bytes;
@@ -68,6 +69,9 @@ pub struct StatusDocument {
     /// to its data directory). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The last intervals during which the node could have answered "primary", on a
+    /// clock shared by the processes of the host ([`crate::lease_log`]).
+    pub leases: LeaseRecord,
 }
 
 /// The cluster's HTTP service. Cheap to clone.
@@ -95,6 +99,7 @@ struct ServiceInner {
     max_body: usize,
     address: String,
     deliver_timeout: Duration,
+    leases: LeaseLog,
 }
 
 impl ClusterService {
@@ -104,6 +109,8 @@ impl ClusterService {
     }
 
     /// A service feeding `inbox` and showing `state`.
+    // Called once, by `ClusterBuilder::start`, with every part named at the call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         inbox: Inbox,
         state: watch::Receiver<NodeState>,
@@ -112,6 +119,7 @@ impl ClusterService {
         secret: Option<Secret>,
         max_body: usize,
         address: String,
+        leases: LeaseLog,
     ) -> Self {
         ClusterService {
             inner: Arc::new(ServiceInner {
@@ -123,20 +131,33 @@ impl ClusterService {
                 max_body,
                 address,
                 deliver_timeout: Duration::from_secs(2),
+                leases,
             }),
         }
     }
 
     /// The node's status document at this moment.
     pub fn status_document(&self) -> StatusDocument {
-        let now = self.inner.clock.now();
-        let state = self.inner.state.borrow();
+        let (status, failure) = {
+            // The clock is read while the view is held, as in `Cluster::is_primary`.
+            let state = self.inner.state.borrow();
+            (
+                state.status_at(self.inner.clock.now()),
+                state.failure.clone(),
+            )
+        };
         StatusDocument {
-            status: state.status_at(now),
+            status,
             address: self.inner.address.clone(),
             counters: self.inner.counters.snapshot(),
-            failure: state.failure.clone(),
+            failure,
+            leases: self.lease_record(),
         }
+    }
+
+    /// The node's lease intervals ([`crate::lease_log`]).
+    pub fn lease_record(&self) -> LeaseRecord {
+        self.inner.leases.record(&*self.inner.clock)
     }
 
     /// Handles one request. Never fails and never panics on any input.

@@ -2,6 +2,8 @@
 // Real sockets and processes: not under the madsim simulator.
 #![cfg(not(madsim))]
 
+#[path = "common/leases.rs"]
+mod leases;
 #[path = "common/procs.rs"]
 mod procs;
 
@@ -30,12 +32,46 @@ async fn sigkill_primary_fails_over() {
     eprintln!("failover to {} in {:?}", rest[next], t0.elapsed());
 }
 
+/// A "primary" answer of a status request: who, and the host clock (boottime)
+/// when the request was sent and the answer read.
 #[derive(Clone, Debug)]
 struct Obs {
-    node: usize,
-    sent: Instant,
-    recv: Instant,
-    term: u64,
+    who: String,
+    sent: u64,
+    recv: u64,
+}
+
+fn boottime() -> u64 {
+    cluster_mode::clock::boottime_nanos()
+}
+
+/// Each node's lease record, read from its status endpoint.
+async fn records(addrs: &[std::net::SocketAddr]) -> Vec<(String, leases::Record)> {
+    let mut v = Vec::new();
+    for a in addrs {
+        let raw = raw_status(*a).await.expect("status answer");
+        v.push(leases::from_status(&raw).expect("a lease record in the status"));
+    }
+    v
+}
+
+/// Every "primary" answer falls in one of the answering node's recorded intervals:
+/// the record is a superset of what the node said (checked on the answers seen).
+fn assert_answers_covered(obs: &[Obs], records: &[(String, leases::Record)]) {
+    for o in obs {
+        let covered = records.iter().any(|(who, r)| {
+            *who == o.who
+                && r.intervals
+                    .iter()
+                    .any(|iv| iv.from <= o.recv && o.sent < iv.until)
+        });
+        assert!(covered, "a primary answer outside the node's record: {o:?}");
+    }
+}
+
+#[test]
+fn overlap_checker_self_test() {
+    leases::self_test();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,15 +89,14 @@ async fn sigstop_primary_never_two_primaries() {
         let answers = answers.clone();
         pollers.push(tokio::spawn(async move {
             while Instant::now() < stop_at {
-                let sent = Instant::now();
+                let sent = boottime();
                 if let Some(s) = status(addr, Duration::from_millis(300)).await {
                     answers.lock().unwrap()[node] += 1;
                     if s.primary {
                         obs.lock().unwrap().push(Obs {
-                            node,
+                            who: format!("{:032x}", s.id),
                             sent,
-                            recv: Instant::now(),
-                            term: s.term,
+                            recv: boottime(),
                         });
                     }
                 }
@@ -70,6 +105,7 @@ async fn sigstop_primary_never_two_primaries() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = boottime();
     p.signal(first, "STOP");
     // Much longer than the election timeout (60-120 ms) and the lease (45 ms).
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -77,47 +113,130 @@ async fn sigstop_primary_never_two_primaries() {
     for t in pollers {
         t.await.unwrap();
     }
+    // Every node's record, the resumed one's included: no two intervals of different
+    // nodes overlap in real time (the host's boottime).
+    let recs = records(&p.addrs).await;
+    let compared = leases::assert_no_overlap(&recs);
     let obs = obs.lock().unwrap().clone();
-    // A later primary observation (strictly after an earlier one) of another node
-    // must carry a higher term; an old primary that reports primary again in its old
-    // term after another node did is two primaries.
-    for a in &obs {
-        for b in &obs {
-            if a.node != b.node && a.recv < b.sent {
-                assert!(
-                    a.term < b.term,
-                    "node {} primary in term {} then node {} primary in term {}",
-                    a.node,
-                    a.term,
-                    b.node,
-                    b.term
-                );
-            }
-        }
-    }
-    let others: Vec<_> = obs.iter().filter(|o| o.node != first).collect();
+    assert_answers_covered(&obs, &recs);
+    // The stopped node was primary before the stop, another one after it.
+    let first_id = &recs[first].0;
     assert!(
-        !others.is_empty(),
-        "nobody took over while the primary was stopped"
+        recs[first]
+            .1
+            .intervals
+            .iter()
+            .any(|iv| iv.from < stopped_at),
+        "the stopped node has no interval before the stop: {:?}",
+        recs[first].1
+    );
+    assert!(
+        recs.iter()
+            .filter(|(who, _)| who != first_id)
+            .flat_map(|(_, r)| &r.intervals)
+            .any(|iv| iv.from > stopped_at),
+        "nobody took over while the primary was stopped: {recs:?}"
     );
     let answers = answers.lock().unwrap().clone();
     eprintln!(
-        "status answers per node: {answers:?}, primary observations: {}",
+        "status answers per node: {answers:?}, primary answers: {}, lease intervals compared: {compared}",
         obs.len()
     );
     assert!(
         answers.iter().all(|&n| n > 50),
         "too few samples: {answers:?}"
     );
-    // The resumed node does not claim its old term's primacy after the takeover.
-    let takeover = others.iter().map(|o| o.recv).min().unwrap();
-    let old_term = obs
+}
+
+/// Waits until one node is primary, every node names it, and it has `members`
+/// members; its index.
+async fn wait_settled(
+    addrs: &[std::net::SocketAddr],
+    members: usize,
+    within: Duration,
+) -> Option<usize> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(p) = wait_agreed(addrs, Duration::from_millis(500)).await {
+            if status(addrs[p], Duration::from_millis(200))
+                .await
+                .is_some_and(|s| s.primary && s.members == members)
+            {
+                return Some(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Graceful handovers between real processes: the primary leaves (SIGTERM: it hands
+/// leadership to an up-to-date member, then is removed), a fresh process takes its
+/// address and joins, and again, `HANDOVERS` times (default 50). Every process's
+/// lease intervals (printed on exit, or read from the status endpoint of those still
+/// running) are compared: two that overlap are two primaries at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_handovers_never_two_primaries() {
+    let rounds: usize = std::env::var("HANDOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let addrs = free_addrs(3);
+    let peers = addrs
         .iter()
-        .filter(|o| o.node == first)
-        .map(|o| o.term)
-        .min()
-        .unwrap_or(0);
-    assert!(!obs
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let extra = ["--fast", "--discovery-ms", "50"];
+    let mut nodes: Vec<Option<Piped>> = addrs
         .iter()
-        .any(|o| o.node == first && o.term == old_term && o.sent > takeover));
+        .map(|a| Some(spawn_node_piped(*a, &peers, &extra)))
+        .collect();
+    let mut recs: Vec<(String, leases::Record)> = Vec::new();
+    let t0 = Instant::now();
+    for round in 0..rounds {
+        let p = wait_settled(&addrs, 3, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("round {round}: no settled cluster of 3"));
+        let leaver = nodes[p].take().expect("running");
+        let out = tokio::task::spawn_blocking(move || leaver.terminate(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let rec = leases::from_stdout(&out)
+            .unwrap_or_else(|| panic!("round {round}: no LEASES line in {out:?}"));
+        assert!(
+            !rec.intervals.is_empty(),
+            "round {round}: the leaving primary recorded no interval"
+        );
+        recs.push((format!("process {round} (node {p})"), rec));
+        nodes[p] = Some(spawn_node_piped(addrs[p], &peers, &extra));
+    }
+    wait_settled(&addrs, 3, Duration::from_secs(20))
+        .await
+        .expect("no settled cluster after the last handover");
+    recs.extend(records(&addrs).await);
+    let elapsed = t0.elapsed();
+    // The gaps between one primary's end and the next one's start, in real time: a
+    // negative gap is an overlap (reported, with every other, by the check below).
+    let mut all: Vec<(&str, leases::Interval)> = recs
+        .iter()
+        .flat_map(|(w, r)| r.intervals.iter().map(move |iv| (w.as_str(), *iv)))
+        .collect();
+    all.sort_by_key(|(_, iv)| iv.from);
+    let mut gaps_us: Vec<i64> = all
+        .windows(2)
+        .filter(|w| w[0].0 != w[1].0)
+        .map(|w| (w[1].1.from as i64 - w[0].1.until as i64) / 1000)
+        .collect();
+    gaps_us.sort();
+    eprintln!(
+        "{rounds} handovers in {elapsed:?}; {} intervals of {} processes; gaps between primaries (us): min {:?}, median {:?}, max {:?}",
+        all.len(),
+        recs.len(),
+        gaps_us.first(),
+        gaps_us.get(gaps_us.len() / 2),
+        gaps_us.last()
+    );
+    leases::assert_no_overlap(&recs);
 }

@@ -24,7 +24,9 @@
 //!
 //! Every change is also printed on stdout as one line, for scripts and tests:
 //! `EVENT <ms since start> role=<Role> term=<n> primary=<addr|->` and
-//! `EVENT <ms> members=<n>` and `EVENT <ms> left`.
+//! `EVENT <ms> members=<n>` and `EVENT <ms> left`; after a graceful exit (SIGTERM), one
+//! line `LEASES <json>`: the intervals during which the process could have answered
+//! "primary" (`cluster_mode::lease_log`; also in the status document, field `leases`).
 //!
 //! With `--data-dir PATH` (or `CLUSTER_MODE_DATA_DIR`) the node keeps its id, term,
 //! vote and log there and is the same member after a restart. It exits with status 1
@@ -295,8 +297,15 @@ async fn main() {
     }
     eprintln!("cluster-node: leaving");
     cluster.leave().await;
+    let leases = cluster.lease_record();
     drop(cluster);
     let _ = tokio::time::timeout(Duration::from_millis(200), printer).await;
+    // The intervals during which this process could have answered "primary"
+    // (`cluster_mode::lease_log`), for tests that gather them after a graceful exit.
+    println!(
+        "LEASES {}",
+        serde_json::to_string(&leases).unwrap_or_default()
+    );
 }
 
 #[cfg(not(madsim))]

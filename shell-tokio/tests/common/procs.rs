@@ -87,18 +87,79 @@ impl Drop for Procs {
     }
 }
 
-pub fn spawn_node<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extra: &[S]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cluster-node"))
-        .arg("--listen")
+fn node_command<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extra: &[S]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cluster-node"));
+    c.arg("--listen")
         .arg(addr.to_string())
         .arg("--peers")
         .arg(peers)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+pub fn spawn_node<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extra: &[S]) -> Child {
+    node_command(addr, peers, extra)
         .spawn()
         .expect("spawn cluster-node")
+}
+
+/// A node process whose stdout is collected (by a thread, so the pipe never fills),
+/// for the `LEASES` line it prints when it exits gracefully. Killed on drop.
+pub struct Piped {
+    pub child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+}
+
+pub fn spawn_node_piped<S: AsRef<std::ffi::OsStr>>(
+    addr: SocketAddr,
+    peers: &str,
+    extra: &[S],
+) -> Piped {
+    let mut child = node_command(addr, peers, extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cluster-node");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    Piped {
+        child,
+        out: Some(out),
+    }
+}
+
+impl Piped {
+    /// SIGTERM (the node leaves gracefully), then waits up to `within` for it to exit;
+    /// its whole stdout, or `Err` if it did not exit in time (it is then killed).
+    pub fn terminate(mut self, within: Duration) -> Result<String, String> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return Err(format!("node {pid} did not exit within {within:?}")),
+            }
+        }
+        let out = self.out.take().expect("read once");
+        out.join().map_err(|_| "stdout reader panicked".to_string())
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What one status request said.
@@ -111,6 +172,8 @@ pub struct Sample {
     pub id: u128,
     /// Writes to its data directory so far.
     pub persist_writes: u64,
+    /// Committed members in its view.
+    pub members: usize,
 }
 
 #[derive(serde::Deserialize)]
@@ -162,6 +225,7 @@ pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
             primary_addr: v["primary"]["addr"].as_str().map(str::to_owned),
             id,
             persist_writes: v["counters"]["persist_writes"].as_u64()?,
+            members: v["members"].as_array().map_or(0, Vec::len),
         })
     };
     tokio::time::timeout(timeout, fut).await.ok().flatten()
