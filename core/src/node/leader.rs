@@ -147,7 +147,10 @@ impl ClusterCore {
             progress,
             became_at: now,
             lease_until: now,
-            lease_revoked: false,
+            // A leaving node can be elected (it may hold the longest log, and the
+            // others need it to lead once): it is never primary again and hands the
+            // leadership over as soon as a voter has caught up.
+            lease_revoked: self.leave.leaving.is_some(),
             scratch: Vec::with_capacity(16),
         };
         self.set_role(RaftRole::Leader(Box::new(state)));
@@ -161,6 +164,9 @@ impl ClusterCore {
         }
         self.update_lease(now);
         self.broadcast_append(now);
+        if self.leave.leaving.is_some() {
+            self.hand_over(now);
+        }
     }
 
     /// Everyone the leader replicates to: the committed and the effective
@@ -310,6 +316,10 @@ impl ClusterCore {
             self.update_lease(now);
             if self.maybe_commit() {
                 self.after_commit(now);
+            }
+            if self.leave.leaving.is_some() {
+                // A leaving leader waits for a caught-up target: this may be it.
+                self.hand_over(now);
             }
         } else {
             // Step back to the follower's hint, never below what it is known to hold.
