@@ -288,6 +288,107 @@ fn a_leaving_primary_gives_up_its_lease_at_once() {
         .any(|e| matches!(e.msg, Message::TimeoutNow { .. })));
 }
 
+/// One handover, one `TimeoutNow` (P8). A second one while the first target may be
+/// campaigning starts a rival transfer election in the same term and can split the
+/// vote (simulation leave-during-election seed 10102 lost its primary for good that
+/// way). Here the followers keep acknowledging, caught up, but the first target's
+/// election never reaches the leaver: no second `TimeoutNow` until that target's
+/// candidacy would have ended (`election_timeout_max`), then exactly one new attempt.
+#[test]
+fn a_leaving_leader_sends_one_timeout_now_per_handover_attempt() {
+    let (mut net, p, _) = settled3(36);
+    let cfg = Config::fast_test();
+    let followers: Vec<usize> = (0..3).filter(|s| *s != p).collect();
+    let term = net.nodes[p].core.term();
+    let t0 = net.local(p, net.now);
+    let timeout_nows = |core: &mut ClusterCore| {
+        sends(core)
+            .iter()
+            .filter(|e| matches!(e.msg, Message::TimeoutNow { .. }))
+            .count()
+    };
+    net.nodes[p].core.handle(t0, Input::Leave).unwrap();
+    let mut sent = timeout_nows(&mut net.nodes[p].core);
+    assert_eq!(
+        sent, 1,
+        "the leaver hands over at once: its followers are caught up"
+    );
+    let step = Duration::from_millis(5);
+    let mut now = t0;
+    let ack_and_tick = |net: &mut Net, now: Instant| {
+        let reply = AppendReply {
+            term,
+            success: true,
+            index: net.nodes[p].core.last_log_id().1,
+            sent_at: now,
+        };
+        for f in &followers {
+            let env = envelope_from(net, *f, p, Message::AppendReply(reply.clone()));
+            net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
+        }
+        net.nodes[p].core.handle(now, Input::Tick).unwrap();
+        timeout_nows(&mut net.nodes[p].core)
+    };
+    while now + step < t0 + cfg.election_timeout_max {
+        now = now + step;
+        sent += ack_and_tick(&mut net, now);
+    }
+    assert!(
+        net.nodes[p].core.is_leader(),
+        "no election reached the leaver"
+    );
+    assert_eq!(
+        sent, 1,
+        "a second TimeoutNow while the first target may still be campaigning"
+    );
+    now = t0 + cfg.election_timeout_max;
+    sent += ack_and_tick(&mut net, now);
+    assert_eq!(
+        sent, 2,
+        "the failed attempt is followed by exactly one new one"
+    );
+    assert!(!net.nodes[p].core.is_primary(now));
+}
+
+/// A leaving voter still campaigns until its removal commits (P8, liveness). Here
+/// the leaver holds an entry the other live voter lacks, so only the leaver can be
+/// elected: voters L, A, B; B is cut off from L while L admits a fourth node (an entry
+/// A stores, B does not); L leaves and hands over to A, and A dies just after it
+/// started its transfer election. A leaver that refused to campaign (the old rule)
+/// left B unable to win (L refuses B's shorter log) until L's leave timed out, and B
+/// alone of three voters for good after that. Now L is elected, never primary,
+/// catches B up and hands over to it.
+#[test]
+fn a_leaving_voter_with_the_longest_log_campaigns_and_hands_over() {
+    let (mut net, l, a) = settled3(37);
+    let b = (0..3).find(|s| *s != l && *s != a).unwrap();
+    net.cut_link(l, b);
+    net.add_node();
+    net.run_for(400);
+    assert!(
+        net.nodes[l].core.last_log_id().1 > net.nodes[b].core.last_log_id().1,
+        "B lacks an entry L holds\n{}",
+        net.trace_text()
+    );
+    let term = net.nodes[l].core.term();
+    net.leave(l);
+    let mut waited = 0;
+    while net.nodes[a].core.term() == term {
+        assert!(waited < 100, "A never started the transfer election");
+        net.run_for(1);
+        waited += 1;
+    }
+    net.crash(a);
+    net.heal();
+    net.run_for(2_000);
+    assert_eq!(
+        net.the_primary(),
+        Some(b),
+        "B is primary after the leaver led once and handed over\n{}",
+        net.trace_text()
+    );
+}
+
 #[test]
 fn a_timeout_now_for_an_old_term_is_ignored() {
     let (mut net, p, f) = settled3(35);

@@ -506,6 +506,11 @@ impl Driver {
             self.last_term = term;
             self.span = info_span!("cluster", node = %self.core.identity().id, term);
         }
+        // The view is published before the first message leaves (and after the state
+        // it rests on is persisted): a leaving primary gives its lease up and hands
+        // over (TimeoutNow) in one input, and `is_primary()` on another thread must
+        // already answer `false` when the successor can be elected (issue 10).
+        let mut published = false;
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
                 Command::Persist(state) => {
@@ -521,6 +526,10 @@ impl Driver {
                     }
                 }
                 Command::Send { to, msg, class } => {
+                    if !published {
+                        self.publish_status(now);
+                        published = true;
+                    }
                     bump(&self.counters.messages_out);
                     self.transport.send(&to, msg, class);
                 }
@@ -557,6 +566,13 @@ impl Driver {
                 other => debug!(?other, "command not understood by this shell"),
             }
         }
+        if !published {
+            self.publish_status(now);
+        }
+    }
+
+    /// Publishes the node's view at `now` to the `Cluster` handles (if it changed).
+    fn publish_status(&mut self, now: Instant) {
         let status = self.core.status(now);
         self.leases.publish(&self.state, &*self.clock, |s| {
             if s.status == status {

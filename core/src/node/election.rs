@@ -33,7 +33,14 @@ impl ClusterCore {
         }
         // Every follower, voter or not, stops trusting a silent leader.
         self.role.leader = None;
-        if self.leave.leaving.is_some() || !self.log.effective().is_voter(self.me.id) {
+        // A leaving voter campaigns too: until its removal commits it is a voter, and
+        // it may hold entries the others lack (its own removal, uncommitted), so they
+        // cannot win without its vote and it refuses them. If elected it never
+        // becomes primary and hands over at once (`become_leader`, `hand_over`); a
+        // leaver that only waited would stall the cluster until its leave timed out,
+        // and for good if that left too few voters (simulation leave-during-election
+        // seed 10102).
+        if !self.log.effective().is_voter(self.me.id) {
             return;
         }
         if self.supports_recovery() {

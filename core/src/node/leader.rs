@@ -12,6 +12,7 @@ use crate::membership::Change;
 use crate::message::{Append, AppendReply, Message, SnapshotMsg, MAX_ENTRIES_PER_APPEND};
 use crate::time::Instant;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -147,7 +148,10 @@ impl ClusterCore {
             progress,
             became_at: now,
             lease_until: now,
-            lease_revoked: false,
+            // A leaving node can be elected (it may hold the longest log, and the
+            // others need it to lead once): it is never primary again and hands the
+            // leadership over as soon as a voter has caught up.
+            lease_revoked: self.leave.leaving.is_some(),
             scratch: Vec::with_capacity(16),
         };
         self.set_role(RaftRole::Leader(Box::new(state)));
@@ -161,6 +165,9 @@ impl ClusterCore {
         }
         self.update_lease(now);
         self.broadcast_append(now);
+        if self.leave.leaving.is_some() {
+            self.hand_over(now);
+        }
     }
 
     /// Everyone the leader replicates to: the committed and the effective
@@ -224,19 +231,19 @@ impl ClusterCore {
         let Some(l) = self.role.leading() else {
             return;
         };
-        let n = l.progress.len();
+        let mut next = l.progress.keys().next().copied();
         self.timers
             .set(Timer::Heartbeat, now + self.cfg.heartbeat_interval);
-        // Iterating by index keeps this allocation-free: the map is not changed here.
-        for i in 0..n {
-            let Some(id) = self
-                .role
-                .leading()
-                .and_then(|l| l.progress.keys().nth(i).copied())
-            else {
-                break;
-            };
+        // A cursor over the map in id order: allocation-free, and O(log n) per step
+        // (`keys().nth(i)` walked i entries each time: quadratic in members).
+        while let Some(id) = next {
             self.send_append_to(now, id);
+            next = self.role.leading().and_then(|l| {
+                l.progress
+                    .range((Bound::Excluded(id), Bound::Unbounded))
+                    .next()
+                    .map(|(id, _)| *id)
+            });
         }
     }
 
@@ -310,6 +317,10 @@ impl ClusterCore {
             self.update_lease(now);
             if self.maybe_commit() {
                 self.after_commit(now);
+            }
+            if self.leave.leaving.is_some() {
+                // A leaving leader waits for a caught-up target: this may be it.
+                self.hand_over(now);
             }
         } else {
             // Step back to the follower's hint, never below what it is known to hold.

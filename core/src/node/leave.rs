@@ -16,6 +16,20 @@ use tracing::info;
 pub(super) struct Leaving {
     /// Redirects followed since the last retry.
     redirects: u32,
+    /// The latest handover attempt of this node as a leaving leader.
+    handover: Option<Handover>,
+}
+
+/// One handover attempt: one `TimeoutNow`, sent in `term`.
+#[derive(Clone, Copy, Debug)]
+struct Handover {
+    term: u64,
+    /// Before this instant the attempt may still be running: its target may be a
+    /// candidate whose vote requests have not reached this node yet, and a second
+    /// `TimeoutNow` would start a rival transfer election in the same term (a split
+    /// vote). The target's transfer candidacy lasts at most `election_timeout_max`;
+    /// a leader that still leads its term after that heard of no such election.
+    retry_at: Instant,
 }
 
 /// Where this node is in leaving.
@@ -46,7 +60,10 @@ impl ClusterCore {
             return;
         }
         info!("leaving the cluster");
-        self.leave.leaving = Some(Leaving { redirects: 0 });
+        self.leave.leaving = Some(Leaving {
+            redirects: 0,
+            handover: None,
+        });
         self.timers.set(Timer::Leave, now + self.cfg.leave_timeout);
         if let Some(l) = self.role.leading_mut() {
             // Give the lease up first: from here on this node is never primary again,
@@ -58,11 +75,29 @@ impl ClusterCore {
         }
     }
 
-    /// Sends `TimeoutNow` to the most up-to-date voter heard from recently.
-    fn hand_over(&mut self, now: Instant) {
+    /// Hands leadership over: one `TimeoutNow` per attempt, to a voter heard from
+    /// recently that stores this leader's whole log (Raft thesis 3.10: a target that
+    /// lacks an entry the leavers hold is refused by them and cannot win). With no
+    /// such voter yet, it waits: every acknowledgement and every housekeeping round
+    /// asks again. A new attempt is made only when the previous one has provably
+    /// failed: this node still leads the term it sent in after the target's transfer
+    /// candidacy would have ended. A leaving node that is elected again (it may hold
+    /// the longest log) leads a new term, which is a new attempt.
+    pub(super) fn hand_over(&mut self, now: Instant) {
         let Some(l) = self.role.leading() else {
             return;
         };
+        let term = self.hard.term;
+        let Some(leaving) = &self.leave.leaving else {
+            return;
+        };
+        if leaving
+            .handover
+            .is_some_and(|h| h.term == term && now < h.retry_at)
+        {
+            return;
+        }
+        let last = self.log.last_index();
         let target = self
             .log
             .effective()
@@ -70,9 +105,9 @@ impl ClusterCore {
             .filter(|id| *id != self.me.id)
             .filter_map(|id| l.progress.get(&id).map(|p| (id, p)))
             .filter(|(_, p)| {
-                now.saturating_duration_since(p.last_heard) < self.cfg.election_timeout_min
+                p.matched >= last && p.heard_within(now, self.cfg.election_timeout_min)
             })
-            .max_by_key(|(id, p)| (p.matched, p.last_heard, core::cmp::Reverse(*id)))
+            .max_by_key(|(id, p)| (p.last_heard, core::cmp::Reverse(*id)))
             .map(|(id, _)| id);
         let Some(target) = target else { return };
         let Some(addr) = self
@@ -85,14 +120,20 @@ impl ClusterCore {
             return;
         };
         info!(to = %target, "handing leadership over (TimeoutNow)");
-        let term = self.hard.term;
+        if let Some(leaving) = &mut self.leave.leaving {
+            leaving.handover = Some(Handover {
+                term,
+                retry_at: now + self.cfg.election_timeout_max,
+            });
+        }
         self.send(addr, Some(target), Message::TimeoutNow { term });
     }
 
     /// Asks the current leader to remove this node (again).
     fn retry_leave(&mut self, now: Instant) {
         if self.role.is_leader() {
-            // Still leader: the handover has not happened yet; try another target.
+            // Still leader: the handover has not happened yet (no target was caught
+            // up, or the attempt failed); `hand_over` decides whether to try now.
             self.hand_over(now);
             return;
         }
