@@ -34,6 +34,39 @@ impl PeerQueues {
         }
     }
 
+    /// Peers with a queue (whose sender tasks may have ended idle since).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no peer has a queue.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `to` has a queue whose sender tasks still run.
+    pub fn is_open(&self, to: &Address) -> bool {
+        self.lock().get(to).is_some_and(|q| !q.lock().closed)
+    }
+
+    /// Forgets `to`'s queue if it is `queue` and its sender tasks have ended: a
+    /// sender task calls this as it ends, so the map holds only peers sent to
+    /// recently (a flood of probes naming random addresses leaves nothing behind).
+    pub fn forget_closed(&self, to: &Address, queue: &Arc<PeerQueue>) {
+        let mut peers = self.lock();
+        if peers
+            .get(to)
+            .is_some_and(|q| Arc::ptr_eq(q, queue) && q.lock().closed)
+        {
+            peers.remove(to);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Arc<PeerQueue>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queues `env` (of class `class`) for `to`. When the peer has no queue, or its
     /// sender tasks ended idle, a fresh queue is made and `spawn` is called with it
     /// to start the tasks that drain it (with [`PeerQueue::next`]). Never blocks.
@@ -45,7 +78,7 @@ impl PeerQueues {
         mut spawn: impl FnMut(&Arc<PeerQueue>),
     ) {
         let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.lock();
         let mut env = Some(env);
         // At most twice: a queue whose tasks just ended idle is replaced by a fresh one.
         for _ in 0..2 {

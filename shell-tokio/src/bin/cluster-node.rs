@@ -317,7 +317,7 @@ async fn wait_for_signal() {
 /// `cluster-node recover`: read a node's status, force its recovery, wait for a
 /// primary. Plain HTTP/1.1 over a TCP stream: one request per connection.
 mod recover {
-    use cluster_mode::mac::{Secret, MAC_HEADER};
+    use cluster_mode::mac::{Binding, Purpose, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER};
     use cluster_mode::server::{recover_body, PATH_RECOVER, PATH_STATUS};
     use cluster_mode::NodeId;
     use serde_json::Value;
@@ -325,7 +325,18 @@ mod recover {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Sends one request; the status code, the body, and the head of the answer.
     async fn request(node: SocketAddr, head: String, body: &[u8]) -> Result<(u16, String), String> {
+        request_full(node, head, body)
+            .await
+            .map(|(code, _, body)| (code, body))
+    }
+
+    async fn request_full(
+        node: SocketAddr,
+        head: String,
+        body: &[u8],
+    ) -> Result<(u16, String, String), String> {
         let exchange = async {
             let mut s = tokio::net::TcpStream::connect(node)
                 .await
@@ -342,11 +353,8 @@ mod recover {
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .ok_or_else(|| format!("not an HTTP answer from {node}"))?;
-            let body = text
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .to_string();
-            Ok((code, body))
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            Ok((code, head.to_string(), body.to_string()))
         };
         tokio::time::timeout(Duration::from_secs(5), exchange)
             .await
@@ -411,6 +419,53 @@ mod recover {
         }
     }
 
+    /// Posts the recover request for node `id`. With a secret it is signed and bound
+    /// to this command's own random incarnation and to the node's epoch, learned
+    /// from a first 421 answer (then sent again), so a captured request cannot be
+    /// replayed (docs/PROTOCOL.md, "Message authentication and replay").
+    async fn post_recover(
+        node: SocketAddr,
+        id: NodeId,
+        secret: Option<&Secret>,
+    ) -> Result<(u16, String), String> {
+        let body = recover_body(id);
+        let mut binding = Binding {
+            incarnation: rand::random::<u64>(),
+            stream: 0,
+            epoch: 0,
+            seq: 0,
+        };
+        for _ in 0..2 {
+            let auth = secret
+                .map(|s| {
+                    format!(
+                        "{AUTH_HEADER}: {}\r\n{MAC_HEADER}: {}\r\n",
+                        binding.header(),
+                        s.sign_request(Purpose::Recover, &binding, body.as_bytes())
+                    )
+                })
+                .unwrap_or_default();
+            let head = format!(
+                "POST {PATH_RECOVER} HTTP/1.1\r\nhost: {node}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
+                body.len()
+            );
+            let (code, answer_head, text) = request_full(node, head, body.as_bytes()).await?;
+            let epoch = answer_head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(EPOCH_HEADER))
+                .and_then(|(_, v)| secret?.verify_epoch(&binding, v));
+            match (code, epoch) {
+                (421, Some(epoch)) => {
+                    binding.epoch = epoch;
+                    binding.seq += 1;
+                }
+                _ => return Ok((code, text)),
+            }
+        }
+        Err("the node kept naming a new epoch".into())
+    }
+
     /// Runs the command; the process exit code.
     pub(super) async fn run(
         node: SocketAddr,
@@ -443,15 +498,7 @@ mod recover {
                 return 1;
             }
         }
-        let body = recover_body(id);
-        let mac = secret
-            .map(|s| format!("{MAC_HEADER}: {}\r\n", s.sign(body.as_bytes())))
-            .unwrap_or_default();
-        let head = format!(
-            "POST {PATH_RECOVER} HTTP/1.1\r\nhost: {node}\r\ncontent-length: {}\r\n{mac}connection: close\r\n\r\n",
-            body.len()
-        );
-        match request(node, head, body.as_bytes()).await {
+        match post_recover(node, id, secret.as_ref()).await {
             Ok((202, text)) => print!("{text}"),
             Ok((code, text)) => {
                 eprintln!("cluster-node recover: refused ({code}): {text}");
