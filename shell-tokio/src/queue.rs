@@ -539,4 +539,35 @@ mod tests {
         push(&mut b, n[0], t0);
         assert_eq!(b.pop(now, None).1, 0);
     }
+
+    #[tokio::test]
+    async fn a_queue_whose_tasks_ended_idle_is_forgotten() {
+        let sent = real_traffic().remove(0);
+        let counters = Arc::new(Counters::default());
+        let queues = PeerQueues::new(4, counters.clone());
+        let to = Address::from("10.9.9.9:1");
+        let mut spawned = None;
+        queues.push(&to, sent.env.clone(), sent.class, |q| {
+            spawned = Some(q.clone())
+        });
+        let q = spawned.expect("a new peer gets a queue");
+        assert!(queues.is_open(&to));
+        let idle = Some(Duration::from_millis(1));
+        assert!(q.next(idle, None, &counters).await.is_some());
+        assert!(
+            q.next(idle, None, &counters).await.is_none(),
+            "idle: closed"
+        );
+        assert!(!queues.is_open(&to));
+        assert_eq!(queues.len(), 1);
+        queues.forget_closed(&to, &q);
+        assert!(queues.is_empty(), "a closed queue is forgotten");
+        // A queue still running is not.
+        let mut spawned = None;
+        queues.push(&to, sent.env, sent.class, |q| spawned = Some(q.clone()));
+        let q2 = spawned.expect("a fresh queue");
+        queues.forget_closed(&to, &q2);
+        queues.forget_closed(&to, &q);
+        assert_eq!(queues.len(), 1);
+    }
 }

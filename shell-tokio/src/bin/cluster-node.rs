@@ -99,6 +99,11 @@ struct Args {
     /// Discovery poll interval, ms (default: the source's own).
     #[arg(long)]
     discovery_ms: Option<u64>,
+    /// The most connections the node's listener keeps open at once; more are closed
+    /// at once (`connections_refused`). Each member keeps up to 2 to each node it
+    /// sends to: keep it above twice the member count.
+    #[arg(long, default_value_t = cluster_mode::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Keep the node's id, term, vote and log in this directory (created if missing),
     /// so that a restart with the same directory is the same member. Without it
     /// every start is a new member.
@@ -231,6 +236,7 @@ async fn main() {
     };
     let mut b = ClusterBuilder::new(disc)
         .listen(args.listen)
+        .max_connections(args.max_connections)
         .config(config(&args));
     if let Some(a) = &args.advertise {
         b = b.advertise(a.clone());
