@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! cluster-node recover 127.0.0.1:7002          # the survivor's listen address
+//! cluster-node recover 127.0.0.1:7002 --secret S   # a cluster with a secret
 //! ```
 //!
 //! It shows the survivor's view, asks it to recover, and waits for a primary.
@@ -77,8 +78,9 @@ struct Args {
     /// Nodes that must see each other before the first primary is elected.
     #[arg(long, default_value_t = NonZeroUsize::new(3).expect("3 > 0"))]
     min_nodes: NonZeroUsize,
-    /// Shared secret: sign and verify every message with HMAC-SHA256.
-    #[arg(long, env = "CLUSTER_SECRET")]
+    /// Shared secret: sign and verify every message with HMAC-SHA256 (bound to the
+    /// sending and receiving process, replays refused). Also signs `recover`.
+    #[arg(long, env = "CLUSTER_SECRET", global = true)]
     secret: Option<String>,
     /// Use the fast test timing profile (10 ms heartbeats) as the base.
     #[arg(long)]
