@@ -33,7 +33,10 @@
 //! and at most [`TransportOptions::max_new_peers`] of them may be addresses that
 //! have not answered a request yet, whose tasks end after
 //! [`NEW_PEER_IDLE`] instead of `idle_exit`. A send beyond either bound is dropped
-//! and counted in `send_peer_limit` (the protocol retries).
+//! and counted in `send_peer_limit` (the protocol retries). Requests to a peer that
+//! has not accepted a message yet say `connection: close`, so the connection pool
+//! keeps connections only to peers that answered 2xx (at most `max_peers` ×
+//! `in_flight`).
 //!
 //! # Authentication
 //!
@@ -276,6 +279,13 @@ async fn send_once(
     let mut req = hyper::Request::post(uri)
         .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
         .header(hyper::header::CONTENT_LENGTH, body.len());
+    if !link.answered() {
+        // Until the peer accepts a message, its connection is not pooled: an address
+        // a probe named may be any server that accepts connections, and the pool
+        // would keep one idle connection (a task, buffers, a descriptor) per such
+        // address for `pool_idle_timeout` (see "Bounds").
+        req = req.header(hyper::header::CONNECTION, "close");
+    }
     let mut binding = None;
     if let Some(secret) = &inner.secret {
         // Signed as late as possible, so numbers follow the order of sending.
