@@ -428,7 +428,12 @@ mod tests {
             version: PROTOCOL_VERSION,
             cluster: None,
             from: NodeId(u128::from(i) + 100),
-            from_addr: Address::from(format!("10.{}.{}.{}:7946", i >> 16, (i >> 8) & 255, i & 255)),
+            from_addr: Address::from(format!(
+                "10.{}.{}.{}:7946",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )),
             to: None,
             msg: Message::ProbeAck(ProbeAck {
                 name: None,
