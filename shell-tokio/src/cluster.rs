@@ -9,7 +9,9 @@ use crate::driver::{
 use crate::lease_log::{LeaseLog, LeaseRecord};
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
-use crate::server::{serve, ClusterService, DEFAULT_MAX_BODY};
+use crate::server::{
+    serve, ClusterService, ServiceLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
+};
 use crate::storage::Storage;
 use crate::transport::{HttpTransport, TransportOptions};
 use cluster_mode_core::{
@@ -103,6 +105,8 @@ pub struct ClusterBuilder {
     clock: Option<Arc<dyn Clock>>,
     discovery_interval: Option<Duration>,
     max_body: usize,
+    max_connections: usize,
+    max_auth_streams: usize,
     data_dir: Option<PathBuf>,
     #[cfg(feature = "sim")]
     sim: SimHooks,
@@ -153,6 +157,8 @@ impl ClusterBuilder {
             clock: None,
             discovery_interval: None,
             max_body: DEFAULT_MAX_BODY,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_auth_streams: crate::mac::DEFAULT_MAX_STREAMS,
             data_dir: None,
             #[cfg(feature = "sim")]
             sim: SimHooks::default(),
@@ -244,8 +250,11 @@ impl ClusterBuilder {
         self
     }
 
-    /// A shared secret: every message is signed with HMAC-SHA256 and unsigned or
-    /// wrongly signed messages are refused (401).
+    /// A shared secret: every message is signed with HMAC-SHA256, bound to the
+    /// sending and the receiving process and numbered, and unsigned, wrongly signed
+    /// or replayed messages are refused (see [`crate::mac`] and docs/PROTOCOL.md,
+    /// "Message authentication and replay"). Without a secret nothing is
+    /// authenticated: anyone who can reach the port can send any message.
     #[must_use]
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(Secret::new(secret));
@@ -280,6 +289,33 @@ impl ClusterBuilder {
     #[must_use]
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// The most connections the node's own listener keeps open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]); a connection beyond it is closed at once and
+    /// counted in `connections_refused`. Every peer keeps up to
+    /// `TransportOptions::in_flight` pooled connections to each node it sends to, so
+    /// a leader needs about `in_flight` times the member count (plus status
+    /// readers); more costs a task and buffers (some KiB) per idle connection, and a
+    /// file descriptor (check `ulimit -n`). Too low: members beyond it cannot reach
+    /// the node. Not applied to a [`mounted`](Self::mounted) service (the
+    /// application's server owns its connections).
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// With a secret: the most sender streams the node keeps replay windows for
+    /// (default [`crate::mac::DEFAULT_MAX_STREAMS`], about 60 bytes each). Every
+    /// peer's send queue to this node is one stream, new after each restart of the
+    /// peer or 60 s of silence. When full the node starts a new epoch, and every
+    /// sender's next request is refused once (421) and sent again: keep it well above
+    /// the member count.
+    #[must_use]
+    pub fn max_auth_streams(mut self, n: usize) -> Self {
+        self.max_auth_streams = n.max(1);
         self
     }
 
@@ -403,6 +439,7 @@ impl ClusterBuilder {
             }),
             None => Arc::new(HttpTransport::new(
                 id,
+                crate::server::draw_epoch(),
                 inbox.clone(),
                 counters.clone(),
                 self.secret.clone(),
@@ -429,11 +466,16 @@ impl ClusterBuilder {
             clock.clone(),
             counters.clone(),
             self.secret,
-            self.max_body,
+            ServiceLimits {
+                max_body: self.max_body,
+                max_streams: self.max_auth_streams,
+            },
             advertise.clone(),
             leases,
         );
-        let server = listener.map(|l| tokio::spawn(serve(l, service.clone(), counters.clone())));
+        let max_connections = self.max_connections;
+        let server = listener
+            .map(|l| tokio::spawn(serve(l, service.clone(), counters.clone(), max_connections)));
         Ok(Cluster {
             inner: Arc::new(Inner {
                 driver,

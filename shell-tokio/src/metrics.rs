@@ -49,14 +49,24 @@ counters! {
     connections_opened,
     /// TCP connections accepted by the node's own listener.
     connections_accepted,
+    /// TCP connections closed at once because `max_connections` were open.
+    connections_refused,
+    /// Sends dropped because the destination had no queue and `TransportOptions::max_peers`, or `max_new_peers` not yet answering ones, were reached.
+    send_peer_limit,
+    /// Sends retried at once because the peer named a new epoch (a first contact, or the peer restarted).
+    send_epoch_retries,
     /// Requests refused: body over the size limit (413).
     rejected_too_large,
     /// Requests refused: not a valid frame (400).
     rejected_malformed,
     /// Requests refused: another protocol version (400).
     rejected_version,
-    /// Requests refused: missing or wrong MAC while a secret is set (401).
+    /// Requests refused: missing or wrong MAC or binding while a secret is set (401).
     rejected_mac,
+    /// Authenticated requests refused as replays: accepted before, or too far behind their stream's newest (401).
+    rejected_replay,
+    /// Authenticated requests refused for naming another epoch of this node: signed for an earlier process at this address (a replay across a restart), an epoch left, or before the sender knew it (421; one per new sender stream is normal, the sender retries at once).
+    rejected_stale_epoch,
     /// Messages the core refused: from another cluster (409).
     rejected_foreign_cluster,
     /// Messages the core refused: meant for a previous process at this address (403).

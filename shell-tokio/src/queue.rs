@@ -34,6 +34,39 @@ impl PeerQueues {
         }
     }
 
+    /// Peers with a queue (whose sender tasks may have ended idle since).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no peer has a queue.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `to` has a queue whose sender tasks still run.
+    pub fn is_open(&self, to: &Address) -> bool {
+        self.lock().get(to).is_some_and(|q| !q.lock().closed)
+    }
+
+    /// Forgets `to`'s queue if it is `queue` and its sender tasks have ended: a
+    /// sender task calls this as it ends, so the map holds only peers sent to
+    /// recently (a flood of probes naming random addresses leaves nothing behind).
+    pub fn forget_closed(&self, to: &Address, queue: &Arc<PeerQueue>) {
+        let mut peers = self.lock();
+        if peers
+            .get(to)
+            .is_some_and(|q| Arc::ptr_eq(q, queue) && q.lock().closed)
+        {
+            peers.remove(to);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Arc<PeerQueue>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queues `env` (of class `class`) for `to`. When the peer has no queue, or its
     /// sender tasks ended idle, a fresh queue is made and `spawn` is called with it
     /// to start the tasks that drain it (with [`PeerQueue::next`]). Never blocks.
@@ -45,7 +78,7 @@ impl PeerQueues {
         mut spawn: impl FnMut(&Arc<PeerQueue>),
     ) {
         let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.lock();
         let mut env = Some(env);
         // At most twice: a queue whose tasks just ended idle is replaced by a fresh one.
         for _ in 0..2 {
@@ -505,5 +538,36 @@ mod tests {
         // No maximum age: nothing expires.
         push(&mut b, n[0], t0);
         assert_eq!(b.pop(now, None).1, 0);
+    }
+
+    #[tokio::test]
+    async fn a_queue_whose_tasks_ended_idle_is_forgotten() {
+        let sent = real_traffic().remove(0);
+        let counters = Arc::new(Counters::default());
+        let queues = PeerQueues::new(4, counters.clone());
+        let to = Address::from("10.9.9.9:1");
+        let mut spawned = None;
+        queues.push(&to, sent.env.clone(), sent.class, |q| {
+            spawned = Some(q.clone())
+        });
+        let q = spawned.expect("a new peer gets a queue");
+        assert!(queues.is_open(&to));
+        let idle = Some(Duration::from_millis(1));
+        assert!(q.next(idle, None, &counters).await.is_some());
+        assert!(
+            q.next(idle, None, &counters).await.is_none(),
+            "idle: closed"
+        );
+        assert!(!queues.is_open(&to));
+        assert_eq!(queues.len(), 1);
+        queues.forget_closed(&to, &q);
+        assert!(queues.is_empty(), "a closed queue is forgotten");
+        // A queue still running is not.
+        let mut spawned = None;
+        queues.push(&to, sent.env, sent.class, |q| spawned = Some(q.clone()));
+        let q2 = spawned.expect("a fresh queue");
+        queues.forget_closed(&to, &q2);
+        queues.forget_closed(&to, &q);
+        assert_eq!(queues.len(), 1);
     }
 }

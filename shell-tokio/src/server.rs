@@ -12,7 +12,9 @@
 //! | body over the size limit | 413 |
 //! | not a frame (malformed postcard, limits broken) | 400 |
 //! | another protocol version | 400, reason in the body |
-//! | missing or wrong `x-cluster-mac` while a secret is set | 401 |
+//! | missing or wrong `x-cluster-auth` / `x-cluster-mac` while a secret is set | 401 |
+//! | signed for another epoch of this node (an earlier process, or before the sender learned it) | 421, the current epoch in `x-cluster-epoch` |
+//! | a replay: an authenticated request accepted before, or too far behind its stream | 401 |
 //! | from another cluster | 409 |
 //! | meant for a previous process at this address | 403 |
 //! | breaks a protocol rule | 400 |
@@ -23,7 +25,9 @@
 use crate::clock::Clock;
 use crate::driver::{DeliverError, Inbox, NodeState};
 use crate::lease_log::{LeaseLog, LeaseRecord};
-use crate::mac::{Secret, MAC_HEADER};
+use crate::mac::{
+    Binding, Purpose, Refusal, ReplayGuard, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER,
+};
 use crate::metrics::{bump, CounterSnapshot, Counters};
 use bytes::Bytes;
 use cluster_mode_core::{DecodeError, Envelope, Rejected, Status};
@@ -34,7 +38,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -48,10 +52,15 @@ pub const PATH_STATUS: &str = "/cluster/v1/status";
 pub const PATH_RECOVER: &str = "/cluster/v1/recover";
 
 /// The body `POST /cluster/v1/recover` must carry for node `id` (signed with the
-/// cluster's secret, if it has one): a request meant for another node does nothing.
+/// cluster's secret, if it has one, for [`Purpose::Recover`] and bound to the node's
+/// epoch like every authenticated request): a request meant for another node does
+/// nothing.
 pub fn recover_body(id: cluster_mode_core::NodeId) -> String {
     format!("force-recover {id:?}")
 }
+/// The default most connections a node's own listener keeps open at once
+/// (`ClusterBuilder::max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The default largest accepted request body (64 KiB; a heartbeat is under 100 bytes).
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
@@ -96,10 +105,28 @@ struct ServiceInner {
     clock: Arc<dyn Clock>,
     counters: Arc<Counters>,
     secret: Option<Secret>,
+    /// With a secret: the epoch and the replay windows (see [`ReplayGuard`]).
+    guard: Mutex<ReplayGuard>,
     max_body: usize,
     address: String,
     deliver_timeout: Duration,
     leases: LeaseLog,
+}
+
+/// The service's bounds (see `ClusterBuilder`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServiceLimits {
+    /// The largest accepted request body.
+    pub(crate) max_body: usize,
+    /// The most replay windows per epoch.
+    pub(crate) max_streams: usize,
+}
+
+/// A fresh random epoch for a [`ReplayGuard`] (the OS random source; simulated
+/// under madsim).
+pub(crate) fn draw_epoch() -> u64 {
+    use rand::Rng;
+    crate::fresh_rng().random()
 }
 
 impl ClusterService {
@@ -117,7 +144,7 @@ impl ClusterService {
         clock: Arc<dyn Clock>,
         counters: Arc<Counters>,
         secret: Option<Secret>,
-        max_body: usize,
+        limits: ServiceLimits,
         address: String,
         leases: LeaseLog,
     ) -> Self {
@@ -128,7 +155,8 @@ impl ClusterService {
                 clock,
                 counters,
                 secret,
-                max_body,
+                guard: Mutex::new(ReplayGuard::new(limits.max_streams, draw_epoch)),
+                max_body: limits.max_body,
                 address,
                 deliver_timeout: Duration::from_secs(2),
                 leases,
@@ -214,8 +242,13 @@ impl ClusterService {
     }
 
     /// Reads a request body within the size limit and the delivery timeout, and
-    /// checks its MAC when a secret is set; a refusal response otherwise.
-    async fn authenticated_body<B>(&self, req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>>
+    /// when a secret is set checks its MAC for `purpose` and its binding (epoch,
+    /// sequence number: never accepted twice); a refusal response otherwise.
+    async fn authenticated_body<B>(
+        &self,
+        req: Request<B>,
+        purpose: Purpose,
+    ) -> Result<Bytes, Response<Full<Bytes>>>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -234,11 +267,14 @@ impl ClusterService {
                 format!("body over {max} bytes"),
             ));
         }
-        let mac = req
-            .headers()
-            .get(MAC_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |req: &Request<B>, name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let mac = header(&req, MAC_HEADER);
+        let auth = header(&req, AUTH_HEADER);
         // A client that trickles its body must not hold a task and a buffer forever.
         let read = Limited::new(req.into_body(), max).collect();
         let Ok(read) = tokio::time::timeout(self.inner.deliver_timeout, read).await else {
@@ -267,15 +303,61 @@ impl ClusterService {
                 ));
             }
         };
-        if let Some(secret) = &self.inner.secret {
-            let reason = match mac {
-                None => format!("missing {MAC_HEADER}"),
-                Some(m) if !secret.verify(&body, &m) => format!("bad {MAC_HEADER}"),
-                Some(_) => return Ok(body),
-            };
-            return Err(self.refuse(&c.rejected_mac, StatusCode::UNAUTHORIZED, reason));
+        let Some(secret) = &self.inner.secret else {
+            return Ok(body);
+        };
+        let binding = match (auth.as_deref().map(Binding::parse), mac) {
+            (None, _) => Err(format!(
+                "missing {AUTH_HEADER} (authentication scheme {}; a node of an older release signs the body alone)",
+                crate::mac::SCHEME
+            )),
+            (Some(None), _) => Err(format!("malformed {AUTH_HEADER}")),
+            (Some(Some(_)), None) => Err(format!("missing {MAC_HEADER}")),
+            (Some(Some(b)), Some(m)) if !secret.verify_request(purpose, &b, &body, &m) => {
+                Err(format!("bad {MAC_HEADER}"))
+            }
+            (Some(Some(b)), Some(_)) => Ok(b),
+        };
+        let binding = match binding {
+            Ok(b) => b,
+            Err(reason) => {
+                return Err(self.refuse(&c.rejected_mac, StatusCode::UNAUTHORIZED, reason))
+            }
+        };
+        let verdict = self
+            .inner
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(&binding);
+        match verdict {
+            Ok(()) => Ok(body),
+            Err(r @ Refusal::StaleEpoch { named, current }) => {
+                bump(&c.rejected_stale_epoch);
+                let node = self.inner.state.borrow().status.id;
+                if named == 0 {
+                    // Every first contact: the sender learns the epoch and retries.
+                    tracing::debug!(%node, incarnation = binding.incarnation, reason = %r, "request refused (421)");
+                } else {
+                    tracing::info!(%node, incarnation = binding.incarnation, reason = %r, "request refused (421)");
+                }
+                let mut resp = plain(StatusCode::MISDIRECTED_REQUEST, format!("{r}\n"));
+                if let Ok(v) =
+                    hyper::header::HeaderValue::from_str(&secret.sign_epoch(&binding, current))
+                {
+                    resp.headers_mut().insert(EPOCH_HEADER, v);
+                }
+                Err(resp)
+            }
+            Err(r) => Err(self.refuse(
+                &c.rejected_replay,
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{r} (sender incarnation {:016x}, stream {}, seq {})",
+                    binding.incarnation, binding.stream, binding.seq
+                ),
+            )),
         }
-        Ok(body)
     }
 
     /// `POST /cluster/v1/recover`: an operator forces a recovery (P11). The body must
@@ -286,7 +368,7 @@ impl ClusterService {
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let body = match self.authenticated_body(req).await {
+        let body = match self.authenticated_body(req, Purpose::Recover).await {
             Ok(b) => b,
             Err(refusal) => return refusal,
         };
@@ -318,7 +400,7 @@ impl ClusterService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let c = &self.inner.counters;
-        let body = match self.authenticated_body(req).await {
+        let body = match self.authenticated_body(req, Purpose::Message).await {
             Ok(b) => b,
             Err(refusal) => return refusal,
         };
@@ -406,16 +488,21 @@ where
 }
 
 /// Serves `service` on `listener` until the task is aborted: HTTP/1.1 with
-/// keep-alive, one task per connection, a header read timeout.
+/// keep-alive, one task per connection, a header read timeout, at most
+/// `max_connections` connections at once (one beyond is closed at once, counted in
+/// `connections_refused`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: ClusterService,
     counters: Arc<Counters>,
+    max_connections: usize,
 ) {
     // Dropped when this task ends (or is aborted): every connection task then ends too.
     let (_alive, alive_rx) = watch::channel(());
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut full = false;
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -423,11 +510,27 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Closed at once rather than left in the backlog: the client sees it and
+            // retries; one warning per episode, not one per connection.
+            bump(&counters.connections_refused);
+            if !full {
+                full = true;
+                warn!(%peer, max_connections, "connection limit reached; closing new connections until some end");
+            }
+            drop(stream);
+            continue;
+        };
+        if full {
+            full = false;
+            tracing::info!("below the connection limit again");
+        }
         bump(&counters.connections_accepted);
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
         let mut alive = alive_rx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             // Skips hyper's empty flushes (see `crate::rt`).
             let io = hyper_util::rt::TokioIo::new(crate::rt::FlushGate::new(stream));
             let hyper_svc =

@@ -5,6 +5,7 @@
 
 mod common;
 
+use cluster_mode::mac::{Binding, Purpose, Secret, AUTH_HEADER, MAC_HEADER};
 use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
 use cluster_mode_core::{ClusterId, Envelope, Message, NodeId, PROTOCOL_VERSION};
 use common::*;
@@ -140,12 +141,20 @@ async fn with_a_secret_unsigned_and_badly_signed_messages_get_401() {
     let env = probe.encode();
     let (code, _) = request(addrs[0], "POST", PATH_MESSAGE, &[], &env).await;
     assert_eq!(code, 401);
-    let bad = cluster_mode::mac::Secret::new("wrong").sign(&env);
+    let binding = Binding {
+        incarnation: 1,
+        stream: 1,
+        epoch: 0,
+        seq: 0,
+    };
+    let auth = (AUTH_HEADER, binding.header());
+    let secret = Secret::new("s3cret");
+    let bad = Secret::new("wrong").sign_request(Purpose::Message, &binding, &env);
     let (code, _) = request(
         addrs[0],
         "POST",
         PATH_MESSAGE,
-        &[("x-cluster-mac", bad)],
+        &[auth.clone(), (MAC_HEADER, bad)],
         &env,
     )
     .await;
@@ -154,23 +163,45 @@ async fn with_a_secret_unsigned_and_badly_signed_messages_get_401() {
         addrs[0],
         "POST",
         PATH_MESSAGE,
-        &[("x-cluster-mac", "zz".into())],
+        &[auth.clone(), (MAC_HEADER, "zz".into())],
         &env,
     )
     .await;
     assert_eq!(code, 401);
-    // A correctly signed probe is accepted.
-    let good = cluster_mode::mac::Secret::new("s3cret").sign(&env);
+    // Signed for another purpose (a recover request): refused.
+    let other = secret.sign_request(Purpose::Recover, &binding, &env);
     let (code, _) = request(
         addrs[0],
         "POST",
         PATH_MESSAGE,
-        &[("x-cluster-mac", good)],
+        &[auth.clone(), (MAC_HEADER, other)],
         &env,
     )
     .await;
-    assert_eq!(code, 204);
-    assert_eq!(nodes[0].counters().rejected_mac, 3);
+    assert_eq!(code, 401);
+    // A MAC without its binding header: refused.
+    let good = secret.sign_request(Purpose::Message, &binding, &env);
+    let (code, _) = request(
+        addrs[0],
+        "POST",
+        PATH_MESSAGE,
+        &[(MAC_HEADER, good.clone())],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 401);
+    // A correctly signed probe, before the sender knows the node's epoch: 421 (the
+    // node's transport then learns the epoch and sends again; see tests/replay.rs).
+    let (code, _) = request(
+        addrs[0],
+        "POST",
+        PATH_MESSAGE,
+        &[auth, (MAC_HEADER, good)],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 421);
+    assert_eq!(nodes[0].counters().rejected_mac, 5);
     // A node with another secret cannot join: its messages are refused.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(agreed_primary(&refs).is_some());

@@ -34,6 +34,7 @@ pub(super) struct Joiner {
 impl ClusterCore {
     pub(super) fn housekeeping(&mut self, now: Instant) {
         self.join.redirects = 0;
+        self.forget_unlisted_peers(now);
         if self.leave.leaving.is_some() {
             self.leave_housekeeping(now);
             return;

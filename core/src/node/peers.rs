@@ -7,13 +7,22 @@ use crate::id::{Address, ClusterId, NodeId};
 use crate::message::{Message, ProbeAck, ProbeState};
 use crate::rng::SplitMix64 as Rng;
 use crate::time::Instant;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 /// The fewest probes a fresh node sends per housekeeping round.
 const PROBE_FANOUT: usize = 16;
 /// A fresh node probes every listed peer at least once in this many rounds.
 pub(super) const PROBE_SWEEP_ROUNDS: usize = 8;
+/// The most addresses remembered that discovery does not list and no member uses
+/// (answers from addresses this node did not probe: a peer behind another address,
+/// or junk from anyone who can reach the port without a secret). Past it, a new one
+/// replaces the one heard from longest ago.
+pub(super) const MAX_UNLISTED_PEERS: usize = 1024;
+/// Such an address is forgotten after this many probe intervals without an answer:
+/// twice the window within which an answer counts anywhere (bootstrap and recovery
+/// look at answers `FRESH_VIEW_PROBE_ROUNDS` probe intervals old at most).
+const FORGET_UNLISTED_PROBE_ROUNDS: u32 = 2 * super::bootstrap::FRESH_VIEW_PROBE_ROUNDS;
 
 /// What this node knows of one discovered address.
 #[derive(Clone, Debug)]
@@ -45,6 +54,13 @@ pub(super) struct MemberAnswer {
 }
 
 impl Peer {
+    /// The last time anything was learned of it.
+    fn last_sign(&self) -> Option<Instant> {
+        self.answered_at
+            .max(self.first_probed_at)
+            .max(self.unlisted_since)
+    }
+
     fn unlisted(now: Instant) -> Self {
         Peer {
             id: None,
@@ -140,8 +156,53 @@ impl Peers {
         new_addrs
     }
 
+    /// Forgets addresses that discovery does not list, that are neither in
+    /// `protected` nor a member's route, and that nothing was heard from since
+    /// `before`. Nothing reads such an entry: bootstrap looks at listed peers,
+    /// recovery at recent answers, removal and candidate release at protected
+    /// addresses.
+    pub(super) fn forget_unlisted(&mut self, before: Instant, protected: &BTreeSet<&Address>) {
+        let routes = &self.routes;
+        self.map.retain(|addr, p| {
+            p.listed
+                || protected.contains(addr)
+                || routes.values().any(|a| a == addr)
+                || p.last_sign().is_some_and(|t| t >= before)
+        });
+    }
+
+    /// Whether remembering an answer from `addr` may need room (see
+    /// [`Peers::make_room`]): it is new and the unlisted entries are at the bound.
+    fn needs_room(&self, addr: &Address) -> bool {
+        !self.map.contains_key(addr)
+            && self.map.values().filter(|p| !p.listed).count() >= MAX_UNLISTED_PEERS
+    }
+
+    /// If the unlisted entries that are neither `protected` nor a route are at
+    /// [`MAX_UNLISTED_PEERS`], forgets the one heard from longest ago.
+    fn make_room(&mut self, protected: &BTreeSet<&Address>) {
+        let mut count = 0;
+        let mut oldest: Option<(Option<Instant>, &Address)> = None;
+        for (addr, p) in &self.map {
+            if p.listed || protected.contains(addr) || self.routes.values().any(|a| a == addr) {
+                continue;
+            }
+            count += 1;
+            if oldest.is_none_or(|(t, _)| p.last_sign() < t) {
+                oldest = Some((p.last_sign(), addr));
+            }
+        }
+        if count >= MAX_UNLISTED_PEERS {
+            if let Some((_, addr)) = oldest {
+                let addr = addr.clone();
+                self.map.remove(&addr);
+            }
+        }
+    }
+
     /// Records a probe answer from `addr` (remembered unlisted if discovery never
-    /// listed it, so that it is never counted as listed).
+    /// listed it, so that it is never counted as listed; make room first, see
+    /// [`Peers::needs_room`]).
     fn record_answer(
         &mut self,
         now: Instant,
@@ -207,7 +268,34 @@ impl Peers {
     }
 }
 
+/// The addresses whose entries are kept although discovery does not list them: the
+/// members' (removal times their absence) and the supported bootstrap candidate's
+/// (its release does).
+fn protected_addrs<'a>(
+    log: &'a crate::log::Log,
+    boot: &'a super::bootstrap::Bootstrap,
+) -> BTreeSet<&'a Address> {
+    log.effective()
+        .members
+        .values()
+        .map(|m| &m.addr)
+        .chain(boot.supports.as_ref().map(|s| &s.addr))
+        .collect()
+}
+
 impl ClusterCore {
+    /// Forgets unlisted addresses silent for `FORGET_UNLISTED_PROBE_ROUNDS` probe
+    /// intervals, except members' and the supported bootstrap candidate's
+    /// (housekeeping).
+    pub(super) fn forget_unlisted_peers(&mut self, now: Instant) {
+        if self.peers.map.values().all(|p| p.listed) {
+            return;
+        }
+        let before = now.saturating_sub(self.cfg.probe_interval * FORGET_UNLISTED_PROBE_ROUNDS);
+        let protected = protected_addrs(&self.log, &self.boot);
+        self.peers.forget_unlisted(before, &protected);
+    }
+
     /// A member of this node's configuration was heard from at `addr`.
     pub(super) fn note_member_address(&mut self, id: NodeId, addr: &Address) {
         if let Some(m) = self.log.effective().members.get(&id) {
@@ -284,6 +372,10 @@ impl ClusterCore {
         if let Some(s) = self.boot.supports.as_mut().filter(|s| s.id == from) {
             s.heard_at = now;
         }
+        if self.peers.needs_room(&from_addr) {
+            let protected = protected_addrs(&self.log, &self.boot);
+            self.peers.make_room(&protected);
+        }
         self.peers
             .record_answer(now, from_addr.clone(), from, cluster, &ack);
         // Bootstrap is evaluated once per housekeeping round, not per answer: the
@@ -320,5 +412,71 @@ impl ClusterCore {
         } else {
             self.request_join(now, cluster, leader.unwrap_or((from, from_addr)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Input;
+    use crate::id::Identity;
+    use crate::message::{Envelope, PROTOCOL_VERSION};
+    use crate::Config;
+
+    fn probe_ack_from(i: u32) -> Input {
+        Input::Message(Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: None,
+            from: NodeId(u128::from(i) + 100),
+            from_addr: Address::from(format!(
+                "10.{}.{}.{}:7946",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )),
+            to: None,
+            msg: Message::ProbeAck(ProbeAck {
+                name: None,
+                state: ProbeState::Fresh { supports: None },
+            }),
+        })
+    }
+
+    /// A flood of probe answers from addresses nobody listed (anyone can send them
+    /// without a secret) keeps the peer map bounded, and they are forgotten once
+    /// silent, while a listed address stays.
+    #[test]
+    fn answers_from_unlisted_addresses_are_bounded_and_forgotten() {
+        let cfg = Config::fast_test();
+        let me = Identity::new(NodeId(1), "10.255.0.1:7946");
+        let mut now = Instant::from_millis(1);
+        let mut core = ClusterCore::new(me, cfg.clone(), 7, now).expect("config");
+        let listed = Address::from("10.255.0.2:7946");
+        core.handle(
+            now,
+            Input::Discovery(vec![crate::event::Discovered {
+                addr: listed.clone(),
+                name: None,
+            }]),
+        )
+        .expect("discovery");
+        for i in 0..5 * MAX_UNLISTED_PEERS as u32 {
+            let _ = core.handle(now, probe_ack_from(i));
+            while core.poll_command().is_some() {}
+        }
+        assert_eq!(core.peers.map.len(), MAX_UNLISTED_PEERS + 1);
+        assert!(core.peers.is_listed(&listed));
+        // The newest answers are kept, the oldest made room for them.
+        let newest = 5 * MAX_UNLISTED_PEERS as u32 - 1;
+        let Input::Message(e) = probe_ack_from(newest) else {
+            unreachable!()
+        };
+        assert!(core.peers.get(&e.from_addr).is_some());
+        // Silent for the forgetting window: gone, except the listed address.
+        now = now.saturating_add(cfg.probe_interval * (FORGET_UNLISTED_PROBE_ROUNDS + 2));
+        let _ = core.handle(now, Input::Tick);
+        while core.poll_command().is_some() {}
+        assert_eq!(core.peers.map.len(), 1, "only the listed address is left");
+        assert!(core.peers.is_listed(&listed));
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! cluster-node recover 127.0.0.1:7002          # the survivor's listen address
+//! cluster-node recover 127.0.0.1:7002 --secret S   # a cluster with a secret
 //! ```
 //!
 //! It shows the survivor's view, asks it to recover, and waits for a primary.
@@ -79,8 +80,9 @@ struct Args {
     /// Nodes that must see each other before the first primary is elected.
     #[arg(long, default_value_t = NonZeroUsize::new(3).expect("3 > 0"))]
     min_nodes: NonZeroUsize,
-    /// Shared secret: sign and verify every message with HMAC-SHA256.
-    #[arg(long, env = "CLUSTER_SECRET")]
+    /// Shared secret: sign and verify every message with HMAC-SHA256 (bound to the
+    /// sending and receiving process, replays refused). Also signs `recover`.
+    #[arg(long, env = "CLUSTER_SECRET", global = true)]
     secret: Option<String>,
     /// Use the fast test timing profile (10 ms heartbeats) as the base.
     #[arg(long)]
@@ -101,6 +103,11 @@ struct Args {
     /// Discovery poll interval, ms (default: the source's own).
     #[arg(long)]
     discovery_ms: Option<u64>,
+    /// The most connections the node's listener keeps open at once; more are closed
+    /// at once (`connections_refused`). Each member keeps up to 2 to each node it
+    /// sends to: keep it above twice the member count.
+    #[arg(long, default_value_t = cluster_mode::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Keep the node's id, term, vote and log in this directory (created if missing),
     /// so that a restart with the same directory is the same member. Without it
     /// every start is a new member.
@@ -233,6 +240,7 @@ async fn main() {
     };
     let mut b = ClusterBuilder::new(disc)
         .listen(args.listen)
+        .max_connections(args.max_connections)
         .config(config(&args));
     if let Some(a) = &args.advertise {
         b = b.advertise(a.clone());
@@ -326,7 +334,7 @@ async fn wait_for_signal() {
 /// `cluster-node recover`: read a node's status, force its recovery, wait for a
 /// primary. Plain HTTP/1.1 over a TCP stream: one request per connection.
 mod recover {
-    use cluster_mode::mac::{Secret, MAC_HEADER};
+    use cluster_mode::mac::{Binding, Purpose, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER};
     use cluster_mode::server::{recover_body, PATH_RECOVER, PATH_STATUS};
     use cluster_mode::NodeId;
     use serde_json::Value;
@@ -334,7 +342,18 @@ mod recover {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Sends one request; the status code, the body, and the head of the answer.
     async fn request(node: SocketAddr, head: String, body: &[u8]) -> Result<(u16, String), String> {
+        request_full(node, head, body)
+            .await
+            .map(|(code, _, body)| (code, body))
+    }
+
+    async fn request_full(
+        node: SocketAddr,
+        head: String,
+        body: &[u8],
+    ) -> Result<(u16, String, String), String> {
         let exchange = async {
             let mut s = tokio::net::TcpStream::connect(node)
                 .await
@@ -351,11 +370,8 @@ mod recover {
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .ok_or_else(|| format!("not an HTTP answer from {node}"))?;
-            let body = text
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .to_string();
-            Ok((code, body))
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            Ok((code, head.to_string(), body.to_string()))
         };
         tokio::time::timeout(Duration::from_secs(5), exchange)
             .await
@@ -420,6 +436,53 @@ mod recover {
         }
     }
 
+    /// Posts the recover request for node `id`. With a secret it is signed and bound
+    /// to this command's own random incarnation and to the node's epoch, learned
+    /// from a first 421 answer (then sent again), so a captured request cannot be
+    /// replayed (docs/PROTOCOL.md, "Message authentication and replay").
+    async fn post_recover(
+        node: SocketAddr,
+        id: NodeId,
+        secret: Option<&Secret>,
+    ) -> Result<(u16, String), String> {
+        let body = recover_body(id);
+        let mut binding = Binding {
+            incarnation: rand::random::<u64>(),
+            stream: 0,
+            epoch: 0,
+            seq: 0,
+        };
+        for _ in 0..2 {
+            let auth = secret
+                .map(|s| {
+                    format!(
+                        "{AUTH_HEADER}: {}\r\n{MAC_HEADER}: {}\r\n",
+                        binding.header(),
+                        s.sign_request(Purpose::Recover, &binding, body.as_bytes())
+                    )
+                })
+                .unwrap_or_default();
+            let head = format!(
+                "POST {PATH_RECOVER} HTTP/1.1\r\nhost: {node}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
+                body.len()
+            );
+            let (code, answer_head, text) = request_full(node, head, body.as_bytes()).await?;
+            let epoch = answer_head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(EPOCH_HEADER))
+                .and_then(|(_, v)| secret?.verify_epoch(&binding, v));
+            match (code, epoch) {
+                (421, Some(epoch)) => {
+                    binding.epoch = epoch;
+                    binding.seq += 1;
+                }
+                _ => return Ok((code, text)),
+            }
+        }
+        Err("the node kept naming a new epoch".into())
+    }
+
     /// Runs the command; the process exit code.
     pub(super) async fn run(
         node: SocketAddr,
@@ -452,15 +515,7 @@ mod recover {
                 return 1;
             }
         }
-        let body = recover_body(id);
-        let mac = secret
-            .map(|s| format!("{MAC_HEADER}: {}\r\n", s.sign(body.as_bytes())))
-            .unwrap_or_default();
-        let head = format!(
-            "POST {PATH_RECOVER} HTTP/1.1\r\nhost: {node}\r\ncontent-length: {}\r\n{mac}connection: close\r\n\r\n",
-            body.len()
-        );
-        match request(node, head, body.as_bytes()).await {
+        match post_recover(node, id, secret.as_ref()).await {
             Ok((202, text)) => print!("{text}"),
             Ok((code, text)) => {
                 eprintln!("cluster-node recover: refused ({code}): {text}");
