@@ -741,3 +741,31 @@ fn a_survivor_does_not_recover_while_a_listed_peer_is_silent() {
         .expect("recovers once every listed peer answers");
     assert_eq!(net.checker.clusters(), 2);
 }
+
+// ----- tests added for mutants that survived the core's tests (core/MUTANTS.md) -----
+
+#[test]
+fn the_longest_accepted_lease_leaves_the_clock_drift_margin() {
+    // P6: lease < election_timeout_min * (1 - d) / (1 + d), to the nanosecond.
+    let cases = [
+        // (election_timeout_min ms, drift ppm, max_safe_lease ns)
+        (300, 10_000, 294_059_405),  // 300 ms * 0.99 / 1.01
+        (300, 100_000, 245_454_545), // 300 ms * 0.9 / 1.1
+        (60, 10_000, 58_811_881),
+        (300, 0, 300_000_000),
+    ];
+    for (et, ppm, want) in cases {
+        let mut c = Config::datacenter();
+        c.election_timeout_min = Duration::from_millis(et);
+        c.election_timeout_max = c.election_timeout_min * 2;
+        c.heartbeat_interval = c.election_timeout_min / 10;
+        c.max_clock_drift_ppm = ppm;
+        let safe = c.max_safe_lease();
+        assert_eq!(safe, Duration::from_nanos(want), "{et} ms, {ppm} ppm");
+        // validate draws the line exactly there.
+        c.lease_duration = safe;
+        assert_eq!(c.validate().map_err(|e| e.field), Err("lease_duration"));
+        c.lease_duration = safe - Duration::from_nanos(1);
+        assert_eq!(c.validate(), Ok(()), "{et} ms, {ppm} ppm");
+    }
+}
