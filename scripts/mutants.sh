@@ -57,6 +57,10 @@ re="${MUTANTS_RE:-$default_re}"
 args=(-p cluster-mode-core --jobs 1 --timeout "$timeout_s" --output "$out" --re "$re")
 for f in "${files[@]}"; do args+=(--file "$f"); done
 
+# The test targets go to every cargo call (also the build, which would otherwise
+# compile every test target); the skips go to the test binaries.
+for t in --lib --test=rules --test=scenarios --test=checker --test=random_schedules; do
+  args+=(--cargo-arg="$t")
+done
 exec nice -n 10 cargo mutants "${args[@]}" "$@" -- \
-  --lib --test rules --test scenarios --test checker --test random_schedules \
   -- --skip random_fault_schedules --skip thousand_members
