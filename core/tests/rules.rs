@@ -769,3 +769,51 @@ fn the_longest_accepted_lease_leaves_the_clock_drift_margin() {
         assert_eq!(c.validate(), Ok(()), "{et} ms, {ppm} ppm");
     }
 }
+
+#[test]
+fn a_quorum_is_a_majority_of_the_voters_alone() {
+    // Log::quorum decides; Membership::quorum is what the API reports (and the
+    // schedules' liveness check uses): they must agree on every size.
+    for voters in 1..=7u128 {
+        let mut m = cluster_mode_core::Membership::default();
+        for i in 0..voters + 2 {
+            m.members.insert(
+                NodeId(i + 1),
+                cluster_mode_core::Member {
+                    addr: Address::new(format!("n{i}:1")),
+                    name: None,
+                    voter: i < voters,
+                },
+            );
+        }
+        let want = [1, 2, 2, 3, 3, 4, 4][voters as usize - 1];
+        assert_eq!(m.voter_count(), voters as usize);
+        assert_eq!(m.quorum(), want, "{voters} voters and 2 non-voters");
+    }
+}
+
+#[test]
+fn a_non_voter_whose_leader_falls_silent_starts_no_election() {
+    // P9: non-voters follow; only voters stand for election.
+    let cfg = Config::fast_test().with_max_voters(nz(3));
+    let mut net = Net::with_nodes(38, cfg, 4);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(300);
+    let nv = (0..4)
+        .find(|s| {
+            let c = &net.nodes[*s].core;
+            c.members().contains(c.identity().id) && !c.members().is_voter(c.identity().id)
+        })
+        .expect("a non-voter");
+    // Its election timer fires long after the leader's last word.
+    let later = net.local(nv, net.now) + Duration::from_secs(5);
+    let core = &mut net.nodes[nv].core;
+    core.handle(later, Input::Tick).unwrap();
+    let out = sends(core);
+    assert!(
+        out.iter()
+            .all(|e| !matches!(e.msg, Message::PreVote(_) | Message::Vote(_))),
+        "a non-voter asked for votes: {out:?}"
+    );
+    assert!(!core.is_leader());
+}
