@@ -3,7 +3,7 @@
 
 mod common;
 
-use cluster_mode_core::message::{AppendReply, VoteRequest};
+use cluster_mode_core::message::{AppendReply, VoteReply, VoteRequest};
 use cluster_mode_core::{
     Address, ClusterCore, ClusterId, Command, Config, Discovered, Envelope, Identity, Input,
     Instant, Message, NodeId, Rejected, Role, PROTOCOL_VERSION,
@@ -816,4 +816,43 @@ fn a_non_voter_whose_leader_falls_silent_starts_no_election() {
         "a non-voter asked for votes: {out:?}"
     );
     assert!(!core.is_leader());
+}
+
+#[test]
+fn one_refusal_in_the_same_term_does_not_end_a_pre_vote() {
+    // The isolated primary refuses (its term is the pre-candidate's own), the other
+    // follower grants: with its own grant that is a majority of 3, so the election
+    // goes on. Only a refusal from a higher term sends a (pre-)candidate back.
+    let (mut net, p, f) = settled3(39);
+    let o = (0..3).find(|s| *s != p && *s != f).unwrap();
+    net.isolate(p);
+    let term = net.nodes[f].core.term();
+    let later = net.local(f, net.now) + Duration::from_secs(1);
+    net.nodes[f].core.handle(later, Input::Tick).unwrap();
+    let asked = sends(&mut net.nodes[f].core);
+    assert!(
+        asked.iter().any(|e| matches!(e.msg, Message::PreVote(_))),
+        "the follower started a pre-vote: {asked:?}"
+    );
+    let refusal = Message::PreVoteReply(VoteReply {
+        term,
+        granted: false,
+    });
+    let grant = Message::PreVoteReply(VoteReply {
+        term: term + 1,
+        granted: true,
+    });
+    for (from, msg) in [(p, refusal), (o, grant)] {
+        let env = envelope_from(&net, from, f, msg);
+        net.nodes[f]
+            .core
+            .handle(later, Input::Message(env))
+            .unwrap();
+    }
+    let out = sends(&mut net.nodes[f].core);
+    assert!(
+        out.iter().any(|e| matches!(e.msg, Message::Vote(_))),
+        "a majority of pre-votes starts the election: {out:?}"
+    );
+    assert_eq!(net.nodes[f].core.term(), term + 1);
 }
