@@ -3,7 +3,7 @@
 
 mod common;
 
-use cluster_mode_core::message::{AppendReply, VoteRequest};
+use cluster_mode_core::message::{AppendReply, VoteReply, VoteRequest};
 use cluster_mode_core::{
     Address, ClusterCore, ClusterId, Command, Config, Discovered, Envelope, Identity, Input,
     Instant, Message, NodeId, Rejected, Role, PROTOCOL_VERSION,
@@ -841,4 +841,119 @@ fn a_survivor_does_not_recover_while_a_listed_peer_is_silent() {
     net.run_until_settled(5_000)
         .expect("recovers once every listed peer answers");
     assert_eq!(net.checker.clusters(), 2);
+}
+
+// ----- tests added for mutants that survived the core's tests (core/MUTANTS.md) -----
+
+#[test]
+fn the_longest_accepted_lease_leaves_the_clock_drift_margin() {
+    // P6: lease < election_timeout_min * (1 - d) / (1 + d), to the nanosecond.
+    let cases = [
+        // (election_timeout_min ms, drift ppm, max_safe_lease ns)
+        (300, 10_000, 294_059_405),  // 300 ms * 0.99 / 1.01
+        (300, 100_000, 245_454_545), // 300 ms * 0.9 / 1.1
+        (60, 10_000, 58_811_881),
+        (300, 0, 300_000_000),
+    ];
+    for (et, ppm, want) in cases {
+        let mut c = Config::datacenter();
+        c.election_timeout_min = Duration::from_millis(et);
+        c.election_timeout_max = c.election_timeout_min * 2;
+        c.heartbeat_interval = c.election_timeout_min / 10;
+        c.max_clock_drift_ppm = ppm;
+        let safe = c.max_safe_lease();
+        assert_eq!(safe, Duration::from_nanos(want), "{et} ms, {ppm} ppm");
+        // validate draws the line exactly there.
+        c.lease_duration = safe;
+        assert_eq!(c.validate().map_err(|e| e.field), Err("lease_duration"));
+        c.lease_duration = safe - Duration::from_nanos(1);
+        assert_eq!(c.validate(), Ok(()), "{et} ms, {ppm} ppm");
+    }
+}
+
+#[test]
+fn a_quorum_is_a_majority_of_the_voters_alone() {
+    // Log::quorum decides; Membership::quorum is what the API reports (and the
+    // schedules' liveness check uses): they must agree on every size.
+    for voters in 1..=7u128 {
+        let mut m = cluster_mode_core::Membership::default();
+        for i in 0..voters + 2 {
+            m.members.insert(
+                NodeId(i + 1),
+                cluster_mode_core::Member {
+                    addr: Address::new(format!("n{i}:1")),
+                    name: None,
+                    voter: i < voters,
+                },
+            );
+        }
+        let want = [1, 2, 2, 3, 3, 4, 4][voters as usize - 1];
+        assert_eq!(m.voter_count(), voters as usize);
+        assert_eq!(m.quorum(), want, "{voters} voters and 2 non-voters");
+    }
+}
+
+#[test]
+fn a_non_voter_whose_leader_falls_silent_starts_no_election() {
+    // P9: non-voters follow; only voters stand for election.
+    let cfg = Config::fast_test().with_max_voters(nz(3));
+    let mut net = Net::with_nodes(38, cfg, 4);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(300);
+    let nv = (0..4)
+        .find(|s| {
+            let c = &net.nodes[*s].core;
+            c.members().contains(c.identity().id) && !c.members().is_voter(c.identity().id)
+        })
+        .expect("a non-voter");
+    // Its election timer fires long after the leader's last word.
+    let later = net.local(nv, net.now) + Duration::from_secs(5);
+    let core = &mut net.nodes[nv].core;
+    core.handle(later, Input::Tick).unwrap();
+    let out = sends(core);
+    assert!(
+        out.iter()
+            .all(|e| !matches!(e.msg, Message::PreVote(_) | Message::Vote(_))),
+        "a non-voter asked for votes: {out:?}"
+    );
+    assert!(!core.is_leader());
+}
+
+#[test]
+fn one_refusal_in_the_same_term_does_not_end_a_pre_vote() {
+    // The isolated primary refuses (its term is the pre-candidate's own), the other
+    // follower grants: with its own grant that is a majority of 3, so the election
+    // goes on. Only a refusal from a higher term sends a (pre-)candidate back.
+    let (mut net, p, f) = settled3(39);
+    let o = (0..3).find(|s| *s != p && *s != f).unwrap();
+    net.isolate(p);
+    let term = net.nodes[f].core.term();
+    let later = net.local(f, net.now) + Duration::from_secs(1);
+    net.nodes[f].core.handle(later, Input::Tick).unwrap();
+    let asked = sends(&mut net.nodes[f].core);
+    assert!(
+        asked.iter().any(|e| matches!(e.msg, Message::PreVote(_))),
+        "the follower started a pre-vote: {asked:?}"
+    );
+    let refusal = Message::PreVoteReply(VoteReply {
+        term,
+        granted: false,
+    });
+    let grant = Message::PreVoteReply(VoteReply {
+        term: term + 1,
+        granted: true,
+    });
+    for (from, msg) in [(p, refusal), (o, grant)] {
+        let env = envelope_from(&net, from, f, msg);
+        net.nodes[f]
+            .core
+            .handle(later, Input::Message(env))
+            .unwrap();
+    }
+    let out = sends(&mut net.nodes[f].core);
+    assert!(
+        out.iter().any(|e| matches!(e.msg, Message::Vote(_))),
+        "a majority of pre-votes starts the election: {out:?}"
+    );
+    assert_eq!(net.nodes[f].core.term(), term + 1);
 }

@@ -7,6 +7,7 @@ use cluster_mode_madsim::{SimCluster, SimOptions, TransportKind};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+pub mod lease;
 pub mod recovery;
 
 /// A scenario of the catalogue.
@@ -89,10 +90,14 @@ pub enum Scenario {
     /// 5 pods all deleted at once and replaced by new pods at new IPs (no data
     /// directory): a cold start. Config-derived bound.
     WholeFleetReplaced,
+    /// The lease at [`Config::max_safe_lease`] of a 10% drift bound, the primary's
+    /// clock slow by the bound and the electors' fast; the primary is isolated or
+    /// paused four times ([`lease::lease_at_bound`]).
+    LeaseAtBound,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 31] = [
+pub const ALL: [Scenario; 32] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -124,6 +129,7 @@ pub const ALL: [Scenario; 31] = [
     Scenario::WholeFleetRestartWithData,
     Scenario::RollingKillWithData,
     Scenario::WholeFleetReplaced,
+    Scenario::LeaseAtBound,
 ];
 
 impl Scenario {
@@ -161,6 +167,7 @@ impl Scenario {
             Scenario::WholeFleetRestartWithData => "whole-fleet-restart-with-data",
             Scenario::RollingKillWithData => "rolling-kill-with-data",
             Scenario::WholeFleetReplaced => "whole-fleet-replaced",
+            Scenario::LeaseAtBound => "lease-at-bound",
         }
     }
 
@@ -181,6 +188,7 @@ impl Scenario {
                 cfg
             }
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
+            Scenario::LeaseAtBound => lease::lease_at_bound_config(),
             _ => Config::datacenter(),
         }
     }
@@ -262,6 +270,7 @@ impl Scenario {
                 recovery::no_successor(&mut s, 0);
             }
             Scenario::WholeFleetReplaced => recovery::whole_fleet_replaced(&mut s).await,
+            Scenario::LeaseAtBound => lease::lease_at_bound(&mut s).await,
         }
         s.plan()
     }

@@ -108,6 +108,12 @@ mod sim {
         whole_fleet_replaced => WholeFleetReplaced,
     }
 
+    // P6 at its bound: the longest lease the config accepts, clocks at the drift
+    // bound in the worst direction (sims/src/scenarios/lease.rs).
+    scenario_tests! {
+        lease_at_bound => LeaseAtBound,
+    }
+
     // The real hyper transport over madsim TCP, safety and liveness. These were
     // safety-only until finding 1 of sims/FINDINGS.md was fixed in the shell.
     scenario_tests! {

@@ -58,6 +58,8 @@ impl Checker {
         });
     }
 
+    /// Checks every rule after an event of the in-memory network at real time `real`
+    /// on `slot`; `local(s)` is node `s`'s own clock at that instant.
     pub fn after_event(
         &mut self,
         real: u64,
@@ -65,19 +67,22 @@ impl Checker {
         nodes: &[Node],
         local: &dyn Fn(usize) -> Instant,
     ) {
-        let node = &nodes[slot];
-        let core = &node.core;
-        let id = core.identity().id;
-        if let Some(cluster) = core.cluster() {
+        self.observe(real, slot, &Live { nodes, local });
+    }
+
+    /// Checks every rule after an event on `slot` at real time `real`, reading the
+    /// nodes through `world`: the live network's cores, or a hand-made history in the
+    /// checker's self-tests (`tests/checker.rs`).
+    pub fn observe(&mut self, real: u64, slot: usize, world: &dyn World) {
+        let id = world.id(slot);
+        if let Some(cluster) = world.cluster(slot) {
             // One leader per term.
-            if core.is_leader() {
+            if world.is_leader(slot) {
                 self.leader_slots.insert(slot);
-                let prev = *self.leaders.entry((cluster, core.term())).or_insert(id);
+                let term = world.term(slot);
+                let prev = *self.leaders.entry((cluster, term)).or_insert(id);
                 if prev != id {
-                    self.violate(
-                        real,
-                        format!("two leaders in term {}: {prev} and {id}", core.term()),
-                    );
+                    self.violate(real, format!("two leaders in term {term}: {prev} and {id}"));
                 }
             }
             // A cluster first seen on a node that was in another one: that node founded
@@ -88,19 +93,17 @@ impl Checker {
                 }
             }
             // Committed member lists never diverge.
-            let idx = core.commit_index();
+            let idx = world.commit_index(slot);
             if self.seen_commit.get(&slot) != Some(&(cluster, idx)) {
                 self.seen_commit.insert(slot, (cluster, idx));
-                let mut h = DefaultHasher::new();
-                core.members().hash(&mut h);
-                let hash = h.finish();
+                let hash = world.members_hash(slot);
                 let prev = *self.committed.entry((cluster, idx)).or_insert(hash);
                 if prev != hash {
                     self.violate(
                         real,
                         format!(
                             "{} committed a different member list at index {idx}",
-                            node.name
+                            world.name(slot)
                         ),
                     );
                 }
@@ -109,24 +112,22 @@ impl Checker {
         // At most one primary at this instant, fencing tokens increase.
         let mut primaries = Vec::new();
         for &s in &self.leader_slots {
-            let n = &nodes[s];
-            if n.alive && n.core.is_primary(local(s)) {
+            if world.alive(s) && world.is_primary(s) {
                 primaries.push(s);
             }
         }
         if primaries.len() > 1 {
-            let names: Vec<&str> = primaries.iter().map(|s| nodes[*s].name.as_str()).collect();
+            let names: Vec<&str> = primaries.iter().map(|s| world.name(*s)).collect();
             self.violate(
                 real,
                 format!("{} primaries at once: {names:?}", primaries.len()),
             );
         }
         for s in primaries {
-            let c = &nodes[s].core;
-            let Some(token) = c.fencing_token(local(s)) else {
+            let Some(token) = world.fencing_token(s) else {
                 continue;
             };
-            let pid = c.identity().id;
+            let pid = world.id(s);
             match self.last_primary.get(&token.cluster) {
                 Some(&(last_id, last_term)) if last_id != pid && token.term <= last_term => {
                     self.violate(
@@ -156,7 +157,7 @@ impl Checker {
         }
         if !self.leader_slots.is_empty() {
             self.leader_slots
-                .retain(|s| nodes[*s].alive && nodes[*s].core.is_leader());
+                .retain(|s| world.alive(*s) && world.is_leader(*s));
         }
     }
 
@@ -167,6 +168,72 @@ impl Checker {
             .map(|(c, _)| *c)
             .collect::<BTreeSet<_>>()
             .len()
+    }
+}
+
+/// What the checker reads of node `slot` at the instant it checks. Each node's
+/// primacy is judged on its own clock.
+pub trait World {
+    /// The node's trace name.
+    fn name(&self, slot: usize) -> &str;
+    /// Whether the process runs (a crashed node holds no lease).
+    fn alive(&self, slot: usize) -> bool;
+    /// Its identity.
+    fn id(&self, slot: usize) -> NodeId;
+    /// The cluster it belongs to, if any.
+    fn cluster(&self, slot: usize) -> Option<ClusterId>;
+    /// Its current term.
+    fn term(&self, slot: usize) -> u64;
+    /// Whether it is the Raft leader of its term.
+    fn is_leader(&self, slot: usize) -> bool;
+    /// Whether it is primary now (a valid lease on its own clock).
+    fn is_primary(&self, slot: usize) -> bool;
+    /// Its fencing token now, if primary.
+    fn fencing_token(&self, slot: usize) -> Option<FencingToken>;
+    /// Its committed configuration's index.
+    fn commit_index(&self, slot: usize) -> u64;
+    /// A hash of its committed member list (only asked when the index moved).
+    fn members_hash(&self, slot: usize) -> u64;
+}
+
+/// The in-memory network's nodes, each read at its own local clock.
+struct Live<'a> {
+    nodes: &'a [Node],
+    local: &'a dyn Fn(usize) -> Instant,
+}
+
+impl World for Live<'_> {
+    fn name(&self, slot: usize) -> &str {
+        &self.nodes[slot].name
+    }
+    fn alive(&self, slot: usize) -> bool {
+        self.nodes[slot].alive
+    }
+    fn id(&self, slot: usize) -> NodeId {
+        self.nodes[slot].core.identity().id
+    }
+    fn cluster(&self, slot: usize) -> Option<ClusterId> {
+        self.nodes[slot].core.cluster()
+    }
+    fn term(&self, slot: usize) -> u64 {
+        self.nodes[slot].core.term()
+    }
+    fn is_leader(&self, slot: usize) -> bool {
+        self.nodes[slot].core.is_leader()
+    }
+    fn is_primary(&self, slot: usize) -> bool {
+        self.nodes[slot].core.is_primary((self.local)(slot))
+    }
+    fn fencing_token(&self, slot: usize) -> Option<FencingToken> {
+        self.nodes[slot].core.fencing_token((self.local)(slot))
+    }
+    fn commit_index(&self, slot: usize) -> u64 {
+        self.nodes[slot].core.commit_index()
+    }
+    fn members_hash(&self, slot: usize) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.nodes[slot].core.members().hash(&mut h);
+        h.finish()
     }
 }
 

@@ -208,3 +208,128 @@ fn two_primaries_of_different_clusters_at_once_are_caught() {
     let v = h.check(3_000);
     assert_caught(&v, "two primaries at once");
 }
+
+/// Three nodes of cluster `x` (epoch 1), started at 0 ms, none yet primary.
+fn three(x: ClusterId) -> History {
+    let mut h = History::default();
+    for s in 0..3 {
+        h.start(0, s, 10 + s as u128);
+        h.follow(5, s, 10 + s as u128, x, 10);
+    }
+    h
+}
+
+#[test]
+fn a_handover_after_the_lease_ends_passes() {
+    let x = cluster(1, 5);
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 2, 300);
+    // n1 is elected at 400 ms: n0's lease ran out at 300 ms, though n0 published no
+    // view since (a paused or partitioned primary whose lease lapsed on its own).
+    h.lead(400, 1, 11, x, 3, 800);
+    // n1 again, after stepping down at 700 ms with its lease end still ahead: the
+    // step-down ends its interval.
+    h.step_down(700, 1, 11, x, 3);
+    h.lead(750, 2, 12, x, 4, 1_000);
+    let v = h.check(1_000);
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[test]
+fn two_overlapping_primaries_of_one_cluster_are_caught() {
+    let x = cluster(1, 5);
+    let mut h = three(x);
+    // n0's lease runs until 500 ms; n1 becomes primary at 400 ms.
+    h.lead(10, 0, 10, x, 2, 500);
+    h.lead(400, 1, 11, x, 3, 800);
+    assert_caught(
+        &h.check(1_000),
+        "two primaries at once: n1 (term 3) from 400 ms",
+    );
+    // An overlap of 1 ms is an overlap.
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 2, 401);
+    h.lead(400, 1, 11, x, 3, 800);
+    assert_caught(&h.check(1_000), "two primaries at once");
+    // A primary that claims a valid lease with no end holds it until its next view.
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 2, 500);
+    let mut bad = view(10, x, 2);
+    bad.role = Role::Primary;
+    bad.is_leader = true;
+    bad.lease_valid = true;
+    bad.lease_end_ns = None;
+    bad.fencing_term = Some(2);
+    h.push(20, 0, RecordKind::View(bad));
+    h.lead(900, 1, 11, x, 3, 1_200);
+    assert_caught(&h.check(1_500), "two primaries at once");
+}
+
+#[test]
+fn a_falling_fencing_token_in_one_cluster_is_caught() {
+    let x = cluster(1, 5);
+    // n1's lease in term 2 follows n0's in term 3, without overlap.
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 3, 300);
+    h.lead(400, 1, 11, x, 2, 800);
+    assert_caught(
+        &h.check(1_000),
+        "fencing token did not increase: n1 has term 2",
+    );
+    // Two primaries in turn with the same term (also two leaders of one term).
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 3, 300);
+    h.lead(400, 1, 11, x, 3, 800);
+    let v = h.check(1_000);
+    assert_caught(&v, "fencing token did not increase: n1 has term 3");
+    assert_caught(&v, "two leaders in term 3");
+    // One primary whose own token falls.
+    let mut h = three(x);
+    h.lead(10, 0, 10, x, 3, 300);
+    h.lead(300, 0, 10, x, 2, 600);
+    assert_caught(
+        &h.check(1_000),
+        "fencing token did not increase: n0 has term 2",
+    );
+}
+
+#[test]
+fn two_leaders_in_one_term_are_caught() {
+    let x = cluster(1, 5);
+    let mut h = three(x);
+    let mut a = view(10, x, 4);
+    a.is_leader = true;
+    let mut b = view(11, x, 4);
+    b.is_leader = true;
+    h.push(10, 0, RecordKind::View(a));
+    h.push(20, 1, RecordKind::View(b));
+    let v = h.check(100);
+    assert_caught(&v, "two leaders in term 4");
+    assert!(v.iter().all(|x| !x.what.contains("primaries")), "{v:?}");
+}
+
+#[test]
+fn diverged_member_lists_are_caught() {
+    let x = cluster(1, 5);
+    let commit = |h: &mut History, at_ms: u64, slot: usize, index: u64, hash: u64| {
+        let mut v = view(10 + slot as u128, x, 2);
+        v.role = Role::Secondary;
+        v.commit_index = index;
+        v.members_hash = hash;
+        h.push(at_ms, slot, RecordKind::View(v));
+    };
+    let agreeing = |h: &mut History| {
+        commit(h, 10, 0, 2, 200);
+        commit(h, 20, 1, 2, 200);
+        commit(h, 30, 1, 3, 300);
+    };
+    let mut h = three(x);
+    agreeing(&mut h);
+    let v = h.check(100);
+    assert!(v.is_empty(), "{v:?}");
+    // n2 committed another list at index 2.
+    let mut h = three(x);
+    agreeing(&mut h);
+    commit(&mut h, 40, 2, 2, 999);
+    assert_caught(&h.check(100), "committed different member lists at index 2");
+}
