@@ -2,7 +2,9 @@
 //! drives a durable core by hand: the finding was a state the core accepted that its
 //! own `DurableState::validate` refuses, so the node could not restart.
 
-use cluster_mode_core::message::{Append, AppendReply, ProbeAck, ProbeState, SnapshotMsg, VoteReply};
+use cluster_mode_core::message::{
+    Append, AppendReply, ProbeAck, ProbeState, SnapshotMsg, VoteReply,
+};
 use cluster_mode_core::{
     Address, Change, ClusterCore, ClusterId, Command, Config, DurableState, Entry, Envelope,
     Identity, Input, Instant, Member, Membership, Message, NodeId, Rejected, Snapshot,
@@ -206,7 +208,11 @@ fn a_node_in_no_cluster_takes_no_term_from_a_late_reply() {
         for cluster in [Some(CLUSTER), None] {
             let _ = core.handle(now, from_leader(cluster, msg.clone()));
             drain_and_check(&mut core);
-            assert_eq!(core.term(), 0, "{msg:?} gave a node outside any cluster a term");
+            assert_eq!(
+                core.term(),
+                0,
+                "{msg:?} gave a node outside any cluster a term"
+            );
         }
     }
 }

@@ -9,7 +9,9 @@
 #[path = "../../fuzz/harness/mod.rs"]
 mod harness;
 
-use cluster_mode_core::message::{Append, AppendReply, ProbeAck, ProbeState, VoteReply, VoteRequest};
+use cluster_mode_core::message::{
+    Append, AppendReply, ProbeAck, ProbeState, VoteReply, VoteRequest,
+};
 use cluster_mode_core::{
     Address, Change, ClusterId, Entry, Envelope, Instant, Member, Membership, Message, NodeId,
     Snapshot, SplitMix64, PROTOCOL_VERSION,
@@ -52,7 +54,11 @@ fn the_decoder_corpus_replays_without_a_panic() {
         decoded += usize::from(Envelope::decode(&fixed).is_ok());
     }
     // The corpus is only worth replaying if it reaches past the parser.
-    assert!(decoded * 3 >= corpus.len(), "{decoded} of {} decode", corpus.len());
+    assert!(
+        decoded * 3 >= corpus.len(),
+        "{decoded} of {} decode",
+        corpus.len()
+    );
 }
 
 #[test]
@@ -71,7 +77,10 @@ fn the_core_corpus_replays_without_a_broken_invariant() {
     }
     // The replay reaches the core's handlers from every starting state.
     assert_eq!(starts.len(), 5, "starts covered: {starts:?}");
-    assert!(accepted >= corpus.len() * 3, "only {accepted} messages accepted");
+    assert!(
+        accepted >= corpus.len() * 3,
+        "only {accepted} messages accepted"
+    );
 }
 
 #[test]
@@ -253,7 +262,9 @@ fn seed_programs() -> Vec<Vec<u8>> {
                 &[15, 3, 9, 15, 3, 5, 0, 0, 9, 15, 3],
                 &[9, 5, 0, 0, 9, 5, 1, 0, 9, 5, 2, 0, 15, 3, 15, 3],
                 &[12, 7, 9, 9, 9, 5, 0, 0, 5, 1, 0, 9, 9, 15, 3, 14, 0, 15, 3],
-                &[0, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 2, 11, 4],
+                &[
+                    0, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 2, 11, 4,
+                ],
             ];
             for body in bodies {
                 let mut p = head.to_vec();
@@ -283,4 +294,16 @@ fn write_seeds() {
     }
     write("decode", frames);
     write("core_steps", seed_programs());
+}
+
+/// Replays one input with every step printed:
+/// `FUZZ_INPUT=fuzz/artifacts/core_steps/crash-... FUZZ_TRACE=1 cargo test -p cluster-mode-core --test fuzz_replay -- --ignored replay_one --nocapture`.
+#[test]
+#[ignore = "debug tool: set FUZZ_INPUT (and FUZZ_TRACE=1)"]
+fn replay_one() {
+    let path = std::env::var("FUZZ_INPUT").expect("FUZZ_INPUT names a file");
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+        .expect("readable input");
+    harness::decode_one(&bytes);
+    harness::run_core(&bytes);
 }

@@ -123,7 +123,7 @@ const SUCCESSOR: ClusterId = ClusterId((2u128 << 96) | 0x5c);
 /// The term of the restored member at the start.
 const START_TERM: u64 = 5;
 /// The most steps one input runs (keeps one execution short).
-const MAX_STEPS: usize = 96;
+const MAX_STEPS: usize = 48;
 
 fn peer_id(k: usize) -> NodeId {
     NodeId(0x2000_0000_0000_0000_0000_0000_0000_0000 + k as u128)
@@ -416,11 +416,11 @@ impl World {
             _ => {
                 // Several heartbeat rounds answered by every voter: drives a leader
                 // to a lease and its commits, a follower to its election timer.
-                let rounds = 1 + src.below(4);
+                let rounds = 1 + src.below(3);
                 for _ in 0..rounds {
                     self.advance(self.cfg.heartbeat_interval);
                     self.input(Input::Tick);
-                    self.answer_recent(true, 8);
+                    self.answer_recent(true, 6);
                 }
             }
         }
@@ -490,11 +490,7 @@ impl World {
         let contiguous = src.u8() < 230;
         (0..n)
             .map(|i| Entry {
-                term: if src.u8() < 200 {
-                    term
-                } else {
-                    self.term(src)
-                },
+                term: if src.u8() < 200 { term } else { self.term(src) },
                 index: if contiguous {
                     prev + 1 + i as u64
                 } else {
@@ -877,7 +873,12 @@ impl World {
         assert_eq!(msg.version, PROTOCOL_VERSION);
         assert_eq!(msg.from, ME, "sent under another id");
         assert_eq!(msg.from_addr.as_str(), ME_ADDR);
-        assert_ne!(to.as_str(), ME_ADDR, "sent a message to itself");
+        // A message to this node's own address happens (left alone, fuzz/README.md):
+        // a stale member of the configuration (a previous process at this address)
+        // is asked to join or to vote; this process refuses it as NotForMe. Never
+        // addressed to this node's own id, though.
+        assert_ne!(msg.to, Some(ME), "sent a message to itself");
+        assert!(!to.as_str().is_empty(), "sent to an empty address");
         match Envelope::decode(&msg.encode()) {
             Ok(back) => assert_eq!(&back, msg, "sent frame does not round-trip"),
             Err(e) => panic!("the core sent a frame a peer would refuse: {e}; {msg:?}"),
@@ -913,7 +914,10 @@ impl World {
         let s = c.status(now);
         let primary = c.is_primary(now);
         assert_eq!(primary, s.lease_valid);
-        assert_eq!(s.role == Role::Primary, primary && !matches!(s.role, Role::Leaving | Role::Inactive));
+        assert_eq!(
+            s.role == Role::Primary,
+            primary && !matches!(s.role, Role::Leaving | Role::Inactive)
+        );
         if primary {
             assert!(c.is_leader(), "primary but not leader");
             assert!(s.cluster.is_some(), "primary without a cluster");
