@@ -9,8 +9,10 @@ set -euo pipefail
 target=${1:?target}; n=${2:-40}
 cd "$(dirname "$0")"
 bin=target/x86_64-unknown-linux-gnu/release/$target
-ctl=$(mktemp); empty=$(mktemp -d)
-"$bin" -merge=1 -merge_control_file="$ctl" "$empty" "corpus/$target" >/dev/null 2>&1 || true
+ctl=$(mktemp); empty=$(mktemp -d); snap=$(mktemp -d)
+# A snapshot: a running fuzzer replaces corpus files as it reduces them.
+cp -r "corpus/$target/." "$snap/" 2>/dev/null || true
+"$bin" -merge=1 -merge_control_file="$ctl" "$empty" "$snap" >/dev/null 2>&1 || true
 python3 - "$ctl" "$n" "regressions/$target" <<'PY'
 import os, shutil, sys
 ctl, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -36,4 +38,4 @@ for i in picked:
     shutil.copy(files[i], os.path.join(out, "cov-" + os.path.basename(files[i])[:16]))
 print(f"{len(picked)} inputs keep {len(have)} of {len(total)} features of {len(files)} inputs")
 PY
-rm -rf "$ctl" "$empty"
+rm -rf "$ctl" "$empty" "$snap"
