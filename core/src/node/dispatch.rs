@@ -4,9 +4,9 @@
 use super::ClusterCore;
 use crate::error::Rejected;
 use crate::membership::Entry;
-use crate::message::{Envelope, Message, MAX_COUNTER, PROTOCOL_VERSION};
+use crate::message::{Envelope, Message, ProbeAck, ProbeState, MAX_COUNTER, PROTOCOL_VERSION};
 use crate::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 impl ClusterCore {
     pub(super) fn on_message(&mut self, now: Instant, env: Envelope) -> Result<(), Rejected> {
@@ -25,6 +25,15 @@ impl ClusterCore {
             self.note_member_address(from, &from_addr);
         }
         match msg {
+            // A node outside any cluster has no term to step up: a late reply from the
+            // cluster it left (or junk) must not give it one, or its durable state
+            // could not be restored and the next cluster it joins would inherit the
+            // term (fuzzing found it; fuzz/README.md).
+            Message::PreVoteReply(_) | Message::VoteReply(_) | Message::AppendReply(_)
+                if self.hard.cluster.is_none() =>
+            {
+                debug!(%from, "reply to a member's message, and this node is in no cluster; ignored");
+            }
             Message::Probe => self.on_probe(now, from, from_addr),
             Message::ProbeAck(ack) => self.on_probe_ack(now, from, from_addr, cluster, ack),
             Message::BootstrapRequest { round } => {
@@ -88,6 +97,19 @@ impl ClusterCore {
                 .enumerate()
                 .all(|(i, e)| e.index == prev + 1 + i as u64)
         };
+        // Terms along a log never decrease, and no entry (nor a snapshot) is from a
+        // term after the sender's: an honest leader's log is like that, and a node
+        // that stored anything else would hold a log whose term is above its current
+        // term, which breaks the election restriction and makes its durable state
+        // unrestorable (fuzzing found it; FINDINGS in fuzz/README.md).
+        let ordered = |mut prev: u64, entries: &[Entry], term: u64| {
+            prev <= term
+                && entries.iter().all(|e| {
+                    let ok = prev <= e.term && e.term <= term;
+                    prev = e.term;
+                    ok
+                })
+        };
         match &env.msg {
             Message::Append(a) if !contiguous(a.prev_index, &a.entries) => {
                 Err(Rejected::Invalid("append entries do not follow prev_index"))
@@ -95,6 +117,23 @@ impl ClusterCore {
             Message::Snapshot(s) if !contiguous(s.snapshot.index, &s.entries) => Err(
                 Rejected::Invalid("snapshot entries do not follow the snapshot"),
             ),
+            Message::Append(a) if !ordered(a.prev_term, &a.entries, a.term) => Err(
+                Rejected::Invalid("append terms decrease or exceed the leader's term"),
+            ),
+            Message::Snapshot(s) if !ordered(s.snapshot.term, &s.entries, s.term) => Err(
+                Rejected::Invalid("snapshot terms decrease or exceed the leader's term"),
+            ),
+            Message::ProbeAck(ProbeAck {
+                state:
+                    ProbeState::Member {
+                        term,
+                        your_config: Some(c),
+                        ..
+                    },
+                ..
+            }) if c.term > *term => Err(Rejected::Invalid(
+                "probe answer's configuration is from a later term than its own",
+            )),
             // A fresh node may answer an append (asking for a snapshot), but only a
             // member of a cluster sends one.
             Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow { .. }
