@@ -122,7 +122,7 @@ impl ClusterCore {
                 return;
             };
             if self.was_replaced(cluster) {
-                debug!(%cluster, "snapshot from the cluster this node left for its successor; ignored");
+                debug!(%cluster, "snapshot from a cluster this node left; ignored");
                 return;
             }
             let mut m = s.snapshot.membership.clone();

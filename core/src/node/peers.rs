@@ -395,12 +395,12 @@ impl ClusterCore {
             return;
         };
         if self.was_replaced(cluster) {
-            return; // a late answer from the cluster this node left for its successor
+            return; // a late answer from a cluster this node left
         }
         match self.hard.cluster {
             Some(ours) if ours != cluster && leader.is_some() && self.orphaned(now) => {
                 warn!(ours = %ours, theirs = %cluster, "this cluster has had no leader for silent_member_timeout and another cluster of the service has one; leaving it to join that one");
-                self.become_fresh();
+                self.leave_orphaned_cluster(ours);
             }
             Some(_) => return,
             None => {}

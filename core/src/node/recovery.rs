@@ -34,10 +34,13 @@ pub(super) struct RecoveryState {
     forced: bool,
     /// When the stuck warning was last logged.
     last_warn: Option<Instant>,
-    /// Clusters this node left for their successor (the latest few): it never adopts
-    /// or joins one of them again, whatever a late probe answer says (a stale answer
-    /// once took a supporter back to the cluster replaced and stranded the
-    /// successor, seed 10449 of `majority-replaced-k8s`).
+    /// Clusters this node left, for their successor or, orphaned, for another cluster
+    /// of the service (the latest few): it never adopts or joins one of them again,
+    /// whatever a late probe answer or snapshot says. A stale answer once took a
+    /// supporter back to the cluster replaced and stranded the successor (seed 10449
+    /// of `majority-replaced-k8s`); and a node that left forgot its term and vote
+    /// there, so re-adopting the cluster could vote twice in a term or issue a lower
+    /// fencing token (fuzz/README.md, finding 3).
     replaced: Vec<ClusterId>,
 }
 
@@ -403,7 +406,16 @@ impl ClusterCore {
         self.boot.supports = support;
     }
 
-    /// Whether `cluster` was replaced by a successor this node moved to or founded.
+    /// Leaves `ours`, a cluster with no leader for `silent_member_timeout`, to join
+    /// another cluster of the service that has one; `ours` is never adopted again
+    /// (see `RecoveryState::replaced`).
+    pub(super) fn leave_orphaned_cluster(&mut self, ours: ClusterId) {
+        self.recovery.remember_replaced(ours);
+        self.become_fresh();
+    }
+
+    /// Whether this node left `cluster`: for a successor it moved to or founded, or
+    /// orphaned, for another cluster.
     pub(super) fn was_replaced(&self, cluster: ClusterId) -> bool {
         self.recovery.replaced.contains(&cluster)
     }
