@@ -3,7 +3,7 @@
 
 mod common;
 
-use cluster_mode_core::message::{AppendReply, VoteReply, VoteRequest};
+use cluster_mode_core::message::{Append, AppendReply, VoteReply, VoteRequest};
 use cluster_mode_core::{
     Address, ClusterCore, ClusterId, Command, Config, Discovered, Envelope, Identity, Input,
     Instant, Message, NodeId, Rejected, Role, PROTOCOL_VERSION,
@@ -956,4 +956,79 @@ fn one_refusal_in_the_same_term_does_not_end_a_pre_vote() {
         "a majority of pre-votes starts the election: {out:?}"
     );
     assert_eq!(net.nodes[f].core.term(), term + 1);
+}
+
+/// Mutation testing (core/MUTANTS.md): a reply from a later term ends the leadership
+/// at once, whatever else it says.
+#[test]
+fn an_append_reply_from_a_later_term_makes_the_leader_step_down_at_once() {
+    let (mut net, p, f) = settled3(61);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let term = net.nodes[p].core.term();
+    let reply = AppendReply {
+        term: term + 1,
+        success: false,
+        index: 0,
+        sent_at: now,
+    };
+    let env = envelope_from(&net, f, p, Message::AppendReply(reply));
+    net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
+    assert!(!net.nodes[p].core.is_leader(), "stepped down");
+    assert!(!net.nodes[p].core.is_primary(now), "and is not primary");
+    assert_eq!(net.nodes[p].core.term(), term + 1, "took the later term");
+}
+
+/// Mutation testing (core/MUTANTS.md): replies from an earlier term count for
+/// nothing, so they cannot keep a leader cut off from the majority in office (nor
+/// advance what it believes its followers hold).
+#[test]
+fn append_replies_from_an_earlier_term_do_not_keep_an_isolated_leader_in_office() {
+    let (mut net, p, _) = settled3(62);
+    net.isolate(p);
+    let cfg = Config::fast_test();
+    let term = net.nodes[p].core.term();
+    let steps = (cfg.election_timeout_min + cfg.heartbeat_interval * 2).as_millis() as u64 / 5;
+    for _ in 0..steps {
+        net.run_for(5);
+        let now = net.local(p, net.now);
+        let reply = AppendReply {
+            term: term - 1,
+            success: true,
+            index: net.nodes[p].core.commit_index(),
+            sent_at: now,
+        };
+        for other in (0..3).filter(|s| *s != p) {
+            let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
+            let _ = net.nodes[p].core.handle(now, Input::Message(env));
+        }
+    }
+    assert!(!net.nodes[p].core.is_leader(), "stepped down all the same");
+}
+
+/// Mutation testing (core/MUTANTS.md): a leader that hears an append from the leader
+/// of a later term follows it at once.
+#[test]
+fn a_leader_that_hears_a_later_terms_leader_follows_it_at_once() {
+    let (mut net, p, f) = settled3(63);
+    net.isolate(p);
+    let now = net.local(p, net.now);
+    let term = net.nodes[p].core.term();
+    let append = Append {
+        term: term + 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: Vec::new(),
+        commit: 0,
+        sent_at: now,
+    };
+    let env = envelope_from(&net, f, p, Message::Append(append));
+    let _ = net.nodes[p].core.handle(now, Input::Message(env));
+    assert!(!net.nodes[p].core.is_leader(), "follows the later leader");
+    assert_eq!(net.nodes[p].core.term(), term + 1);
+    assert_eq!(
+        net.nodes[p].core.status(now).primary.map(|i| i.id),
+        Some(net.nodes[f].core.identity().id),
+        "knows who leads now"
+    );
 }
