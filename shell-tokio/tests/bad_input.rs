@@ -4,6 +4,8 @@
 #![cfg(not(madsim))]
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use cluster_mode::mac::{Binding, Purpose, Secret, AUTH_HEADER, MAC_HEADER};
 use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
@@ -11,7 +13,6 @@ use cluster_mode_core::{ClusterId, Envelope, Message, NodeId, PROTOCOL_VERSION};
 use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A one-shot HTTP/1.1 request over a fresh connection; returns (status, body).
 async fn request(
@@ -21,28 +22,8 @@ async fn request(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    // A peer may answer 413 before reading the whole body and close: ignore write errors.
-    let _ = s.write_all(body).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
+    let a = http::raw_request(addr, method, path, headers, body).await;
+    (a.code, a.body)
 }
 
 fn envelope(cluster: Option<ClusterId>, to: Option<NodeId>) -> Envelope {

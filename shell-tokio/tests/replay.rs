@@ -9,6 +9,8 @@
 #![cfg(not(madsim))]
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use cluster_mode::mac::{Binding, Purpose, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER};
 use cluster_mode::server::{recover_body, PATH_MESSAGE, PATH_RECOVER};
@@ -23,7 +25,6 @@ use common::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "replay-test-secret";
 
@@ -54,31 +55,11 @@ impl Answer {
 
 /// Sends `req` on a fresh connection.
 async fn send(addr: SocketAddr, req: &Captured) -> Answer {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        req.path,
-        req.body.len()
-    );
-    for (k, v) in &req.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&req.body).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let a = http::raw_request(addr, "POST", req.path, &req.headers, &req.body).await;
     Answer {
-        code,
-        head: head.to_string(),
-        body: body.to_string(),
+        code: a.code,
+        head: a.head,
+        body: a.body,
     }
 }
 

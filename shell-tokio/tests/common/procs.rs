@@ -209,13 +209,7 @@ pub async fn status_containing(addr: SocketAddr, needle: &str) -> String {
 /// GET /cluster/v1/status with a timeout.
 pub async fn status(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req =
-            format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out);
+        let text = raw_status(addr).await?;
         let body = text.split("\r\n\r\n").nth(1)?;
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
         let id = serde_json::from_str::<IdOnly>(body).ok()?.id;
