@@ -113,6 +113,8 @@ fn leader(n: usize) -> (ClusterCore, Instant) {
             success: true,
             index: last,
             sent_at: now,
+            at: Default::default(),
+            released: Vec::new(),
         };
         core.handle(now, Input::Message(env(m, Message::AppendReply(r))))
             .unwrap();
@@ -143,6 +145,7 @@ fn bench_follower(n: usize) -> (f64, f64) {
                 entries: Vec::new(),
                 commit: 1,
                 sent_at: t,
+                hold: None,
             }),
         )
     };
@@ -179,6 +182,8 @@ fn bench_leader(n: usize) -> (f64, f64) {
                     success: true,
                     index: commit,
                     sent_at: now,
+                    at: Default::default(),
+                    released: Vec::new(),
                 }),
             )
         })
@@ -247,6 +252,7 @@ fn main() {
             entries: Vec::new(),
             commit: 17,
             sent_at: Instant::from_nanos(86_400_000_000_000),
+            hold: None,
         }),
     };
     println!(

@@ -112,6 +112,27 @@ pub struct Config {
     /// at the address proves the old one gone. A wrong `true` can let a partitioned
     /// minority recover beside a live majority.
     pub discovery_proves_absence: bool,
+    /// How long the primary waits, with no reply from a role owner, before it treats
+    /// the owner as failed and moves its roles (P13). The move also waits until the
+    /// owner's last hold has provably ended (at most `lease_duration` after the
+    /// primary last renewed it), so a role is unowned for about this plus the lease
+    /// after its owner dies.
+    ///
+    /// Shorter: faster reassignment after a crash. Longer: a pause or a slow link of
+    /// the owner (a GC stall, a burst of loss) moves fewer roles for nothing. Must
+    /// exceed twice `heartbeat_interval`.
+    pub role_failover_timeout: Duration,
+    /// How long an owner asked to give a role back may keep it to drain its work
+    /// before it lets go by itself (P13). `0` (the default): it lets go at once,
+    /// and the handover gap is a couple of commits. Longer: the application gets a
+    /// `RoleEvent::Releasing` with this deadline and releases the role when done
+    /// (`Input::ReleaseRole`); the role has no owner from then until its new grant.
+    pub role_drain_timeout: Duration,
+    /// The most roles the primary moves away from live owners per placement round
+    /// (roles of failed or leaving owners are not counted). Smaller: a join or a
+    /// new pin disturbs fewer owners at a time, and rebalancing takes more rounds
+    /// (one round is at least a commit). At least 1.
+    pub max_role_moves: usize,
 }
 
 const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
@@ -147,6 +168,9 @@ impl Config {
             leave_timeout: Duration::from_secs(5),
             auto_recover: true,
             discovery_proves_absence: false,
+            role_failover_timeout: Duration::from_millis(500),
+            role_drain_timeout: Duration::ZERO,
+            max_role_moves: 8,
         }
     }
 
@@ -170,6 +194,9 @@ impl Config {
             leave_timeout: Duration::from_secs(1),
             auto_recover: true,
             discovery_proves_absence: false,
+            role_failover_timeout: Duration::from_millis(100),
+            role_drain_timeout: Duration::ZERO,
+            max_role_moves: 8,
         }
     }
 
@@ -189,7 +216,7 @@ impl Config {
 
     /// Sets the election timeout range to `min..max` and rescales what is derived
     /// from it, keeping their proportions to `election_timeout_min`:
-    /// `heartbeat_interval` and `lease_duration` (so the lease stays below
+    /// `heartbeat_interval`, `lease_duration` and `role_failover_timeout` (so the lease stays below
     /// [`max_safe_lease`](Self::max_safe_lease) if it was), and raises
     /// `silent_member_timeout` to `max` if it was shorter. Other fields (probing,
     /// removal, leave) do not depend on it and are kept.
@@ -216,6 +243,7 @@ impl Config {
         };
         self.heartbeat_interval = scale(self.heartbeat_interval);
         self.lease_duration = scale(self.lease_duration);
+        self.role_failover_timeout = scale(self.role_failover_timeout);
         self.election_timeout_min = min;
         self.election_timeout_max = max;
         if let Some(t) = &mut self.silent_member_timeout {
@@ -290,6 +318,18 @@ impl Config {
             if d.is_zero() {
                 return err(field, "must be greater than zero".into());
             }
+        }
+        if self.role_failover_timeout <= self.heartbeat_interval * 2 {
+            return err(
+                "role_failover_timeout",
+                format!(
+                    "{:?} must exceed twice heartbeat_interval ({:?})",
+                    self.role_failover_timeout, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.max_role_moves == 0 {
+            return err("max_role_moves", "must be at least 1".into());
         }
         if let Some(t) = self.silent_member_timeout {
             if t < self.election_timeout_max {

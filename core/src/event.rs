@@ -3,6 +3,8 @@
 use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::Member;
 use crate::message::{Envelope, Message};
+use crate::placement::Placement;
+use crate::roles::RoleEvent;
 use crate::status::{FencingToken, PrimaryInfo, Role};
 use crate::time::Instant;
 
@@ -59,6 +61,19 @@ pub enum Input {
     /// elsewhere, there will be two primaries. Read the node's
     /// [`Status::recovery`](crate::Status::recovery) first.
     ForceRecover,
+    /// Declares named roles (P13): each role that the cluster's table lacks is added
+    /// through the primary (forwarded to it, and resent until committed). Roles the
+    /// table has are left as they are, so every replica may declare the same list at
+    /// start. Invalid names are skipped with a warning (check them first with
+    /// [`crate::check_role_name`]).
+    DeclareRoles(Vec<(String, Placement)>),
+    /// Removes named roles from the table, through the primary. A role is removed
+    /// once its owner has released it.
+    RemoveRoles(Vec<String>),
+    /// This node has finished draining a role the primary asked back
+    /// ([`crate::RoleEvent::Releasing`]): it lets go now. Ignored for a role it is not
+    /// asked to release.
+    ReleaseRole(String),
 }
 
 /// Something the shell must do, drained with [`crate::ClusterCore::poll_command`] in
@@ -103,6 +118,8 @@ pub enum Command {
     /// `leave` finished: the node is out of the configuration (or gave up waiting).
     /// The shell may stop now.
     LeaveFinished,
+    /// The roles this node holds changed (P13), one event per role and change.
+    Role(RoleEvent),
 }
 
 /// How a shell may treat a [`Command::Send`] that still waits in its queue. The core
@@ -216,6 +233,7 @@ mod tests {
             entries: Vec::new(),
             commit,
             sent_at: Instant::ZERO,
+            hold: None,
         });
         Delivery::of(C, TO, &msg)
     }
@@ -226,6 +244,8 @@ mod tests {
             success,
             index,
             sent_at: Instant::ZERO,
+            at: Default::default(),
+            released: Vec::new(),
         });
         Delivery::of(C, TO, &msg)
     }
@@ -259,6 +279,7 @@ mod tests {
             }],
             commit: 3,
             sent_at: Instant::ZERO,
+            hold: None,
         });
         let d = Delivery::of(C, TO, &with_entry);
         assert_eq!(d, Delivery::Normal);
@@ -294,6 +315,7 @@ mod tests {
                 entries: Vec::new(),
                 commit: 5,
                 sent_at: Instant::ZERO,
+                hold: None,
             });
             Delivery::of(cluster, to, &msg)
         };

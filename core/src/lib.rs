@@ -9,7 +9,7 @@
 //! [`ClusterCore::poll_timeout`]. Given the same identity, [`Config`], seed and
 //! inputs it emits the same commands, so any run can be replayed.
 //!
-//! The protocol, and the argument for each safety property (P1-P12), is in
+//! The protocol, and the argument for each safety property (P1-P13), is in
 //! `docs/PROTOCOL.md` at the repository root.
 //!
 //! ```
@@ -42,7 +42,9 @@ mod log;
 mod membership;
 pub mod message;
 mod node;
+mod placement;
 mod rng;
+mod roles;
 mod status;
 mod time;
 
@@ -54,7 +56,12 @@ pub use id::{Address, ClusterId, Identity, NodeId, MAX_ADDRESS_LEN};
 pub use membership::{Change, Entry, Member, Membership, Snapshot};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use node::ClusterCore;
+pub use placement::{Candidate, Move, Placement, RoleInput};
 pub use rng::SplitMix64;
+pub use roles::{
+    check_role_name, OwnedRole, RoleEntry, RoleEvent, RoleOp, RoleStatus, RoleToken, RolesRequest,
+    MAX_ROLES, MAX_ROLE_NAME_LEN,
+};
 pub use status::{
     FencingToken, MemberStatus, PrimaryInfo, RecoveryStatus, Role, Status, VoterEvidence,
     VoterState,

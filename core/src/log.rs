@@ -190,7 +190,10 @@ impl Log {
     pub(crate) fn push(&mut self, term: u64, change: Change) -> u64 {
         let index = self.last_index() + 1;
         self.effective.apply(&change);
-        if !matches!(change, Change::Noop | Change::AddLearner { .. }) {
+        if !matches!(
+            change,
+            Change::Noop | Change::AddLearner { .. } | Change::Roles(_)
+        ) {
             self.refresh_voters();
         }
         self.tail.push(Entry {

@@ -1,6 +1,7 @@
 //! The agreed member list and the changes the leader replicates to it (P2, P9).
 
 use crate::id::{Address, NodeId};
+use crate::roles::{RoleEntry, RoleOp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -15,11 +16,14 @@ pub struct Member {
     pub voter: bool,
 }
 
-/// A cluster configuration: who is a member, and who of them votes.
+/// A cluster configuration: who is a member, who of them votes, and the role table
+/// (who owns which named role, P13).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
     /// Members by id (ordered, so iteration is deterministic).
     pub members: BTreeMap<NodeId, Member>,
+    /// Named roles by name (ordered).
+    pub roles: BTreeMap<String, RoleEntry>,
 }
 
 impl Membership {
@@ -79,6 +83,35 @@ impl Membership {
             Change::Remove { id } => {
                 self.members.remove(id);
             }
+            Change::Roles(ops) => ops.iter().for_each(|op| self.apply_role_op(op)),
+        }
+    }
+
+    fn apply_role_op(&mut self, op: &RoleOp) {
+        match op {
+            RoleOp::Add { role, placement } => {
+                if self.roles.len() < crate::roles::MAX_ROLES {
+                    self.roles.entry(role.clone()).or_insert_with(|| RoleEntry {
+                        placement: placement.clone(),
+                        ..RoleEntry::default()
+                    });
+                }
+            }
+            RoleOp::Remove { role } => {
+                self.roles.remove(role);
+            }
+            RoleOp::Grant { role, owner, index } => {
+                if let Some(r) = self.roles.get_mut(role).filter(|r| *index > r.granted_at) {
+                    r.owner = Some(*owner);
+                    r.granted_at = *index;
+                    r.releasing = false;
+                }
+            }
+            RoleOp::Revoke { role } => {
+                if let Some(r) = self.roles.get_mut(role).filter(|r| r.owner.is_some()) {
+                    r.releasing = true;
+                }
+            }
         }
     }
 }
@@ -110,6 +143,9 @@ pub enum Change {
         /// The member removed.
         id: NodeId,
     },
+    /// Edits the role table (P13): any number of role operations in one entry. It
+    /// changes no member, so it is not bound by the one-change-at-a-time rule.
+    Roles(Vec<RoleOp>),
 }
 
 /// One entry of the replicated log.

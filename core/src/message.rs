@@ -5,11 +5,12 @@
 
 use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::{Entry, Snapshot};
+use crate::roles::RolesRequest;
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Frames with another version are rejected.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The largest frame [`Envelope::decode`] accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -108,6 +109,24 @@ pub enum Message {
         /// The leader's term.
         term: u64,
     },
+    /// A member forwards an application's request to declare or remove roles to the
+    /// leader (P13). Resent until the committed table shows it done.
+    Roles(RolesRequest),
+}
+
+/// The most roles one [`Message::Roles`] may name.
+pub const MAX_ROLES_PER_REQUEST: usize = 1024;
+
+/// A primary's renewal of a member's hold on the roles it owns (P13): the member
+/// holds them until `echo + valid_for * (1 - ρ) / (1 + ρ)` on its own clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldGrant {
+    /// The member's clock when it sent the reply this answers ([`AppendReply::at`]):
+    /// the hold is timed from the member's own send, so a delayed message can never
+    /// stretch it.
+    pub echo: Instant,
+    /// What was left of the primary's lease when it sent this, in nanoseconds.
+    pub valid_for_nanos: u64,
 }
 
 /// What a probed node says of itself.
@@ -185,6 +204,9 @@ pub struct Append {
     /// When the leader sent it, on the leader's clock; echoed in the reply so the
     /// leader can time its lease from the send (P6).
     pub sent_at: Instant,
+    /// A renewal of the receiver's role hold (P13), sent by a primary with a valid
+    /// lease to a member that replied since the last one.
+    pub hold: Option<HoldGrant>,
 }
 
 /// A snapshot and the tail after it.
@@ -211,6 +233,12 @@ pub struct AppendReply {
     pub index: u64,
     /// The `sent_at` of the message answered.
     pub sent_at: Instant,
+    /// The follower's own clock when it sent this reply, echoed in the next
+    /// [`HoldGrant`].
+    pub at: Instant,
+    /// Roles (with the grant index) the follower was asked to release and has let go
+    /// for good: the leader may grant them elsewhere (P13).
+    pub released: Vec<(String, u64)>,
 }
 
 /// Why a frame could not be decoded. Nothing was changed.
@@ -282,6 +310,14 @@ impl Envelope {
         };
         if entries > MAX_ENTRIES_PER_APPEND {
             return Err(DecodeError::Invalid("too many entries in one append"));
+        }
+        let roles = match &self.msg {
+            Message::Roles(r) => r.add.len() + r.remove.len(),
+            Message::AppendReply(r) => r.released.len(),
+            _ => 0,
+        };
+        if roles > MAX_ROLES_PER_REQUEST {
+            return Err(DecodeError::Invalid("too many roles in one message"));
         }
         if self.largest_counter() > MAX_COUNTER {
             return Err(DecodeError::Invalid("term or index out of range"));

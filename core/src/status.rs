@@ -2,6 +2,7 @@
 
 use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::Member;
+use crate::roles::{OwnedRole, RoleStatus};
 use crate::time::Instant;
 use serde::Serialize;
 
@@ -99,6 +100,14 @@ pub struct Status {
     /// While this member's cluster has had no leader for a while: why, and what would
     /// recover it (P11).
     pub recovery: Option<RecoveryStatus>,
+    /// The committed role table (P13), in name order.
+    pub roles: Vec<RoleStatus>,
+    /// The roles this node holds at the instant asked.
+    pub owned_roles: Vec<OwnedRole>,
+    /// When this node's hold on its roles ends unless renewed (its lease end while
+    /// it is primary). A shell that answers role queries later from this status
+    /// must check the instant against it (and each role's `release_by`).
+    pub role_hold_until: Option<Instant>,
 }
 
 /// Why a member of a cluster without a leader has no primary, and what would end it

@@ -110,6 +110,7 @@ fn append(entries: &[(u64, u64)]) -> Message {
             .collect(),
         commit: 3,
         sent_at: Instant::ZERO,
+        hold: None,
     })
 }
 
@@ -193,6 +194,8 @@ fn a_node_in_no_cluster_takes_no_term_from_a_late_reply() {
             success: false,
             index: 0,
             sent_at: Instant::ZERO,
+            at: Default::default(),
+            released: Vec::new(),
         }),
         Message::VoteReply(VoteReply {
             term: 9,

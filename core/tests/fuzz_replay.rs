@@ -223,6 +223,7 @@ fn seed_envelopes() -> Vec<Envelope> {
             entries: entries.clone(),
             commit: 9,
             sent_at,
+            hold: None,
         }),
         Message::Snapshot(cluster_mode_core::message::SnapshotMsg {
             term: 5,
@@ -235,6 +236,8 @@ fn seed_envelopes() -> Vec<Envelope> {
             success: true,
             index: 12,
             sent_at,
+            at: Default::default(),
+            released: Vec::new(),
         }),
         Message::TimeoutNow { term: 5 },
     ];

@@ -267,6 +267,7 @@ fn an_append_whose_entries_do_not_follow_prev_index_is_rejected() {
         }],
         commit: 0,
         sent_at: ms(0),
+        hold: None,
     };
     let env = envelope_from(&net, p, f, Message::Append(append));
     let now = net.local(f, net.now);
@@ -321,6 +322,8 @@ fn a_leaving_leader_sends_one_timeout_now_per_handover_attempt() {
             success: true,
             index: net.nodes[p].core.last_log_id().1,
             sent_at: now,
+            at: Default::default(),
+            released: Vec::new(),
         };
         for f in &followers {
             let env = envelope_from(net, *f, p, Message::AppendReply(reply.clone()));
@@ -555,6 +558,7 @@ fn absurd_terms_and_indexes_are_rejected_before_any_arithmetic() {
         }],
         commit: 0,
         sent_at: ms(0),
+        hold: None,
     };
     let env = envelope_from(&net, p, f, Message::Append(append));
     let now = net.local(f, net.now);
@@ -607,6 +611,8 @@ fn lease_after_acks(
         success: true,
         index: net.nodes[p].core.commit_index(),
         sent_at: sent_at(now),
+        at: Default::default(),
+        released: Vec::new(),
     };
     for other in (0..3).filter(|s| *s != p) {
         let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
@@ -971,6 +977,8 @@ fn an_append_reply_from_a_later_term_makes_the_leader_step_down_at_once() {
         success: false,
         index: 0,
         sent_at: now,
+        at: Default::default(),
+        released: Vec::new(),
     };
     let env = envelope_from(&net, f, p, Message::AppendReply(reply));
     net.nodes[p].core.handle(now, Input::Message(env)).unwrap();
@@ -997,6 +1005,8 @@ fn append_replies_from_an_earlier_term_do_not_keep_an_isolated_leader_in_office(
             success: true,
             index: net.nodes[p].core.commit_index(),
             sent_at: now,
+            at: Default::default(),
+            released: Vec::new(),
         };
         for other in (0..3).filter(|s| *s != p) {
             let env = envelope_from(&net, other, p, Message::AppendReply(reply.clone()));
@@ -1021,6 +1031,7 @@ fn a_leader_that_hears_a_later_terms_leader_follows_it_at_once() {
         entries: Vec::new(),
         commit: 0,
         sent_at: now,
+        hold: None,
     };
     let env = envelope_from(&net, f, p, Message::Append(append));
     let _ = net.nodes[p].core.handle(now, Input::Message(env));

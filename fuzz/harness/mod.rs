@@ -634,6 +634,7 @@ impl World {
                     entries: self.entries(src, prev_index),
                     commit: self.index(src),
                     sent_at: self.sent_at(src),
+                    hold: None,
                 })
             }
             14 => {
@@ -651,6 +652,8 @@ impl World {
                 success: src.u8() < 200,
                 index: self.index(src),
                 sent_at: self.sent_at(src),
+                at: Default::default(),
+                released: Vec::new(),
             }),
             _ => Message::TimeoutNow {
                 term: self.term(src),
@@ -747,12 +750,16 @@ impl World {
                     a.prev_index.saturating_sub(1)
                 },
                 sent_at: a.sent_at,
+                at: Default::default(),
+                released: Vec::new(),
             }),
             Message::Snapshot(s) => Message::AppendReply(AppendReply {
                 term: s.term,
                 success: ok,
                 index: s.snapshot.index + s.entries.len() as u64,
                 sent_at: s.sent_at,
+                at: Default::default(),
+                released: Vec::new(),
             }),
             Message::Join { .. } | Message::Leave => Message::NotLeader {
                 leader: Some((peer_id(0), peer_addr(0))),

@@ -185,6 +185,7 @@ fn every_message(cluster: ClusterId, from: NodeId, to: NodeId, term: u64) -> Vec
             entries: vec![],
             commit: 0,
             sent_at: Instant::ZERO,
+            hold: None,
         }),
         Message::Snapshot(SnapshotMsg {
             term,
@@ -197,6 +198,8 @@ fn every_message(cluster: ClusterId, from: NodeId, to: NodeId, term: u64) -> Vec
             success: false,
             index: 0,
             sent_at: Instant::ZERO,
+            at: Default::default(),
+            released: Vec::new(),
         }),
         Message::TimeoutNow { term },
     ];
@@ -417,6 +420,8 @@ async fn replayed_append_replies_do_not_keep_an_isolated_leader() {
                 success: true,
                 index: status.commit_index,
                 sent_at: status.lease_until.unwrap_or(Instant::ZERO),
+                at: Default::default(),
+                released: Vec::new(),
             }),
         };
         let mut signer = Signer::new(0xacc0 + i as u64);

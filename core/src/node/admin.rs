@@ -129,6 +129,7 @@ impl ClusterCore {
         if admitted > 0 {
             info!(admitted, "admitting non-voting members");
         }
+        self.place_roles(now);
         self.sync_progress(now);
         if self.maybe_commit() {
             self.after_commit(now);

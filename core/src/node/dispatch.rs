@@ -66,6 +66,7 @@ impl ClusterCore {
             Message::Snapshot(s) => self.on_snapshot(now, from, from_addr, cluster, s),
             Message::AppendReply(r) => self.on_append_reply(now, from, r),
             Message::TimeoutNow { term } => self.on_timeout_now(now, term),
+            Message::Roles(req) => self.on_roles_request(from, req),
         }
         Ok(())
     }

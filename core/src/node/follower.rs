@@ -67,11 +67,19 @@ impl ClusterCore {
                     self.out.members_dirty = true;
                 }
                 self.after_follower_update(before);
+                // A hold renewal counts only if this log has everything the leader
+                // had committed when it sent it: every grant that moved a role away
+                // from this node is then in the table (P13).
+                if let Some(grant) = a.hold.filter(|_| a.commit <= verified) {
+                    self.take_hold(now, grant);
+                }
                 AppendReply {
                     term: self.hard.term,
                     success: true,
                     index: verified,
                     sent_at: a.sent_at,
+                    at: now,
+                    released: self.released_roles(),
                 }
             }
             Match::No { hint } => {
@@ -84,6 +92,8 @@ impl ClusterCore {
                     success: false,
                     index: hint,
                     sent_at: a.sent_at,
+                    at: now,
+                    released: Vec::new(),
                 }
             }
         };
@@ -98,6 +108,8 @@ impl ClusterCore {
             success: false,
             index: 0,
             sent_at,
+            at: sent_at,
+            released: Vec::new(),
         };
         self.send(addr, Some(to), Message::AppendReply(reply));
     }
@@ -160,6 +172,8 @@ impl ClusterCore {
             success: true,
             index,
             sent_at: s.sent_at,
+            at: now,
+            released: self.released_roles(),
         };
         self.send(from_addr, Some(from), Message::AppendReply(reply));
     }

@@ -29,6 +29,12 @@ pub(super) struct Progress {
     pub(super) acked_sent_at: Option<Instant>,
     /// When the leader last heard from it.
     pub(super) last_heard: Instant,
+    /// Its own clock in its latest reply, echoed by the next hold renewal (P13).
+    pub(super) reply_at: Option<Instant>,
+    /// It replied since its last hold renewal.
+    pub(super) fresh_reply: bool,
+    /// The roles its latest reply says it released for good.
+    pub(super) released: Vec<(String, u64)>,
 }
 
 impl Progress {
@@ -39,6 +45,9 @@ impl Progress {
             matched: 0,
             acked_sent_at: None,
             last_heard: now,
+            reply_at: None,
+            fresh_reply: false,
+            released: Vec::new(),
         }
     }
 
@@ -59,6 +68,8 @@ pub(super) struct LeaderState {
     pub(super) lease_revoked: bool,
     /// Reused by the lease computation, so that it allocates nothing per message.
     scratch: Vec<Instant>,
+    /// Placement and hold renewals (P13, `roles.rs`).
+    pub(super) roles: super::roles::LeaderRoles,
 }
 
 impl LeaderState {
@@ -153,6 +164,7 @@ impl ClusterCore {
             // leadership over as soon as a voter has caught up.
             lease_revoked: self.leave.leaving.is_some(),
             scratch: Vec::with_capacity(16),
+            roles: super::roles::LeaderRoles::default(),
         };
         self.set_role(RaftRole::Leader(Box::new(state)));
         self.timers.set(Timer::Heartbeat, now);
@@ -254,6 +266,7 @@ impl ClusterCore {
         let addr = p.addr.clone();
         let prev_index = p.next.saturating_sub(1);
         let term = self.hard.term;
+        let hold = self.hold_grant_for(now, id);
         let msg = match self.log.term_at(prev_index) {
             Some(prev_term) if prev_index >= self.log.base_index() => Message::Append(Append {
                 term,
@@ -265,6 +278,7 @@ impl ClusterCore {
                     .to_vec(),
                 commit: self.log.commit_index(),
                 sent_at: now,
+                hold,
             }),
             _ => {
                 let snapshot = self.log.committed_snapshot();
@@ -301,6 +315,14 @@ impl ClusterCore {
             return;
         };
         p.last_heard = now;
+        let released_news = r.success && self.note_role_reply(from, r.at, r.released);
+        let Some(p) = self
+            .role
+            .leading_mut()
+            .and_then(|l| l.progress.get_mut(&from))
+        else {
+            return;
+        };
         if r.success {
             let matched = r.index.min(last);
             if matched > p.matched {
@@ -321,6 +343,10 @@ impl ClusterCore {
             if self.leave.leaving.is_some() {
                 // A leaving leader waits for a caught-up target: this may be it.
                 self.hand_over(now);
+            }
+            // A release confirmed: grant the role now rather than a round later.
+            if released_news && self.place_roles(now) {
+                self.broadcast_append(now);
             }
         } else {
             // Step back to the follower's hint, never below what it is known to hold.

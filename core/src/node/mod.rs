@@ -18,6 +18,7 @@
 //! | `admin.rs` | `AdminQueue` | who joins, is promoted or removed (P2, P3, P9) |
 //! | `leave.rs` | `LeaveState` | graceful leave (P8) |
 //! | `recovery.rs` | `RecoveryState` | recovering a cluster whose lost voters are proven dead (P11) |
+//! | `roles.rs` | `RolesState`, `LeaderRoles` | named roles: holds, placement, role events (P13) |
 //! | `queries.rs` | | the view asked by shells and applications |
 
 mod admin;
@@ -33,6 +34,7 @@ mod peers;
 mod queries;
 mod recovery;
 mod role;
+mod roles;
 mod timers;
 
 use crate::config::{Config, ConfigError};
@@ -54,6 +56,7 @@ use outbox::Outbox;
 use peers::Peers;
 use recovery::RecoveryState;
 use role::{HardState, RoleState};
+use roles::RolesState;
 use timers::{Timer, TimerTable};
 
 /// A fresh node that could not reach a listed peer probes again after this fraction
@@ -87,6 +90,7 @@ pub struct ClusterCore {
     join: Joiner,
     leave: LeaveState,
     recovery: RecoveryState,
+    roles: RolesState,
     out: Outbox,
     /// For a [`durable`](Self::durable) core: the state last handed out in a
     /// `Command::Persist`. `None`: nothing is persisted.
@@ -119,6 +123,7 @@ impl ClusterCore {
             join: Joiner::default(),
             leave: LeaveState::default(),
             recovery: RecoveryState::default(),
+            roles: RolesState::default(),
             out: Outbox::default(),
             persisted: None,
         };
@@ -242,8 +247,12 @@ impl ClusterCore {
             Input::Tick => self.on_tick(now),
             Input::Leave => self.start_leave(now),
             Input::ForceRecover => self.force_recover(now),
+            Input::DeclareRoles(roles) => self.declare_roles(now, roles),
+            Input::RemoveRoles(roles) => self.remove_roles(now, roles),
+            Input::ReleaseRole(role) => self.release_role(now, &role),
         }
         self.emit_changes(now);
+        self.refresh_roles(now);
         self.persist_if_changed();
         Ok(())
     }

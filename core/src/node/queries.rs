@@ -44,6 +44,9 @@ impl ClusterCore {
             lease_until,
             fencing_token: self.fencing_token(now),
             recovery: self.recovery_status(now),
+            roles: self.role_statuses(),
+            owned_roles: self.owned_roles(now),
+            role_hold_until: self.hold_end(),
         }
     }
 

@@ -25,10 +25,13 @@ pub(super) enum Timer {
     /// Probes, join retries and other periodic work (`joining.rs`). Runs until the
     /// node has left.
     Housekeeping,
+    /// A role hold or drain runs out, so that the change is reported when it happens
+    /// (`roles.rs`).
+    Roles,
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     fn slot(self) -> usize {
         self as usize
@@ -102,6 +105,11 @@ impl ClusterCore {
             self.timers
                 .set(Timer::Housekeeping, now + self.cfg.probe_interval);
             self.housekeeping(now);
+            self.forward_role_requests(now);
+        }
+        if self.timers.expired(Timer::Roles, now) {
+            // `refresh_roles`, after every input, lets go and reports, and re-arms it.
+            self.timers.stop(Timer::Roles);
         }
     }
 }

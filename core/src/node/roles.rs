@@ -1,0 +1,664 @@
+//! Named roles (P13): the hold a member keeps on the roles it owns, the primary's
+//! placement rounds, and the role events.
+//!
+//! State owned here: [`RolesState`] (every node: its hold, what it drains and
+//! released, the application's requests, what it reported) and [`LeaderRoles`]
+//! (inside `LeaderState`: the requests members forwarded, the role entry in flight,
+//! how long the holds this leader granted may run).
+//!
+//! The rules, and why no role ever has two holders at an instant, are in
+//! `docs/PROTOCOL.md`, P13. In short: a node holds a role while its committed table
+//! names it owner and it has a hold from a primary with a valid lease (the primary's
+//! own lease for the primary); the primary grants a role elsewhere only once the
+//! owner confirmed the release or every hold it could have is over.
+
+use super::timers::Timer;
+use super::ClusterCore;
+use crate::event::Command;
+use crate::id::NodeId;
+use crate::membership::Change;
+use crate::message::{HoldGrant, Message};
+use crate::placement::{plan, Candidate, Placement, RoleInput};
+use crate::roles::{
+    check_role_name, OwnedRole, RoleEntry, RoleEvent, RoleOp, RoleStatus, RoleToken, RolesRequest,
+    MAX_ROLES, MAX_ROLES_PER_ENTRY,
+};
+use crate::time::{duration_nanos, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Every node's role state.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RolesState {
+    /// The hold from the latest [`HoldGrant`], on this node's clock (a follower's).
+    hold_until: Option<Instant>,
+    /// Roles asked back while this node held them: (grant index, let go by).
+    draining: BTreeMap<String, (u64, Instant)>,
+    /// Roles (name, grant index) this node let go for good.
+    released: BTreeSet<(String, u64)>,
+    /// The application's requests, until the committed table shows them.
+    pending: RolesRequest,
+    /// Roles last reported held: token, and whether `Releasing` was reported.
+    reported: BTreeMap<String, (RoleToken, bool)>,
+}
+
+/// A leader's role state for its term.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LeaderRoles {
+    /// Requests forwarded by members (and this node's own).
+    requests: RolesRequest,
+    /// The index of the latest role entry, until it commits.
+    in_flight: Option<u64>,
+    /// Owners whose roles the entry in flight takes without their confirmation:
+    /// they get no hold renewal until it commits (their old grant must not be
+    /// renewed after the leader decided their hold was over).
+    withhold: BTreeSet<NodeId>,
+    /// Per member, the leader's clock by which every hold this leader granted it has
+    /// ended (its lease end when it sent the grant).
+    hold_bound: BTreeMap<NodeId, Instant>,
+}
+
+impl ClusterCore {
+    // ----- the application's requests --------------------------------------------
+
+    pub(super) fn declare_roles(&mut self, now: Instant, roles: Vec<(String, Placement)>) {
+        for (name, placement) in roles {
+            if let Err(e) = check_role_name(&name) {
+                warn!(reason = %e, "role not declared");
+                continue;
+            }
+            self.roles.pending.remove.retain(|r| *r != name);
+            if !self.roles.pending.add.iter().any(|(r, _)| *r == name) {
+                self.roles.pending.add.push((name, placement));
+            }
+        }
+        self.forward_role_requests(now);
+    }
+
+    pub(super) fn remove_roles(&mut self, now: Instant, roles: Vec<String>) {
+        for name in roles {
+            self.roles.pending.add.retain(|(r, _)| *r != name);
+            if !self.roles.pending.remove.contains(&name) {
+                self.roles.pending.remove.push(name);
+            }
+        }
+        self.forward_role_requests(now);
+    }
+
+    pub(super) fn release_role(&mut self, now: Instant, name: &str) {
+        if let Some((index, _)) = self.roles.draining.remove(name) {
+            info!(role = name, "role released");
+            self.roles.released.insert((name.to_string(), index));
+        } else {
+            debug!(
+                role = name,
+                "release of a role this node is not draining; ignored"
+            );
+        }
+        // `handle` refreshes the roles after every input: the release is reported and
+        // confirmed from there.
+        let _ = now;
+    }
+
+    /// Drops requests the committed table shows done, and sends the rest to the
+    /// leader (or queues them, on the leader). Called on each request and each
+    /// housekeeping round, so a lost request is resent.
+    pub(super) fn forward_role_requests(&mut self, _now: Instant) {
+        let table = &self.log.committed().roles;
+        let p = &mut self.roles.pending;
+        p.add.retain(|(r, _)| !table.contains_key(r));
+        p.remove.retain(|r| table.contains_key(r));
+        if p.is_empty() || self.hard.cluster.is_none() {
+            return;
+        }
+        let req = p.clone();
+        if let Some(l) = self.role.leading_mut() {
+            merge_requests(&mut l.roles.requests, req);
+        } else if let Some((id, addr)) = self.role.leader.clone() {
+            self.send(addr, Some(id), Message::Roles(req));
+        }
+    }
+
+    pub(super) fn on_roles_request(&mut self, from: NodeId, req: RolesRequest) {
+        let Some(l) = self.role.leading_mut() else {
+            debug!(%from, "roles request, and this node does not lead; the sender will resend");
+            return;
+        };
+        let valid = req.add.iter().all(|(r, _)| check_role_name(r).is_ok());
+        if !valid {
+            warn!(%from, "roles request with an invalid name; ignored");
+            return;
+        }
+        merge_requests(&mut l.roles.requests, req);
+    }
+
+    // ----- the hold ---------------------------------------------------------------
+
+    /// Takes a hold renewal from an append this node stored, caught up with the
+    /// leader's commit index as of its sending (so its table has every grant the
+    /// leader had committed).
+    pub(super) fn take_hold(&mut self, now: Instant, grant: HoldGrant) {
+        if grant.echo > now {
+            warn!("hold renewal echoes a time after now; ignored");
+            return;
+        }
+        let d = u128::from(self.cfg.max_clock_drift_ppm);
+        let scaled = u128::from(grant.valid_for_nanos) * (1_000_000 - d) / (1_000_000 + d);
+        let until = grant.echo + Duration::from_nanos(u64::try_from(scaled).unwrap_or(u64::MAX));
+        if self.roles.hold_until.is_none_or(|h| until > h) {
+            self.roles.hold_until = Some(until);
+        }
+    }
+
+    /// Whether this node has a hold at `now`: the lease while it leads, the latest
+    /// renewal otherwise.
+    fn hold_valid(&self, now: Instant) -> bool {
+        if self.role.is_leader() {
+            self.lease_valid(now)
+        } else {
+            self.roles.hold_until.is_some_and(|h| now < h)
+        }
+    }
+
+    /// When this node's hold ends, as a shell should time it.
+    pub(super) fn hold_end(&self) -> Option<Instant> {
+        match self.role.leading() {
+            Some(l) if !l.lease_revoked => Some(l.lease_until),
+            Some(_) => None,
+            None => self.roles.hold_until,
+        }
+    }
+
+    /// Whether this node may hold any role: a member of its committed and effective
+    /// configuration, not leaving.
+    fn may_hold_roles(&self) -> bool {
+        self.hard.cluster.is_some()
+            && !self.leave.left
+            && self.leave.leaving.is_none()
+            && self.log.committed().contains(self.me.id)
+            && self.log.effective().contains(self.me.id)
+    }
+
+    /// Whether this node holds `name` (described by `e`) at `now`, ignoring the hold
+    /// itself (checked once by the callers).
+    fn owns_entry(&self, now: Instant, name: &str, e: &RoleEntry) -> bool {
+        if e.owner != Some(self.me.id) {
+            return false;
+        }
+        if self
+            .roles
+            .released
+            .contains(&(name.to_string(), e.granted_at))
+        {
+            return false;
+        }
+        !e.releasing
+            || self
+                .roles
+                .draining
+                .get(name)
+                .is_some_and(|(i, by)| *i == e.granted_at && now < *by)
+    }
+
+    /// The roles this node holds at `now`.
+    pub fn owned_roles(&self, now: Instant) -> Vec<OwnedRole> {
+        let Some(cluster) = self.hard.cluster else {
+            return Vec::new();
+        };
+        if !self.may_hold_roles() || !self.hold_valid(now) {
+            return Vec::new();
+        }
+        self.log
+            .committed()
+            .roles
+            .iter()
+            .filter(|(name, e)| self.owns_entry(now, name, e))
+            .map(|(name, e)| OwnedRole {
+                role: name.clone(),
+                token: RoleToken {
+                    cluster,
+                    index: e.granted_at,
+                },
+                release_by: self
+                    .roles
+                    .draining
+                    .get(name)
+                    .filter(|_| e.releasing)
+                    .map(|(_, by)| *by),
+            })
+            .collect()
+    }
+
+    /// This node's token for `role` if it holds the role at `now`.
+    pub fn owns(&self, now: Instant, role: &str) -> Option<RoleToken> {
+        let cluster = self.hard.cluster?;
+        let e = self.log.committed().roles.get(role)?;
+        let held = self.may_hold_roles() && self.hold_valid(now) && self.owns_entry(now, role, e);
+        held.then_some(RoleToken {
+            cluster,
+            index: e.granted_at,
+        })
+    }
+
+    /// The committed owner of `role` (it may be releasing it, or its hold may have
+    /// lapsed: only [`owns`](Self::owns) on that node answers for the instant).
+    pub fn owner_of(&self, role: &str) -> Option<NodeId> {
+        self.log.committed().roles.get(role)?.owner
+    }
+
+    /// The committed role table as status lines.
+    pub(super) fn role_statuses(&self) -> Vec<RoleStatus> {
+        let cluster = self.hard.cluster;
+        self.log
+            .committed()
+            .roles
+            .iter()
+            .map(|(name, e)| RoleStatus {
+                role: name.clone(),
+                owner: e.owner,
+                token: cluster
+                    .filter(|_| e.owner.is_some())
+                    .map(|cluster| RoleToken {
+                        cluster,
+                        index: e.granted_at,
+                    }),
+                releasing: e.releasing,
+                placement: e.placement.clone(),
+            })
+            .collect()
+    }
+
+    /// The releases this node confirms to the leader: roles asked back that it let
+    /// go (or, while leaving, every role the table gives it: a leaving node holds
+    /// none and never will again).
+    pub(super) fn released_roles(&self) -> Vec<(String, u64)> {
+        let leaving = self.leave.leaving.is_some();
+        self.log
+            .committed()
+            .roles
+            .iter()
+            .filter(|(name, e)| {
+                e.owner == Some(self.me.id)
+                    && (leaving
+                        || (e.releasing
+                            && self
+                                .roles
+                                .released
+                                .contains(&((*name).clone(), e.granted_at))))
+            })
+            .map(|(name, e)| (name.clone(), e.granted_at))
+            .collect()
+    }
+
+    /// After every input: starts draining roles asked back, lets go of drains that
+    /// ran out, reports what changed, and times the next change.
+    pub(super) fn refresh_roles(&mut self, now: Instant) {
+        let table = &self.log.committed().roles;
+        if table.is_empty() && self.roles.reported.is_empty() {
+            return;
+        }
+        let me = Some(self.me.id);
+        // Forget what the table no longer asks about.
+        self.roles.released.retain(|(name, i)| {
+            table
+                .get(name)
+                .is_some_and(|e| e.owner == me && e.granted_at == *i)
+        });
+        self.roles.draining.retain(|name, (i, _)| {
+            table
+                .get(name)
+                .is_some_and(|e| e.owner == me && e.granted_at == *i && e.releasing)
+        });
+        // Roles asked back: drain those this node reported held, let go of the rest.
+        let drain = self.cfg.role_drain_timeout;
+        let mut let_go = Vec::new();
+        for (name, e) in table.iter().filter(|(_, e)| e.owner == me && e.releasing) {
+            let key = (name.clone(), e.granted_at);
+            if self.roles.released.contains(&key) {
+                continue;
+            }
+            match self.roles.draining.get(name) {
+                Some((_, by)) if now >= *by => let_go.push(key),
+                Some(_) => {}
+                None => {
+                    let held = self
+                        .roles
+                        .reported
+                        .get(name)
+                        .is_some_and(|(t, _)| t.index == e.granted_at);
+                    if held && !drain.is_zero() {
+                        self.roles
+                            .draining
+                            .insert(name.clone(), (e.granted_at, now + drain));
+                    } else {
+                        let_go.push(key);
+                    }
+                }
+            }
+        }
+        for key in let_go {
+            debug!(role = %key.0, "role let go");
+            self.roles.draining.remove(&key.0);
+            self.roles.released.insert(key);
+        }
+        self.report_role_changes(now);
+        // Wake when a hold or a drain runs out, to report it.
+        let next = self
+            .roles
+            .draining
+            .values()
+            .map(|(_, by)| *by)
+            .chain(self.hold_end().filter(|_| !self.roles.reported.is_empty()))
+            .filter(|t| *t > now)
+            .min();
+        match next {
+            Some(t) => self.timers.set(Timer::Roles, t),
+            None => self.timers.stop(Timer::Roles),
+        }
+    }
+
+    fn report_role_changes(&mut self, now: Instant) {
+        let owned = self.owned_roles(now);
+        let mut events = Vec::new();
+        let reported = &mut self.roles.reported;
+        for o in &owned {
+            match reported.get(&o.role).copied() {
+                Some((t, announced)) if t == o.token => {
+                    if let (Some(deadline), false) = (o.release_by, announced) {
+                        events.push(RoleEvent::Releasing {
+                            role: o.role.clone(),
+                            token: o.token,
+                            deadline,
+                        });
+                        reported.insert(o.role.clone(), (t, true));
+                    }
+                }
+                was => {
+                    if let Some((t, _)) = was {
+                        events.push(RoleEvent::Lost {
+                            role: o.role.clone(),
+                            token: t,
+                        });
+                    }
+                    events.push(RoleEvent::Acquired {
+                        role: o.role.clone(),
+                        token: o.token,
+                    });
+                    if let Some(deadline) = o.release_by {
+                        events.push(RoleEvent::Releasing {
+                            role: o.role.clone(),
+                            token: o.token,
+                            deadline,
+                        });
+                    }
+                    reported.insert(o.role.clone(), (o.token, o.release_by.is_some()));
+                }
+            }
+        }
+        if reported.len() > owned.len() {
+            let held: BTreeSet<&str> = owned.iter().map(|o| o.role.as_str()).collect();
+            let gone: Vec<String> = reported
+                .keys()
+                .filter(|r| !held.contains(r.as_str()))
+                .cloned()
+                .collect();
+            for role in gone {
+                if let Some((token, _)) = reported.remove(&role) {
+                    events.push(RoleEvent::Lost { role, token });
+                }
+            }
+        }
+        for e in events {
+            match &e {
+                RoleEvent::Acquired { role, token } => info!(%role, %token, "role acquired"),
+                RoleEvent::Lost { role, token } => info!(%role, %token, "role lost"),
+                RoleEvent::Releasing { role, .. } => info!(%role, "role asked back; draining"),
+            }
+            self.out.commands.push_back(Command::Role(e));
+        }
+    }
+
+    // ----- the primary's side -------------------------------------------------------
+
+    /// The hold renewal for an append to `id`, if it gets one: this node is primary,
+    /// the table has roles, `id` replied since its last renewal and is not withheld.
+    /// Records how long the hold may run.
+    pub(super) fn hold_grant_for(&mut self, now: Instant, id: NodeId) -> Option<HoldGrant> {
+        if self.log.committed().roles.is_empty() || !self.lease_valid(now) {
+            return None;
+        }
+        let l = self.role.leading_mut()?;
+        if l.roles.withhold.contains(&id) {
+            return None;
+        }
+        let until = l.lease_until;
+        let p = l.progress.get_mut(&id)?;
+        if !p.fresh_reply {
+            return None;
+        }
+        let echo = p.reply_at?;
+        p.fresh_reply = false;
+        let bound = l.roles.hold_bound.entry(id).or_insert(until);
+        *bound = (*bound).max(until);
+        Some(HoldGrant {
+            echo,
+            valid_for_nanos: duration_nanos(until.saturating_duration_since(now)),
+        })
+    }
+
+    /// A placement round of the primary (each heartbeat round and after each
+    /// commit): declares and removes what members asked for, asks owners to release
+    /// roles placement moves, and grants every role nobody can hold any more. At
+    /// most one role entry is in flight. Returns whether it appended one.
+    pub(super) fn place_roles(&mut self, now: Instant) -> bool {
+        if !self.lease_valid(now) {
+            return false;
+        }
+        let commit = self.log.commit_index();
+        let Some(l) = self.role.leading() else {
+            return false;
+        };
+        if l.roles.in_flight.is_some_and(|i| i > commit) {
+            return false;
+        }
+        let (ops, withhold) = self.plan_round(now);
+        let Some(l) = self.role.leading_mut() else {
+            return false;
+        };
+        l.roles.in_flight = None;
+        l.roles.withhold.clear();
+        if ops.is_empty() {
+            return false;
+        }
+        info!(ops = ops.len(), "proposing role changes");
+        debug!(?ops, "role changes");
+        let index = self.log.push(self.hard.term, Change::Roles(ops));
+        if let Some(l) = self.role.leading_mut() {
+            l.roles.in_flight = Some(index);
+            l.roles.withhold = withhold;
+        }
+        true
+    }
+
+    /// The role operations of one round, and the owners whose holds they end
+    /// without a confirmation.
+    fn plan_round(&self, now: Instant) -> (Vec<RoleOp>, BTreeSet<NodeId>) {
+        let mut ops = Vec::new();
+        let mut withhold = BTreeSet::new();
+        let Some(l) = self.role.leading() else {
+            return (ops, withhold);
+        };
+        let me = self.me.id;
+        let cfg = self.log.committed();
+        let eff = self.log.effective();
+        let table = &cfg.roles;
+        let window = self.cfg.role_failover_timeout;
+        let live = |id: NodeId| {
+            id == me
+                || l.progress
+                    .get(&id)
+                    .is_some_and(|p| p.heard_within(now, window))
+        };
+        let member = |id: NodeId| cfg.contains(id) && eff.contains(id);
+        let leaving = |id: NodeId| {
+            if id == me {
+                self.leave.leaving.is_some()
+            } else {
+                self.admin.leaves.contains(&id)
+            }
+        };
+        // Holds granted in earlier terms end within a lease of this term's start
+        // (P13); holds this leader granted end by the bound it recorded.
+        let since_term = l.became_at + self.cfg.lease_duration;
+        let bound = |id: NodeId| {
+            l.roles
+                .hold_bound
+                .get(&id)
+                .map_or(since_term, |b| (*b).max(since_term))
+        };
+        let confirmed = |name: &str, e: &RoleEntry| match e.owner {
+            None => true,
+            Some(o) if o == me => self
+                .roles
+                .released
+                .contains(&(name.to_string(), e.granted_at)),
+            Some(o) => l.progress.get(&o).is_some_and(|p| {
+                p.released
+                    .iter()
+                    .any(|(r, i)| r == name && *i == e.granted_at)
+            }),
+        };
+        // Nobody can hold it: never granted, released, or its owner failed and every
+        // hold it could have has ended.
+        let free = |name: &str, e: &RoleEntry| match e.owner {
+            None => true,
+            Some(o) => {
+                confirmed(name, e) || (o != me && !(live(o) && member(o)) && now >= bound(o))
+            }
+        };
+        let mut grant = |ops: &mut Vec<RoleOp>, name: &str, e: &RoleEntry, op: RoleOp| {
+            if let Some(o) = e.owner.filter(|_| !confirmed(name, e)) {
+                withhold.insert(o);
+            }
+            ops.push(op);
+        };
+        let mut count = table.len();
+        for (name, placement) in &l.roles.requests.add {
+            if !table.contains_key(name) && count < MAX_ROLES {
+                ops.push(RoleOp::Add {
+                    role: name.clone(),
+                    placement: placement.clone(),
+                });
+                count += 1;
+            }
+        }
+        let removing: BTreeSet<&str> = l
+            .roles
+            .requests
+            .remove
+            .iter()
+            .map(String::as_str)
+            .filter(|r| table.contains_key(*r))
+            .collect();
+        for name in &removing {
+            let e = &table[*name];
+            if free(name, e) {
+                let op = RoleOp::Remove {
+                    role: name.to_string(),
+                };
+                grant(&mut ops, name, e, op);
+            } else if !e.releasing && e.owner.is_some_and(live) {
+                ops.push(RoleOp::Revoke {
+                    role: name.to_string(),
+                });
+            }
+        }
+        let candidates: Vec<Candidate> = cfg
+            .members
+            .iter()
+            .filter(|(id, _)| member(**id) && live(**id) && !leaving(**id))
+            .map(|(id, m)| Candidate {
+                id: *id,
+                name: m.name.clone(),
+                weight: 1,
+            })
+            .collect();
+        let inputs: Vec<RoleInput<'_>> = table
+            .iter()
+            .filter(|(name, _)| !removing.contains(name.as_str()))
+            .map(|(name, e)| {
+                let released = e.releasing && free(name, e);
+                RoleInput {
+                    name,
+                    owner: if released { None } else { e.owner },
+                    placement: &e.placement,
+                    movable: !e.releasing || released,
+                }
+            })
+            .collect();
+        let index = self.log.last_index() + 1;
+        for mv in plan(&inputs, &candidates, self.cfg.max_role_moves) {
+            if ops.len() >= MAX_ROLES_PER_ENTRY {
+                break;
+            }
+            let Some(e) = table.get(&mv.role) else {
+                continue;
+            };
+            if e.owner == Some(mv.to) && !e.releasing {
+                continue;
+            }
+            if free(&mv.role, e) {
+                let op = RoleOp::Grant {
+                    role: mv.role.clone(),
+                    owner: mv.to,
+                    index,
+                };
+                grant(&mut ops, &mv.role, e, op);
+            } else if !e.releasing && e.owner.is_some_and(live) {
+                ops.push(RoleOp::Revoke { role: mv.role });
+            }
+            // Otherwise: its failed owner's last hold has not ended yet; a later
+            // round grants it.
+        }
+        (ops, withhold)
+    }
+
+    /// Records what a follower's reply says for roles: its clock (echoed by the
+    /// next renewal) and the roles it released. Returns whether it confirmed a
+    /// release it had not before.
+    pub(super) fn note_role_reply(
+        &mut self,
+        from: NodeId,
+        at: Instant,
+        released: Vec<(String, u64)>,
+    ) -> bool {
+        let Some(p) = self
+            .role
+            .leading_mut()
+            .and_then(|l| l.progress.get_mut(&from))
+        else {
+            return false;
+        };
+        p.reply_at = Some(at);
+        p.fresh_reply = true;
+        let news = released.iter().any(|r| !p.released.contains(r));
+        p.released = released;
+        news
+    }
+}
+
+fn merge_requests(into: &mut RolesRequest, req: RolesRequest) {
+    for (name, placement) in req.add {
+        into.remove.retain(|r| *r != name);
+        if !into.add.iter().any(|(r, _)| *r == name) {
+            into.add.push((name, placement));
+        }
+    }
+    for name in req.remove {
+        into.add.retain(|(r, _)| *r != name);
+        if !into.remove.contains(&name) {
+            into.remove.push(name);
+        }
+    }
+}
