@@ -15,8 +15,8 @@ use crate::server::{
 use crate::storage::Storage;
 use crate::transport::{HttpTransport, TransportOptions};
 use cluster_mode_core::{
-    ClusterCore, Config, ConfigError, FencingToken, Identity, MemberStatus, NodeId, PrimaryInfo,
-    Role, Status,
+    check_role_name, ClusterCore, Config, ConfigError, FencingToken, Identity, Input, MemberStatus,
+    NodeId, OwnedRole, Placement, PrimaryInfo, Role, RoleStatus, RoleToken, Status,
 };
 use cluster_mode_discovery::Discovery;
 use rand::Rng;
@@ -42,6 +42,35 @@ pub enum StartError {
     /// The data directory cannot be used: damaged, in use by another process, or
     /// unreadable. Its message names the file and says what to do.
     DataDir(DataDirError),
+    /// A declared role's name is invalid.
+    Role(RoleError),
+}
+
+/// A role request refused before it reached the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleError {
+    /// The role named.
+    pub role: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RoleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "role {:?}: {}", self.role, self.reason)
+    }
+}
+
+impl std::error::Error for RoleError {}
+
+fn check_roles<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), RoleError> {
+    for role in names {
+        check_role_name(role).map_err(|reason| RoleError {
+            role: role.to_string(),
+            reason,
+        })?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for StartError {
@@ -55,6 +84,7 @@ impl std::fmt::Display for StartError {
                 "no advertised address: set one when listening on 0.0.0.0 or when mounted"
             ),
             StartError::DataDir(e) => write!(f, "{e}"),
+            StartError::Role(e) => write!(f, "invalid role: {e}"),
         }
     }
 }
@@ -64,6 +94,7 @@ impl std::error::Error for StartError {
         match self {
             StartError::Bind(e) => Some(e),
             StartError::DataDir(e) => Some(e),
+            StartError::Role(e) => Some(e),
             _ => None,
         }
     }
@@ -108,6 +139,7 @@ pub struct ClusterBuilder {
     max_connections: usize,
     max_auth_streams: usize,
     data_dir: Option<PathBuf>,
+    roles: Vec<(String, Placement)>,
     #[cfg(feature = "sim")]
     sim: SimHooks,
 }
@@ -160,6 +192,7 @@ impl ClusterBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_auth_streams: crate::mac::DEFAULT_MAX_STREAMS,
             data_dir: None,
+            roles: Vec::new(),
             #[cfg(feature = "sim")]
             sim: SimHooks::default(),
         }
@@ -319,6 +352,36 @@ impl ClusterBuilder {
         self
     }
 
+    /// Declares named roles (P13 in docs/PROTOCOL.md), each owned by one member at a
+    /// time and placed by the primary: a primary per shard, per tenant, per queue
+    /// partition. Roles the cluster has already are left as they are, so every
+    /// replica may declare the same list. Ask with [`Cluster::owns`]; follow
+    /// [`ClusterEvent::Role`](crate::ClusterEvent::Role) in [`Cluster::subscribe`].
+    /// An invalid name fails [`start`](Self::start) with [`StartError::Role`].
+    ///
+    /// ```no_run
+    /// # use cluster_mode::{ClusterBuilder, StaticDiscovery};
+    /// # use std::sync::Arc;
+    /// # fn f(d: Arc<StaticDiscovery>) {
+    /// let builder = ClusterBuilder::new(d).roles((0..64).map(|i| format!("shard-{i}")));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn roles<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.roles
+            .extend(names.into_iter().map(|n| (n.into(), Placement::Any)));
+        self
+    }
+
+    /// Declares one role with a placement: [`Placement::Pinned`] to a member name
+    /// (the role stays unowned while that member is absent) or
+    /// [`Placement::Prefer`] a list of member names.
+    #[must_use]
+    pub fn role_with(mut self, name: impl Into<String>, placement: Placement) -> Self {
+        self.roles.push((name.into(), placement));
+        self
+    }
+
     /// Keeps the node's id, term, vote and log in the directory `path` (created if
     /// missing), so that a process restarted with the same directory is the same
     /// member (see [`crate::data_dir`]). Without it every start is a new member with a
@@ -341,6 +404,7 @@ impl ClusterBuilder {
     pub async fn start(self) -> Result<Cluster, StartError> {
         let discovery = self.discovery.ok_or(StartError::NoDiscovery)?;
         self.config.validate().map_err(StartError::Config)?;
+        check_roles(self.roles.iter().map(|(r, _)| r.as_str())).map_err(StartError::Role)?;
         #[cfg(feature = "sim")]
         let SimHooks {
             transport: custom_transport,
@@ -424,6 +488,11 @@ impl ClusterBuilder {
                 }
             }
         };
+        let mut core = core;
+        if !self.roles.is_empty() {
+            // Not in a cluster yet: the core only notes them, and emits nothing.
+            let _ = core.handle(clock.now(), Input::DeclareRoles(self.roles));
+        }
         let counters = Arc::new(Counters::default());
         let (inbox, inbox_rx) = Inbox::channel(1024);
         let mut transport_opts = self.transport;
@@ -585,6 +654,81 @@ impl Cluster {
     pub fn is_primary(&self) -> bool {
         let state = self.state();
         state.is_primary_at(self.inner.clock.now())
+    }
+
+    /// Whether this node holds the named role now (P13): its grant is committed and
+    /// its hold, renewed by a primary with a valid lease, is valid at this call (read
+    /// against the clock, as [`is_primary`](Self::is_primary)). While it answers
+    /// `true` no other member's `owns` answers `true` for the role.
+    pub fn owns(&self, role: &str) -> bool {
+        self.role_token(role).is_some()
+    }
+
+    /// This node's fencing token for `role` while it holds it: tokens of a role
+    /// strictly increase from one owner to the next, so a store that remembers the
+    /// highest it saw per role refuses a deposed owner's writes.
+    pub fn role_token(&self, role: &str) -> Option<RoleToken> {
+        let state = self.state();
+        state.role_token_at(role, self.inner.clock.now())
+    }
+
+    /// The roles this node holds now, with their tokens.
+    pub fn owned_roles(&self) -> Vec<OwnedRole> {
+        let state = self.state();
+        state.owned_roles_at(self.inner.clock.now())
+    }
+
+    /// The committed owner of `role`, as this node knows it (it may be draining the
+    /// role or its hold may have lapsed: only [`owns`](Self::owns) on that node
+    /// answers for the instant). `None` if the role is unowned or unknown.
+    pub fn owner_of(&self, role: &str) -> Option<NodeId> {
+        let state = self.state();
+        state
+            .status
+            .roles
+            .iter()
+            .find(|r| r.role == role)
+            .and_then(|r| r.owner)
+    }
+
+    /// The committed role table as this node knows it.
+    pub fn roles(&self) -> Vec<RoleStatus> {
+        self.state().status.roles.clone()
+    }
+
+    /// Declares roles at run time, through the primary (forwarded, and resent until
+    /// the cluster's table has them). Returns once the request is queued; watch
+    /// [`roles`](Self::roles) or the events for the result.
+    pub async fn add_roles<S: Into<String>>(
+        &self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<(), RoleError> {
+        let roles: Vec<(String, Placement)> = names
+            .into_iter()
+            .map(|n| (n.into(), Placement::Any))
+            .collect();
+        check_roles(roles.iter().map(|(r, _)| r.as_str()))?;
+        self.control(Input::DeclareRoles(roles)).await;
+        Ok(())
+    }
+
+    /// Removes roles at run time, through the primary; each is removed once its owner
+    /// released it.
+    pub async fn remove_roles<S: Into<String>>(&self, names: impl IntoIterator<Item = S>) {
+        let roles = names.into_iter().map(Into::into).collect();
+        self.control(Input::RemoveRoles(roles)).await;
+    }
+
+    /// Lets go of a role the primary asked back, once drained
+    /// ([`RoleEvent::Releasing`](cluster_mode_core::RoleEvent::Releasing)); with
+    /// `Config::role_drain_timeout` at 0 (the default) roles are let go at once and
+    /// this is never needed.
+    pub async fn release_role(&self, role: &str) {
+        self.control(Input::ReleaseRole(role.to_string())).await;
+    }
+
+    async fn control(&self, input: Input) {
+        let _ = self.inner.driver.control.send(Control::Input(input)).await;
     }
 
     /// Whether this node follows a known primary.

@@ -27,7 +27,7 @@ use crate::metrics::{bump, Counters};
 use crate::storage::Storage;
 use cluster_mode_core::{
     Address, ClusterCore, Command, Delivery, Discovered, DurableState, Envelope, FencingToken,
-    Input, Instant, Member, NodeId, PrimaryInfo, Rejected, Role, Status,
+    Input, Instant, Member, NodeId, OwnedRole, PrimaryInfo, Rejected, Role, RoleEvent, Status,
 };
 use cluster_mode_discovery::{Discovery, DiscoveryResult};
 use std::sync::{Arc, Mutex};
@@ -169,6 +169,14 @@ pub enum ClusterEvent {
         /// The node's clock when it changed.
         at: Instant,
     },
+    /// A named role this node holds was acquired, asked back (drain it by the
+    /// deadline, then [`crate::Cluster::release_role`]), or lost (P13).
+    Role {
+        /// What happened.
+        event: RoleEvent,
+        /// The node's clock when it happened.
+        at: Instant,
+    },
     /// The node has left the cluster (after [`crate::Cluster::leave`]).
     LeaveFinished {
         /// The node's clock when it finished.
@@ -192,6 +200,7 @@ impl ClusterEvent {
         match self {
             ClusterEvent::RoleChanged { at, .. }
             | ClusterEvent::MembersChanged { at, .. }
+            | ClusterEvent::Role { at, .. }
             | ClusterEvent::LeaveFinished { at }
             | ClusterEvent::Failed { at, .. } => *at,
         }
@@ -231,9 +240,42 @@ impl NodeState {
         }
     }
 
-    /// The status with role, lease and fencing token judged at `now`.
+    /// Whether the node's hold on its roles is valid at `now` (P13).
+    fn role_hold_at(&self, now: Instant) -> bool {
+        !self.stopped && self.status.role_hold_until.is_some_and(|until| now < until)
+    }
+
+    /// The roles the node holds at `now` (the node's clock): those it held when the
+    /// loop last published, while the hold lasts and until each one's release
+    /// deadline.
+    pub fn owned_roles_at(&self, now: Instant) -> Vec<OwnedRole> {
+        if !self.role_hold_at(now) {
+            return Vec::new();
+        }
+        self.status
+            .owned_roles
+            .iter()
+            .filter(|o| o.release_by.is_none_or(|by| now < by))
+            .cloned()
+            .collect()
+    }
+
+    /// The node's token for `role` if it holds the role at `now`.
+    pub fn role_token_at(&self, role: &str, now: Instant) -> Option<cluster_mode_core::RoleToken> {
+        if !self.role_hold_at(now) {
+            return None;
+        }
+        self.status
+            .owned_roles
+            .iter()
+            .find(|o| o.role == role && o.release_by.is_none_or(|by| now < by))
+            .map(|o| o.token)
+    }
+
+    /// The status with role, lease, fencing token and owned roles judged at `now`.
     pub fn status_at(&self, now: Instant) -> Status {
         let mut s = self.status.clone();
+        s.owned_roles = self.owned_roles_at(now);
         let valid = self.is_primary_at(now);
         s.lease_valid = valid;
         if !valid {
@@ -280,6 +322,8 @@ pub(crate) enum Control {
     Leave(oneshot::Sender<()>),
     /// Stop at once without leaving (like a crash, for tests), or after leaving.
     Stop,
+    /// Hand this input to the core (role requests).
+    Input(Input),
 }
 
 /// Everything the loop needs.
@@ -438,6 +482,9 @@ impl Driver {
                         }
                     }
                     Some(Control::Stop) => break,
+                    Some(Control::Input(input)) => {
+                        let _ = self.input(input);
+                    }
                     None => control_open = false,
                 },
                 // Discovery before messages: a flood of messages must not starve it.
@@ -554,6 +601,11 @@ impl Driver {
                     info!(count = members.len(), "members changed");
                     self.subscribers
                         .publish(&ClusterEvent::MembersChanged { members, at: now });
+                }
+                Command::Role(event) => {
+                    // The core logs the change (inside this span).
+                    self.subscribers
+                        .publish(&ClusterEvent::Role { event, at: now });
                 }
                 Command::LeaveFinished => {
                     info!("left the cluster");

@@ -38,10 +38,10 @@ pub mod transport;
 #[cfg(all(target_os = "linux", not(madsim)))]
 pub use clock::BoottimeClock;
 pub use clock::{Clock, SystemClock};
-pub use cluster::{Cluster, ClusterBuilder, StartError, Subscription};
+pub use cluster::{Cluster, ClusterBuilder, RoleError, StartError, Subscription};
 pub use cluster_mode_core::{
-    Address, ClusterId, Config, FencingToken, Member, MemberStatus, NodeId, PrimaryInfo, Role,
-    Status,
+    Address, ClusterId, Config, FencingToken, Member, MemberStatus, NodeId, OwnedRole, Placement,
+    PrimaryInfo, Role, RoleEvent, RoleStatus, RoleToken, Status,
 };
 pub use cluster_mode_discovery::{Discovery, Instance, StaticDiscovery};
 pub use data_dir::{DataDir, DataDirError};

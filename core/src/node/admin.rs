@@ -107,13 +107,18 @@ impl ClusterCore {
         if l.lease_revoked {
             return;
         }
-        let in_flight = self.log.last_index() - self.log.commit_index();
+        // Role entries change no member: they go beside configuration changes.
+        let placed = self.place_roles(now);
+        let in_flight = self.log.last_index() - self.log.commit_index() - u64::from(placed);
         if in_flight == 0 {
-            let Some(change) = self.next_change(now) else {
-                return;
-            };
-            info!(?change, "proposing configuration change");
-            self.log.push(self.hard.term, change);
+            match self.next_change(now) {
+                Some(change) => {
+                    info!(?change, "proposing configuration change");
+                    self.log.push(self.hard.term, change);
+                }
+                None if !placed => return,
+                None => {}
+            }
         }
         let mut admitted = 0;
         while in_flight + admitted < MAX_LEARNERS_IN_FLIGHT && self.admin.leaves.is_empty() {
@@ -129,7 +134,6 @@ impl ClusterCore {
         if admitted > 0 {
             info!(admitted, "admitting non-voting members");
         }
-        self.place_roles(now);
         self.sync_progress(now);
         if self.maybe_commit() {
             self.after_commit(now);
