@@ -73,6 +73,9 @@ impl ClusterCore {
                 if let Some(grant) = a.hold.filter(|_| a.commit <= verified) {
                     self.take_hold(now, grant);
                 }
+                // Let go of roles asked back before answering, so that this reply
+                // confirms the release (the handover gap is then two round trips).
+                self.refresh_roles(now);
                 AppendReply {
                     term: self.hard.term,
                     success: true,

@@ -462,6 +462,8 @@ impl ClusterCore {
         if l.roles.in_flight.is_some_and(|i| i > commit) {
             return false;
         }
+        // Let go of this node's own roles asked back, so this round can grant them.
+        self.refresh_roles(now);
         let (ops, withhold) = self.plan_round(now);
         let Some(l) = self.role.leading_mut() else {
             return false;
