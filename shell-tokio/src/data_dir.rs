@@ -26,8 +26,10 @@ use std::path::{Path, PathBuf};
 
 /// The first bytes of a state file.
 const MAGIC: [u8; 8] = *b"CLMODEST";
-/// The format this build writes and reads.
-const VERSION: u16 = 1;
+/// The format this build writes and reads. Version 2 (0.5) added the role table to
+/// the configuration (P13); version 1 files (0.4) are refused with a message that
+/// says so.
+const VERSION: u16 = 2;
 /// Magic, version, node id, payload length, CRC-32.
 const HEADER: usize = 8 + 2 + 16 + 4 + 4;
 /// The state file's name in the directory.
@@ -235,6 +237,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<DurableState, String> {
     }
     let (version, rest) = rest.split_at(2);
     let version = u16::from_le_bytes([version[0], version[1]]);
+    if version == 1 {
+        return Err(format!(
+            "format version 1, written by cluster-mode 0.4; this build reads version {VERSION} \
+             (the configuration gained named roles). Move the file away to start this member \
+             afresh: it rejoins as a new member"
+        ));
+    }
     if version != VERSION {
         return Err(format!(
             "format version {version}; this build reads version {VERSION}"
@@ -328,6 +337,17 @@ mod tests {
             }
             other => panic!("expected Damaged, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_file_of_the_previous_format_is_refused_saying_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(tmp.path()).unwrap();
+        let mut old = encode(&sample(3));
+        old[8..10].copy_from_slice(&1u16.to_le_bytes());
+        std::fs::write(d.state_path(), &old).unwrap();
+        let reason = damaged_reason(d.load().unwrap_err(), tmp.path());
+        assert!(reason.contains("0.4"), "{reason}");
     }
 
     #[test]
