@@ -728,7 +728,12 @@ impl Cluster {
     }
 
     async fn control(&self, input: Input) {
-        let _ = self.inner.driver.control.send(Control::Input(input)).await;
+        let _ = self
+            .inner
+            .driver
+            .control
+            .send(Control::Input(Box::new(input)))
+            .await;
     }
 
     /// Whether this node follows a known primary.

@@ -323,7 +323,7 @@ pub(crate) enum Control {
     /// Stop at once without leaving (like a crash, for tests), or after leaving.
     Stop,
     /// Hand this input to the core (role requests).
-    Input(Input),
+    Input(Box<Input>),
 }
 
 /// Everything the loop needs.
@@ -483,7 +483,7 @@ impl Driver {
                     }
                     Some(Control::Stop) => break,
                     Some(Control::Input(input)) => {
-                        let _ = self.input(input);
+                        let _ = self.input(*input);
                     }
                     None => control_open = false,
                 },
