@@ -3,8 +3,8 @@
 //!
 //! State owned here: [`RolesState`] (every node: its hold, what it drains and
 //! released, the application's requests, what it reported) and [`LeaderRoles`]
-//! (inside `LeaderState`: the requests members forwarded, the role entry in flight,
-//! how long the holds this leader granted may run).
+//! (inside `LeaderState`: the requests members forwarded, how long the holds this
+//! leader granted may run).
 //!
 //! The rules, and why no role ever has two holders at an instant, are in
 //! `docs/PROTOCOL.md`, P13. In short: a node holds a role while its committed table
@@ -48,12 +48,6 @@ pub(super) struct RolesState {
 pub(super) struct LeaderRoles {
     /// Requests forwarded by members (and this node's own).
     requests: RolesRequest,
-    /// The index of the latest role entry, until it commits.
-    in_flight: Option<u64>,
-    /// Owners whose roles the entry in flight takes without their confirmation:
-    /// they get no hold renewal until it commits (their old grant must not be
-    /// renewed after the leader decided their hold was over).
-    withhold: BTreeSet<NodeId>,
     /// Per member, the leader's clock by which every hold this leader granted it has
     /// ended (its lease end when it sent the grant).
     hold_bound: BTreeMap<NodeId, Instant>,
@@ -428,10 +422,10 @@ impl ClusterCore {
         if self.log.committed().roles.is_empty() || !self.lease_valid(now) {
             return None;
         }
-        let l = self.role.leading_mut()?;
-        if l.roles.withhold.contains(&id) {
+        if self.loses_role_in_flight(id) {
             return None;
         }
+        let l = self.role.leading_mut()?;
         let until = l.lease_until;
         let p = l.progress.get_mut(&id)?;
         if !p.fresh_reply {
@@ -447,6 +441,27 @@ impl ClusterCore {
         })
     }
 
+    /// Whether an uncommitted entry of this leader's log takes a role away from `id`
+    /// (granted to another node, or removed) without its confirmation: `id` then gets
+    /// no hold renewal until that entry commits, so that no hold outlives the
+    /// decision that it was over. Read from the log, not from what this leader
+    /// decided: a new leader may inherit such an entry from the leader before it.
+    fn loses_role_in_flight(&self, id: NodeId) -> bool {
+        let committed = &self.log.committed().roles;
+        let owned_by = |role: &str| committed.get(role).and_then(|e| e.owner) == Some(id);
+        self.log
+            .entries_after(self.log.commit_index(), usize::MAX)
+            .iter()
+            .any(|e| match &e.change {
+                Change::Roles(ops) => ops.iter().any(|op| match op {
+                    RoleOp::Grant { role, owner, .. } => *owner != id && owned_by(role),
+                    RoleOp::Remove { role } => owned_by(role),
+                    _ => false,
+                }),
+                _ => false,
+            })
+    }
+
     /// A placement round of the primary (each heartbeat round and after each
     /// commit): declares and removes what members asked for, asks owners to release
     /// roles placement moves, and grants every role nobody can hold any more. At
@@ -455,41 +470,36 @@ impl ClusterCore {
         if !self.lease_valid(now) {
             return false;
         }
-        let commit = self.log.commit_index();
-        let Some(l) = self.role.leading() else {
-            return false;
-        };
-        if l.roles.in_flight.is_some_and(|i| i > commit) {
+        // One role entry in flight at a time, also one inherited from an earlier
+        // leader: a round plans from the committed table, which must already show
+        // every earlier move.
+        let in_flight = self
+            .log
+            .entries_after(self.log.commit_index(), usize::MAX)
+            .iter()
+            .any(|e| matches!(e.change, Change::Roles(_)));
+        if in_flight || !self.role.is_leader() {
             return false;
         }
         // Let go of this node's own roles asked back, so this round can grant them.
         self.refresh_roles(now);
-        let (ops, withhold) = self.plan_round(now);
-        let Some(l) = self.role.leading_mut() else {
-            return false;
-        };
-        l.roles.in_flight = None;
-        l.roles.withhold.clear();
+        let ops = self.plan_round(now);
         if ops.is_empty() {
             return false;
         }
         info!(ops = ops.len(), "proposing role changes");
         debug!(?ops, "role changes");
-        let index = self.log.push(self.hard.term, Change::Roles(ops));
-        if let Some(l) = self.role.leading_mut() {
-            l.roles.in_flight = Some(index);
-            l.roles.withhold = withhold;
-        }
+        self.log.push(self.hard.term, Change::Roles(ops));
         true
     }
 
-    /// The role operations of one round, and the owners whose holds they end
-    /// without a confirmation.
-    fn plan_round(&self, now: Instant) -> (Vec<RoleOp>, BTreeSet<NodeId>) {
+    /// The role operations of one round. An owner whose role it takes without its
+    /// confirmation gets no hold renewal until the entry commits
+    /// ([`loses_role_in_flight`](Self::loses_role_in_flight)).
+    fn plan_round(&self, now: Instant) -> Vec<RoleOp> {
         let mut ops = Vec::new();
-        let mut withhold = BTreeSet::new();
         let Some(l) = self.role.leading() else {
-            return (ops, withhold);
+            return ops;
         };
         let me = self.me.id;
         let cfg = self.log.committed();
@@ -539,12 +549,6 @@ impl ClusterCore {
                 confirmed(name, e) || (o != me && !(live(o) && member(o)) && now >= bound(o))
             }
         };
-        let mut grant = |ops: &mut Vec<RoleOp>, name: &str, e: &RoleEntry, op: RoleOp| {
-            if let Some(o) = e.owner.filter(|_| !confirmed(name, e)) {
-                withhold.insert(o);
-            }
-            ops.push(op);
-        };
         let mut count = table.len();
         for (name, placement) in &l.roles.requests.add {
             if !table.contains_key(name) && count < MAX_ROLES {
@@ -566,10 +570,9 @@ impl ClusterCore {
         for name in &removing {
             let e = &table[*name];
             if free(name, e) {
-                let op = RoleOp::Remove {
+                ops.push(RoleOp::Remove {
                     role: name.to_string(),
-                };
-                grant(&mut ops, name, e, op);
+                });
             } else if !e.releasing && e.owner.is_some_and(live) {
                 ops.push(RoleOp::Revoke {
                     role: name.to_string(),
@@ -611,19 +614,18 @@ impl ClusterCore {
                 continue;
             }
             if free(&mv.role, e) {
-                let op = RoleOp::Grant {
+                ops.push(RoleOp::Grant {
                     role: mv.role.clone(),
                     owner: mv.to,
                     index,
-                };
-                grant(&mut ops, &mv.role, e, op);
+                });
             } else if !e.releasing && e.owner.is_some_and(live) {
                 ops.push(RoleOp::Revoke { role: mv.role });
             }
             // Otherwise: its failed owner's last hold has not ended yet; a later
             // round grants it.
         }
-        (ops, withhold)
+        ops
     }
 
     /// Records what a follower's reply says for roles: its clock (echoed by the
