@@ -56,7 +56,7 @@ pub use id::{Address, ClusterId, Identity, NodeId, MAX_ADDRESS_LEN};
 pub use membership::{Change, Entry, Member, Membership, Snapshot};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use node::ClusterCore;
-pub use placement::{Candidate, Move, Placement, RoleInput};
+pub use placement::{cap, plan, Candidate, Move, Placement, RoleInput};
 pub use rng::SplitMix64;
 pub use roles::{
     check_role_name, OwnedRole, RoleEntry, RoleEvent, RoleOp, RoleStatus, RoleToken, RolesRequest,
