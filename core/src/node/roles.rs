@@ -41,6 +41,22 @@ pub(super) struct RolesState {
     pending: RolesRequest,
     /// Roles last reported held: token, and whether `Releasing` was reported.
     reported: BTreeMap<String, (RoleToken, bool)>,
+    /// What the held set depended on when it was last reported; while it is the
+    /// same, so is the set, and the report is skipped (it runs after every input).
+    reported_key: Option<HeldKey>,
+}
+
+/// Everything the set of held roles depends on, but the clock (which only matters
+/// through whether the hold is valid, and each drain's deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeldKey {
+    commit: u64,
+    last: u64,
+    cluster: Option<crate::id::ClusterId>,
+    may_hold: bool,
+    hold_valid: bool,
+    released: usize,
+    draining: usize,
 }
 
 /// A leader's role state for its term.
@@ -336,7 +352,20 @@ impl ClusterCore {
             self.roles.draining.remove(&key.0);
             self.roles.released.insert(key);
         }
-        self.report_role_changes(now);
+        let key = HeldKey {
+            commit: self.log.commit_index(),
+            last: self.log.last_index(),
+            cluster: self.hard.cluster,
+            may_hold: self.may_hold_roles(),
+            hold_valid: self.hold_valid(now),
+            released: self.roles.released.len(),
+            draining: self.roles.draining.len(),
+        };
+        // A drain running out changes `draining` (it moves to `released`) first.
+        if self.roles.reported_key != Some(key) {
+            self.roles.reported_key = Some(key);
+            self.report_role_changes(now);
+        }
         // Wake when a hold or a drain runs out, to report it.
         let next = self
             .roles
