@@ -31,3 +31,76 @@ fn declared_roles_are_placed() {
         );
     }
 }
+
+/// Roles held at this instant by live nodes: role -> slots.
+fn holders(net: &Net) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let mut m: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for s in net.live() {
+        let now = net.local(s, net.now);
+        for o in net.nodes[s].core.owned_roles(now) {
+            m.entry(o.role).or_default().push(s);
+        }
+    }
+    m
+}
+
+/// A leaving primary's roles are granted elsewhere at once, not when its leave
+/// request reaches the new leader (a housekeeping round later): its replies release
+/// every role it owns, which tells the new leader it is leaving. (Without that
+/// inference the roles waited about 1 s here, for the leave request.)
+#[test]
+fn a_leaving_primarys_roles_move_before_its_request_reaches_the_new_leader() {
+    let mut cfg = Config::fast_test();
+    cfg.probe_interval = std::time::Duration::from_secs(2);
+    let mut net = Net::with_nodes(11, cfg, 3);
+    for s in 0..3 {
+        declare(&mut net, s, 12);
+    }
+    net.run_until_settled(10_000).expect("settles");
+    net.run_for(3_000);
+    let held = holders(&net);
+    assert_eq!(held.len(), 12, "{held:?}");
+    let p = net.the_primary().expect("a primary");
+    let mine: Vec<String> = held
+        .iter()
+        .filter(|(_, s)| s.as_slice() == [p])
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert!(!mine.is_empty(), "the primary owns some roles: {held:?}");
+    net.leave(p);
+    let start = net.now;
+    loop {
+        net.run_for(5);
+        let held = holders(&net);
+        let moved = mine
+            .iter()
+            .all(|r| held.get(r).is_some_and(|s| s.len() == 1 && s[0] != p));
+        if moved {
+            break;
+        }
+        if net.now - start >= 300_000_000 {
+            for s in 0..3 {
+                let now = net.local(s, net.now);
+                let st = net.nodes[s].core.status(now);
+                eprintln!(
+                    "n{s}: {:?} leader {} commit {} last {:?} members {} roles {:?}",
+                    st.role,
+                    st.is_leader,
+                    st.commit_index,
+                    net.nodes[s].core.last_log_id(),
+                    st.members.len(),
+                    st.roles
+                        .iter()
+                        .map(|r| (r.role.clone(), r.owner, r.releasing))
+                        .collect::<Vec<_>>()
+                );
+            }
+            panic!("the leaving primary's roles {mine:?} not moved within 300 ms: {held:?}");
+        }
+    }
+    eprintln!(
+        "moved {} roles in {} ms",
+        mine.len(),
+        (net.now - start) / 1_000_000
+    );
+}

@@ -542,12 +542,21 @@ impl ClusterCore {
                     .is_some_and(|p| p.heard_within(now, window))
         };
         let member = |id: NodeId| cfg.contains(id) && eff.contains(id);
+        // A member leaves once it asked this leader, or once its replies release a
+        // role nobody asked back: only a leaving node does that (the request to an
+        // earlier leader is re-sent to this one only on its next housekeeping round).
         let leaving = |id: NodeId| {
             if id == me {
-                self.leave.leaving.is_some()
-            } else {
-                self.admin.leaves.contains(&id)
+                return self.leave.leaving.is_some();
             }
+            self.admin.leaves.contains(&id)
+                || l.progress.get(&id).is_some_and(|p| {
+                    p.released.iter().any(|(r, i)| {
+                        table
+                            .get(r)
+                            .is_some_and(|e| !e.releasing && e.granted_at == *i)
+                    })
+                })
         };
         // Holds granted in earlier terms end within a lease of this term's start
         // (P13); holds this leader granted end by the bound it recorded.
@@ -622,12 +631,13 @@ impl ClusterCore {
             .iter()
             .filter(|(name, _)| !removing.contains(name.as_str()))
             .map(|(name, e)| {
-                let released = e.releasing && free(name, e);
+                // Released (asked back, or by a leaving owner): placed as unowned.
+                let released = e.owner.is_some() && confirmed(name, e);
                 RoleInput {
                     name,
                     owner: if released { None } else { e.owner },
                     placement: &e.placement,
-                    movable: !e.releasing || released,
+                    movable: !e.releasing || released || free(name, e),
                 }
             })
             .collect();
