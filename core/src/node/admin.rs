@@ -79,6 +79,7 @@ impl ClusterCore {
         }
         if self.log.effective().contains(from) {
             self.admin.leaves.insert(from);
+            self.note_leave_request(from);
             self.propose_next_change(now);
         } else {
             // Already out: send the committed configuration so it sees its removal.
@@ -116,7 +117,7 @@ impl ClusterCore {
                     info!(?change, "proposing configuration change");
                     self.log.push(self.hard.term, change);
                 }
-                None if !placed => return,
+                None if !placed && !self.take_role_commit_news() => return,
                 None => {}
             }
         }

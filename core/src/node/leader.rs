@@ -393,8 +393,19 @@ impl ClusterCore {
                 break;
             }
             if l.stored_on_majority(idx, me, voters, quorum) {
+                let from = self.log.commit_index();
+                let roles = self
+                    .log
+                    .entries_after(from, (idx - from) as usize)
+                    .iter()
+                    .any(|e| matches!(e.change, Change::Roles(_)));
                 if self.log.commit_to(idx) {
                     self.out.members_dirty = true;
+                }
+                if let Some(l) = self.role.leading_mut().filter(|_| roles) {
+                    // A role moved: tell the new owner now, not at the next
+                    // heartbeat (it is part of the handover gap).
+                    l.roles.commit_news = true;
                 }
                 return true;
             }

@@ -67,6 +67,15 @@ pub(super) struct LeaderRoles {
     /// Per member, the leader's clock by which every hold this leader granted it has
     /// ended (its lease end when it sent the grant).
     hold_bound: BTreeMap<NodeId, Instant>,
+    /// Members that asked this leader to remove them: a node lets go of every role
+    /// before it sends `Leave` and never holds one again, so the request confirms
+    /// the release of all its roles (kept after its removal, when its replies
+    /// stop). A reply that releases nothing (a process restarted from its data
+    /// directory, no longer leaving) takes it out again, before it can get a hold.
+    left: BTreeSet<NodeId>,
+    /// A role entry committed since the last broadcast: the next proposal round
+    /// sends the commit index at once.
+    pub(super) commit_news: bool,
 }
 
 impl ClusterCore {
@@ -127,6 +136,20 @@ impl ClusterCore {
             merge_requests(&mut l.roles.requests, req);
         } else if let Some((id, addr)) = self.role.leader.clone() {
             self.send(addr, Some(id), Message::Roles(req));
+        }
+    }
+
+    /// Whether a role entry committed since the last time this was asked.
+    pub(super) fn take_role_commit_news(&mut self) -> bool {
+        self.role
+            .leading_mut()
+            .is_some_and(|l| std::mem::take(&mut l.roles.commit_news))
+    }
+
+    /// A member asked this leader to remove it (P8): it holds no role any more.
+    pub(super) fn note_leave_request(&mut self, from: NodeId) {
+        if let Some(l) = self.role.leading_mut() {
+            l.roles.left.insert(from);
         }
     }
 
@@ -550,6 +573,7 @@ impl ClusterCore {
                 return self.leave.leaving.is_some();
             }
             self.admin.leaves.contains(&id)
+                || l.roles.left.contains(&id)
                 || l.progress.get(&id).is_some_and(|p| {
                     p.released.iter().any(|(r, i)| {
                         table
@@ -569,6 +593,7 @@ impl ClusterCore {
         };
         let confirmed = |name: &str, e: &RoleEntry| match e.owner {
             None => true,
+            Some(o) if l.roles.left.contains(&o) => true,
             Some(o) if o == me => self
                 .roles
                 .released
@@ -676,11 +701,13 @@ impl ClusterCore {
         at: Instant,
         released: Vec<(String, u64)>,
     ) -> bool {
-        let Some(p) = self
-            .role
-            .leading_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(l) = self.role.leading_mut() else {
+            return false;
+        };
+        if released.is_empty() {
+            l.roles.left.remove(&from);
+        }
+        let Some(p) = l.progress.get_mut(&from) else {
             return false;
         };
         p.reply_at = Some(at);
