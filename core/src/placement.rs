@@ -497,16 +497,11 @@ mod tests {
         );
     }
 
-    /// Settles after the last of `cands` joined: every move goes to it, and it ends with the
-    /// roles HRW ranks it first for, up to its fair share.
+    /// Settles after the last of `cands` joined: the moves go to it (but a few), and it
+    /// ends with the roles HRW ranks it first for, up to its fair share.
     fn grow(roles: &mut [Role], cands: &[Candidate]) -> Vec<Move> {
         let new = cands.last().expect("a new member").id;
         let total: u64 = cands.iter().map(|c| u64::from(c.weight)).sum();
-        let before: Vec<(NodeId, usize)> = cands
-            .iter()
-            .map(|c| c.id)
-            .zip(loads(roles, cands))
-            .collect();
         let moves = settle(roles, cands, 8);
         // Moves go to the newcomer, but for a few back to old members that gave the
         // newcomer so much that they fell below their own share: at most 5% of the
