@@ -28,6 +28,7 @@ pub mod mac;
 pub mod metrics;
 mod queue;
 mod rt;
+pub mod role_log;
 pub mod seed;
 pub mod server;
 #[cfg(feature = "sim")]
