@@ -66,7 +66,8 @@ struct Args {
 }
 
 fn args() -> Args {
-    let usage = "usage: bench_roles [TRIALS=30] [--roles N=64] [--steady-trials K=2] [--window-secs S=5]";
+    let usage =
+        "usage: bench_roles [TRIALS=30] [--roles N=64] [--steady-trials K=2] [--window-secs S=5]";
     let mut a = Args {
         trials: 30,
         roles: 64,
@@ -335,7 +336,11 @@ async fn main() {
                     worst(&t.kill_follower),
                     worst(&t.kill_primary),
                     load(),
-                    if t.overlaps.is_empty() { "" } else { "  TWO OWNERS" }
+                    if t.overlaps.is_empty() {
+                        ""
+                    } else {
+                        "  TWO OWNERS"
+                    }
                 );
                 for o in &t.overlaps {
                     eprintln!("  {o}");

@@ -7,9 +7,9 @@ use crate::driver::{
     Transport,
 };
 use crate::lease_log::{LeaseLog, LeaseRecord};
-use crate::role_log::RoleRecord;
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
+use crate::role_log::RoleRecord;
 use crate::server::{
     serve, ClusterService, ServiceLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
 };

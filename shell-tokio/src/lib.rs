@@ -27,8 +27,8 @@ pub mod lease_log;
 pub mod mac;
 pub mod metrics;
 mod queue;
-mod rt;
 pub mod role_log;
+mod rt;
 pub mod seed;
 pub mod server;
 #[cfg(feature = "sim")]

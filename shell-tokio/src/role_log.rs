@@ -361,15 +361,39 @@ mod tests {
     fn log_opens_extends_and_closes_intervals() {
         let mut log = RoleLog::default();
         // Node clock 1000 behind the host clock.
-        log.publish(vec![("r0".into(), token(1), at(1_100))], at(1_000), 2_000, 2_005);
-        log.publish(vec![("r0".into(), token(1), at(1_150))], at(1_050), 2_050, 2_055);
+        log.publish(
+            vec![("r0".into(), token(1), at(1_100))],
+            at(1_000),
+            2_000,
+            2_005,
+        );
+        log.publish(
+            vec![("r0".into(), token(1), at(1_150))],
+            at(1_050),
+            2_050,
+            2_055,
+        );
         let r = log.record(0);
-        assert_eq!(r.intervals, vec![RoleInterval { open: true, ..iv("r0", 1, 2_000, 2_150) }]);
+        assert_eq!(
+            r.intervals,
+            vec![RoleInterval {
+                open: true,
+                ..iv("r0", 1, 2_000, 2_150)
+            }]
+        );
         // Lapsed before the renewal: a new interval.
-        log.publish(vec![("r0".into(), token(1), at(1_400))], at(1_300), 2_300, 2_305);
+        log.publish(
+            vec![("r0".into(), token(1), at(1_400))],
+            at(1_300),
+            2_300,
+            2_305,
+        );
         // Moved to a new token and another role gained.
         log.publish(
-            vec![("r0".into(), token(2), at(1_500)), ("r1".into(), token(2), at(1_500))],
+            vec![
+                ("r0".into(), token(2), at(1_500)),
+                ("r1".into(), token(2), at(1_500)),
+            ],
             at(1_350),
             2_350,
             2_352,
@@ -393,7 +417,12 @@ mod tests {
     fn log_keeps_the_last_intervals() {
         let mut log = RoleLog::default();
         for i in 0..(KEPT as u64 + 10) {
-            log.publish(vec![("r".into(), token(i + 1), at(i * 10 + 5))], at(i * 10), i * 10, i * 10);
+            log.publish(
+                vec![("r".into(), token(i + 1), at(i * 10 + 5))],
+                at(i * 10),
+                i * 10,
+                i * 10,
+            );
         }
         let r = log.record(0);
         assert_eq!(r.intervals.len(), KEPT);

@@ -25,11 +25,11 @@
 use crate::clock::Clock;
 use crate::driver::{DeliverError, Inbox, NodeState};
 use crate::lease_log::{LeaseLog, LeaseRecord};
-use crate::role_log::RoleRecord;
 use crate::mac::{
     Binding, Purpose, Refusal, ReplayGuard, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER,
 };
 use crate::metrics::{bump, CounterSnapshot, Counters};
+use crate::role_log::RoleRecord;
 use bytes::Bytes;
 use cluster_mode_core::{DecodeError, Envelope, Rejected, Status};
 use http_body_util::{BodyExt, Full, Limited};

@@ -154,7 +154,20 @@ pub struct Fleet {
     pub nodes: Vec<Option<Piped>>,
     /// The id of each slot's process, once seen.
     pub ids: Vec<Option<u128>>,
+    /// Every status answer [`views`](Self::views) read: the slot, the host clock
+    /// when the request was sent and when the answer was read, and the roles it said
+    /// the node owned (at some instant in between).
+    pub samples: Vec<Sample>,
     extra: Vec<String>,
+}
+
+/// One status answer's owned roles (see [`Fleet::samples`]).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub slot: usize,
+    pub sent: u64,
+    pub recv: u64,
+    pub owned: Vec<String>,
 }
 
 impl Fleet {
@@ -167,6 +180,7 @@ impl Fleet {
             first: running,
             nodes: (0..slots).map(|_| None).collect(),
             ids: vec![None; slots],
+            samples: Vec::new(),
             extra: extra.to_vec(),
         };
         for i in 0..running {
@@ -182,7 +196,10 @@ impl Fleet {
 
     /// Starts slot `i` (never started before).
     pub fn spawn(&mut self, i: usize) {
-        assert!(self.nodes[i].is_none() && self.ids[i].is_none(), "slot {i} was used");
+        assert!(
+            self.nodes[i].is_none() && self.ids[i].is_none(),
+            "slot {i} was used"
+        );
         let peers = self.addrs[..self.first.max(i + 1)]
             .iter()
             .map(|a| a.to_string())
@@ -202,12 +219,19 @@ impl Fleet {
     pub async fn views(&mut self) -> Vec<Option<View>> {
         let mut out = Vec::new();
         for i in 0..self.addrs.len() {
+            let sent = boottime_nanos();
             let v = match self.nodes[i] {
                 Some(_) => view(self.addrs[i], Duration::from_millis(500)).await,
                 None => None,
             };
             if let Some(v) = &v {
                 self.ids[i] = Some(v.id);
+                self.samples.push(Sample {
+                    slot: i,
+                    sent,
+                    recv: boottime_nanos(),
+                    owned: v.owned_roles.iter().map(|h| h.role.clone()).collect(),
+                });
             }
             out.push(v);
         }
@@ -240,7 +264,9 @@ impl Fleet {
             if row.releasing {
                 return Err(format!("{} is being moved", row.role));
             }
-            let o = row.owner.ok_or_else(|| format!("{} has no owner", row.role))?;
+            let o = row
+                .owner
+                .ok_or_else(|| format!("{} has no owner", row.role))?;
             let slot = running
                 .iter()
                 .copied()
@@ -281,9 +307,7 @@ impl Fleet {
             let views = self.views().await;
             match self.settled_now(&views, roles) {
                 Ok(s) => match &stable {
-                    Some((prev, since))
-                        if prev.primary == s.primary && prev.owner == s.owner =>
-                    {
+                    Some((prev, since)) if prev.primary == s.primary && prev.owner == s.owner => {
                         if since.elapsed() >= quiet {
                             return Ok(s);
                         }
@@ -312,7 +336,8 @@ impl Fleet {
         let out = tokio::task::spawn_blocking(move || p.terminate(Duration::from_secs(15)))
             .await
             .map_err(|e| e.to_string())??;
-        let rec = from_stdout(&out).ok_or_else(|| format!("no ROLES line from {}", Self::name(i)))?;
+        let rec =
+            from_stdout(&out).ok_or_else(|| format!("no ROLES line from {}", Self::name(i)))?;
         Ok((at, rec))
     }
 
@@ -395,7 +420,11 @@ pub fn handover_gaps(
         .iter()
         .map(|role| {
             let (old, (w, next)) = old_and_next(records, who, role)?;
-            Ok((role.clone(), next.from as i64 - old.until as i64, w.to_string()))
+            Ok((
+                role.clone(),
+                next.from as i64 - old.until as i64,
+                w.to_string(),
+            ))
         })
         .collect()
 }
@@ -412,7 +441,11 @@ pub fn reassignment_times(
         .iter()
         .map(|role| {
             let (_, (w, next)) = old_and_next(records, who, role)?;
-            Ok((role.clone(), next.from as i64 - killed_at as i64, w.to_string()))
+            Ok((
+                role.clone(),
+                next.from as i64 - killed_at as i64,
+                w.to_string(),
+            ))
         })
         .collect()
 }
@@ -421,6 +454,30 @@ pub fn reassignment_times(
 /// records cannot be compared).
 pub fn overlap_lines(records: &[(String, RoleRecord)]) -> Result<Vec<String>, String> {
     Ok(overlaps(records)?.iter().map(|o| o.to_string()).collect())
+}
+
+/// The samples (see [`Fleet::samples`]) in which a process said it owned a role
+/// that no interval of its record covers (`from <= recv` and `sent < until`): the
+/// record must be a superset of what the process answered.
+pub fn uncovered(samples: &[Sample], records: &[(String, RoleRecord)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in samples {
+        let name = Fleet::name(s.slot);
+        for role in &s.owned {
+            let covered = records.iter().filter(|(w, _)| *w == name).any(|(_, r)| {
+                r.intervals
+                    .iter()
+                    .any(|iv| iv.role == *role && iv.from <= s.recv && s.sent < iv.until)
+            });
+            if !covered {
+                out.push(format!(
+                    "{name} said it owned {role} between {} and {}, outside its record",
+                    s.sent, s.recv
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The role names `--roles-count n` declares.
