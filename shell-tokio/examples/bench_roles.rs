@@ -108,6 +108,8 @@ struct Rates {
 struct Trial {
     cold_ms: f64,
     join_moves: usize,
+    /// Of those, the moves to the newcomer.
+    join_to_new: usize,
     join_max_load: usize,
     join_ms: f64,
     /// Handover gaps (ms) per role: follower leave, primary leave.
@@ -216,7 +218,9 @@ async fn trial(a: &Args, steady: bool) -> Result<Trial, String> {
     f.spawn(5);
     let s1 = f.wait_settled(a.roles, QUIET, EVERY, WITHIN).await?;
     t.join_ms = t1.elapsed().saturating_sub(QUIET).as_secs_f64() * 1e3;
-    t.join_moves = s0.moved_to(&s1).len();
+    let moved = s0.moved_to(&s1);
+    t.join_moves = moved.len();
+    t.join_to_new = moved.iter().filter(|r| s1.owner[*r] == 5).count();
     t.join_max_load = s1.load().values().map(Vec::len).max().unwrap_or(0);
 
     // 3. Graceful leave of the busiest follower.
@@ -312,8 +316,8 @@ async fn main() {
     let load_before = load();
     let started = Instant::now();
     let mut all = Trial::default();
-    let (mut cold, mut join_ms, mut moves, mut max_load) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cold, mut join_ms, mut moves, mut to_new, mut max_load) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut steady = Vec::new();
     let mut failed = 0;
     for n in 0..a.trials {
@@ -322,11 +326,12 @@ async fn main() {
                 let worst = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
                 let least = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::min);
                 eprintln!(
-                    "trial {n:>2}: cold {:6.0} ms, join {} moved, max load {}, settled {:5.0} ms; \
+                    "trial {n:>2}: cold {:6.0} ms, join {} moved ({} to it), max load {}, settled {:5.0} ms; \
                      leave gap follower [{:.1}, {:.1}] ms, primary [{:.1}, {:.1}] ms; \
                      kill follower max {:.0} ms, primary max {:.0} ms; load {}{}",
                     t.cold_ms,
                     t.join_moves,
+                    t.join_to_new,
                     t.join_max_load,
                     t.join_ms,
                     least(&t.gaps_follower),
@@ -348,6 +353,7 @@ async fn main() {
                 cold.push(t.cold_ms);
                 join_ms.push(t.join_ms);
                 moves.push(t.join_moves as f64);
+                to_new.push(t.join_to_new as f64);
                 max_load.push(t.join_max_load as f64);
                 steady.extend(t.steady);
                 all.gaps_follower.extend(t.gaps_follower);
@@ -410,6 +416,11 @@ async fn main() {
         "a sixth node joins: roles moved",
         &mut moves,
         &format!("<= {aim_moves}"),
+    );
+    row(
+        "a sixth node joins: of those, moved to the newcomer",
+        &mut to_new,
+        "",
     );
     row(
         "a sixth node joins: largest load after",
