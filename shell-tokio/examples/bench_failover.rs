@@ -47,6 +47,7 @@ struct Obs {
 }
 
 /// Polls every node until `stop` is set; returns all observations.
+#[cfg(not(madsim))]
 fn start_pollers(
     addrs: &[SocketAddr],
     stop: Arc<Mutex<bool>>,
@@ -77,6 +78,7 @@ fn start_pollers(
         .collect()
 }
 
+#[cfg(not(madsim))]
 async fn agreed(addrs: &[SocketAddr], alive: &[bool]) -> Option<usize> {
     let mut prim = None;
     let mut views = Vec::new();
@@ -107,6 +109,7 @@ struct Trial {
     handover: f64,
 }
 
+#[cfg(not(madsim))]
 async fn trial(steady: bool) -> Option<(Trial, Option<(f64, f64, f64)>)> {
     let t0 = Instant::now();
     let mut procs = Procs::start(N, &[] as &[&str]);
