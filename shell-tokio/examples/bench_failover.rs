@@ -15,46 +15,23 @@
 //! the wire per heartbeat message.
 #![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
+#[cfg(not(madsim))]
+#[path = "../tests/common/procs.rs"]
+mod procs;
+
+#[cfg(not(madsim))]
+use procs::{node_bin, pct, status_json, Procs};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const N: usize = 5;
 
-struct Procs(Vec<Option<Child>>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn node_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    dir.join("cluster-node")
-}
-
+/// A node's status document, or `None` if it did not answer within 300 ms.
+#[cfg(not(madsim))]
 async fn get_json(addr: SocketAddr) -> Option<serde_json::Value> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req =
-            format!("GET /cluster/v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out);
-        serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
-    };
-    tokio::time::timeout(Duration::from_millis(300), fut)
-        .await
-        .ok()
-        .flatten()
+    status_json(addr, Duration::from_millis(300)).await
 }
 
 fn is_primary(v: &serde_json::Value) -> bool {
@@ -70,6 +47,7 @@ struct Obs {
 }
 
 /// Polls every node until `stop` is set; returns all observations.
+#[cfg(not(madsim))]
 fn start_pollers(
     addrs: &[SocketAddr],
     stop: Arc<Mutex<bool>>,
@@ -100,15 +78,7 @@ fn start_pollers(
         .collect()
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
+#[cfg(not(madsim))]
 async fn agreed(addrs: &[SocketAddr], alive: &[bool]) -> Option<usize> {
     let mut prim = None;
     let mut views = Vec::new();
@@ -139,34 +109,11 @@ struct Trial {
     handover: f64,
 }
 
-async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f64, f64, f64)>)> {
-    let ls: Vec<_> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addrs: Vec<SocketAddr> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
-    drop(ls);
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+#[cfg(not(madsim))]
+async fn trial(steady: bool) -> Option<(Trial, Option<(f64, f64, f64)>)> {
     let t0 = Instant::now();
-    let mut procs = Procs(
-        addrs
-            .iter()
-            .map(|a| {
-                Some(
-                    Command::new(bin)
-                        .args(["--listen", &a.to_string(), "--peers", &peers])
-                        .env("RUST_LOG", "error")
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("spawn cluster-node"),
-                )
-            })
-            .collect(),
-    );
+    let mut procs = Procs::start(N, &[] as &[&str]);
+    let addrs = procs.addrs.clone();
     let mut alive = vec![true; N];
     let first = loop {
         if let Some(p) = agreed(&addrs, &alive).await {
@@ -210,10 +157,7 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
     let pollers = start_pollers(&addrs, stop.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let killed_at = Instant::now();
-    if let Some(mut c) = procs.0[first].take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    procs.kill(first);
     alive[first] = false;
     let second = loop {
         if let Some(p) = agreed(&addrs, &alive).await {
@@ -228,7 +172,7 @@ async fn trial(bin: &std::path::Path, steady: bool) -> Option<(Trial, Option<(f6
 
     // Graceful leave of the new primary.
     let leave_at = Instant::now();
-    let pid = procs.0[second].as_ref()?.id();
+    let pid = procs.pid(second);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
@@ -298,7 +242,7 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let bin = node_binary();
+    let bin = node_bin();
     assert!(
         bin.exists(),
         "build the node first: cargo build --release -p cluster-mode --bin cluster-node ({})",
@@ -308,7 +252,7 @@ async fn main() {
     let mut steady = None;
     let mut failed = 0;
     for t in 0..trials {
-        match trial(&bin, t == 0).await {
+        match trial(t == 0).await {
             Some((tr, s)) => {
                 eprintln!(
                     "trial {t:>2}: cold {:7.1} ms  failover {:7.1} ms  handover gap {:6.2} ms",

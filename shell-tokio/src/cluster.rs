@@ -9,6 +9,7 @@ use crate::driver::{
 use crate::lease_log::{LeaseLog, LeaseRecord};
 use crate::mac::Secret;
 use crate::metrics::{CounterSnapshot, Counters};
+use crate::role_log::RoleRecord;
 use crate::server::{
     serve, ClusterService, ServiceLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
 };
@@ -796,6 +797,15 @@ impl Cluster {
     /// in the status document (field `leases`).
     pub fn lease_record(&self) -> LeaseRecord {
         self.inner.service.lease_record()
+    }
+
+    /// The last intervals during which this node could have answered that it owns a
+    /// named role, with the role and token, on the same clock (see
+    /// [`crate::role_log`], whose [`overlaps`](crate::role_log::overlaps) compares
+    /// the records of several processes). Also in the status document (field
+    /// `role_intervals`).
+    pub fn role_record(&self) -> RoleRecord {
+        self.inner.service.role_record()
     }
 
     /// A `watch` of the node's view as the loop publishes it.

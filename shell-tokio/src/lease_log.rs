@@ -26,9 +26,12 @@
 //! Mapping the lease end onto the host clock assumes the node's clock runs at the host
 //! clock's rate between the publication and the lease end: exact for the default clock
 //! (`clock::BoottimeClock` is the host clock from an origin).
+//!
+//! The same publications feed the named roles' record ([`crate::role_log`]).
 
 use crate::clock::{host_nanos, Clock};
 use crate::driver::NodeState;
+use crate::role_log::{held_view, RoleLog, RoleRecord};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,8 @@ pub struct LeaseRecord {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LeaseLog {
     inner: Arc<Mutex<VecDeque<LeaseInterval>>>,
+    /// The named roles' intervals, recorded at the same publications.
+    roles: Arc<Mutex<RoleLog>>,
 }
 
 /// The term and lease end of a view in which `is_primary` can be true.
@@ -96,15 +101,23 @@ impl LeaseLog {
         let node_before = clock.now();
         let before = host_nanos().unwrap_or_else(|| node_before.as_nanos());
         let mut view = None;
+        let mut held = Vec::new();
         let changed = tx.send_if_modified(|s| {
             let changed = modify(s);
-            view = primary_view(s);
+            if changed {
+                view = primary_view(s);
+                held = held_view(s);
+            }
             changed
         });
         if !changed {
             return false;
         }
         let after = host_nanos().unwrap_or_else(|| clock.now().as_nanos());
+        self.roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .publish(held, node_before, before, after);
         let lease_end = view.map(|(term, until)| {
             let left = until.as_nanos().saturating_sub(node_before.as_nanos());
             (term, before.saturating_add(left))
@@ -145,5 +158,13 @@ impl LeaseLog {
             now: host.unwrap_or_else(|| clock.now().as_nanos()),
             intervals: self.lock().iter().copied().collect(),
         }
+    }
+
+    /// The named roles' record now ([`crate::role_log`]).
+    pub(crate) fn role_record(&self, clock: &dyn Clock) -> RoleRecord {
+        self.roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(clock.now().as_nanos())
     }
 }

@@ -27,6 +27,7 @@ pub mod lease_log;
 pub mod mac;
 pub mod metrics;
 mod queue;
+pub mod role_log;
 mod rt;
 pub mod seed;
 pub mod server;

@@ -29,6 +29,7 @@ use crate::mac::{
     Binding, Purpose, Refusal, ReplayGuard, Secret, AUTH_HEADER, EPOCH_HEADER, MAC_HEADER,
 };
 use crate::metrics::{bump, CounterSnapshot, Counters};
+use crate::role_log::RoleRecord;
 use bytes::Bytes;
 use cluster_mode_core::{DecodeError, Envelope, Rejected, Status};
 use http_body_util::{BodyExt, Full, Limited};
@@ -81,6 +82,9 @@ pub struct StatusDocument {
     /// The last intervals during which the node could have answered "primary", on a
     /// clock shared by the processes of the host ([`crate::lease_log`]).
     pub leases: LeaseRecord,
+    /// The last intervals during which the node could have answered that it owns a
+    /// named role, on the same clock ([`crate::role_log`]).
+    pub role_intervals: RoleRecord,
 }
 
 /// The cluster's HTTP service. Cheap to clone.
@@ -180,12 +184,18 @@ impl ClusterService {
             counters: self.inner.counters.snapshot(),
             failure,
             leases: self.lease_record(),
+            role_intervals: self.role_record(),
         }
     }
 
     /// The node's lease intervals ([`crate::lease_log`]).
     pub fn lease_record(&self) -> LeaseRecord {
         self.inner.leases.record(&*self.inner.clock)
+    }
+
+    /// The node's named-role intervals ([`crate::role_log`]).
+    pub fn role_record(&self) -> RoleRecord {
+        self.inner.leases.role_record(&*self.inner.clock)
     }
 
     /// Handles one request. Never fails and never panics on any input.

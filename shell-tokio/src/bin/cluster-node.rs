@@ -27,7 +27,17 @@
 //! `EVENT <ms since start> role=<Role> term=<n> primary=<addr|->` and
 //! `EVENT <ms> members=<n>` and `EVENT <ms> left`; after a graceful exit (SIGTERM), one
 //! line `LEASES <json>`: the intervals during which the process could have answered
-//! "primary" (`cluster_mode::lease_log`; also in the status document, field `leases`).
+//! "primary" (`cluster_mode::lease_log`; also in the status document, field `leases`),
+//! then one line `ROLES <json>`: the same for each named role it owned
+//! (`cluster_mode::role_log`; field `role_intervals` of the status document).
+//!
+//! Named roles (docs/PROTOCOL.md, P13), each owned by one member at a time, are
+//! declared with `--roles shard-a,shard-b` (`{A..B}` in a name expands to each number:
+//! `--roles 'shard-{0..63}'`) or `--roles-count 64 [--roles-prefix shard-]`; every node
+//! should declare the same list. The status document shows the committed table
+//! (`roles`), the roles this node holds now (`owned_roles`) and their intervals, and
+//! each change is printed: `EVENT <ms> acquired role=<name> token=<t>`, `EVENT <ms>
+//! releasing role=<name> token=<t>`, `EVENT <ms> lost role=<name> token=<t>`.
 //!
 //! With `--data-dir PATH` (or `CLUSTER_MODE_DATA_DIR`) the node keeps its id, term,
 //! vote and log there and is the same member after a restart. It exits with status 1
@@ -35,7 +45,7 @@
 //! write to it fails while running.
 
 use clap::{Parser, Subcommand};
-use cluster_mode::{ClusterBuilder, ClusterEvent, Config, Discovery, StaticDiscovery};
+use cluster_mode::{ClusterBuilder, ClusterEvent, Config, Discovery, RoleEvent, StaticDiscovery};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -113,6 +123,48 @@ struct Args {
     /// every start is a new member.
     #[arg(long, env = "CLUSTER_MODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Named roles to declare (P13), comma-separated or as several values; `{A..B}` in
+    /// a name stands for each number from A to B: `--roles 'shard-{0..63}'`.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    roles: Vec<String>,
+    /// Declare this many roles, named `<--roles-prefix>0` to `<prefix>N-1` (besides
+    /// any `--roles`).
+    #[arg(long)]
+    roles_count: Option<usize>,
+    /// The name prefix of `--roles-count`'s roles.
+    #[arg(long, default_value = "shard-")]
+    roles_prefix: String,
+}
+
+/// The role names `--roles` and `--roles-count` declare, in order, without repeats.
+fn role_names(a: &Args) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for spec in &a.roles {
+        names.extend(expand(spec)?);
+    }
+    if let Some(n) = a.roles_count {
+        names.extend((0..n).map(|i| format!("{}{i}", a.roles_prefix)));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    Ok(names)
+}
+
+/// `shard-{0..3}` -> shard-0, shard-1, shard-2, shard-3 (one range per name at most);
+/// a name without braces as it is.
+fn expand(spec: &str) -> Result<Vec<String>, String> {
+    let Some((head, rest)) = spec.split_once('{') else {
+        return Ok(vec![spec.to_string()]);
+    };
+    let bad = || format!("--roles {spec:?}: write a range as {{A..B}} with A <= B");
+    let (range, tail) = rest.split_once('}').ok_or_else(bad)?;
+    let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
+    let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
+    if lo > hi || hi - lo >= cluster_mode_core::MAX_ROLES as u64 {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|i| format!("{head}{i}{tail}")).collect())
 }
 
 /// Commands to a running node.
@@ -238,7 +290,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    let roles = match role_names(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cluster-node: {e}");
+            std::process::exit(2);
+        }
+    };
+    let declared = roles.len();
     let mut b = ClusterBuilder::new(disc)
+        .roles(roles)
         .listen(args.listen)
         .max_connections(args.max_connections)
         .config(config(&args));
@@ -264,7 +325,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("STARTED id={:?} addr={}", cluster.id(), cluster.address());
+    println!(
+        "STARTED id={:?} addr={} roles={declared}",
+        cluster.id(),
+        cluster.address()
+    );
     let mut events = cluster.subscribe();
     let mut printer = tokio::spawn(async move {
         while let Some(ev) = events.next().await {
@@ -284,6 +349,18 @@ async fn main() {
                 ClusterEvent::MembersChanged { members, .. } => {
                     println!("EVENT {ms} members={}", members.len());
                 }
+                ClusterEvent::Role { event, .. } => match event {
+                    RoleEvent::Acquired { role, token } => {
+                        println!("EVENT {ms} acquired role={role} token={token}")
+                    }
+                    RoleEvent::Releasing { role, token, .. } => {
+                        println!("EVENT {ms} releasing role={role} token={token}")
+                    }
+                    RoleEvent::Lost { role, token } => {
+                        println!("EVENT {ms} lost role={role} token={token}")
+                    }
+                    other => println!("EVENT {ms} {other:?}"),
+                },
                 ClusterEvent::LeaveFinished { .. } => println!("EVENT {ms} left"),
                 ClusterEvent::Failed { error, .. } => {
                     println!("EVENT {ms} failed");
@@ -306,6 +383,7 @@ async fn main() {
     eprintln!("cluster-node: leaving");
     cluster.leave().await;
     let leases = cluster.lease_record();
+    let roles = cluster.role_record();
     drop(cluster);
     let _ = tokio::time::timeout(Duration::from_millis(200), printer).await;
     // The intervals during which this process could have answered "primary"
@@ -313,6 +391,11 @@ async fn main() {
     println!(
         "LEASES {}",
         serde_json::to_string(&leases).unwrap_or_default()
+    );
+    // The same for each named role (`cluster_mode::role_log`).
+    println!(
+        "ROLES {}",
+        serde_json::to_string(&roles).unwrap_or_default()
     );
 }
 

@@ -87,8 +87,30 @@ impl Drop for Procs {
     }
 }
 
+/// The `cluster-node` binary: the one cargo built for this test, or, in an example
+/// (cargo names no binary there), the one beside the example's directory
+/// (`target/<profile>/cluster-node` for `target/<profile>/examples/<name>`).
+pub fn node_bin() -> std::path::PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_cluster-node") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    dir.join("cluster-node")
+}
+
+/// The `p`-th percentile (nearest rank on the sorted values; NaN if empty). Sorts `v`.
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 fn node_command<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extra: &[S]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cluster-node"));
+    let mut c = Command::new(node_bin());
     c.arg("--listen")
         .arg(addr.to_string())
         .arg("--peers")
@@ -190,6 +212,16 @@ pub async fn raw_status(addr: SocketAddr) -> Option<String> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.ok()?;
     Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// GET /cluster/v1/status as JSON, with a timeout. (A 128-bit id in it is a float:
+/// read ids apart, as [`status`] does.)
+pub async fn status_json(addr: SocketAddr, timeout: Duration) -> Option<serde_json::Value> {
+    let fut = async {
+        let text = raw_status(addr).await?;
+        serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+    };
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
 }
 
 /// Polls the status every 100 ms for up to 10 s until it contains `needle`; the last
