@@ -160,3 +160,62 @@ fn a_leaving_followers_roles_move_within_round_trips_not_a_lease() {
         (net.now - start) / 1_000_000
     );
 }
+
+/// The owner of every role in the committed table of `slot`.
+fn table(
+    net: &Net,
+    slot: usize,
+) -> std::collections::BTreeMap<String, Option<cluster_mode_core::NodeId>> {
+    let now = net.local(slot, net.now);
+    net.nodes[slot]
+        .core
+        .status(now)
+        .roles
+        .into_iter()
+        .map(|r| (r.role, r.owner))
+        .collect()
+}
+
+/// Issue 11's join aims, over 20 seeds: when a sixth member joins five that own 64
+/// roles, at most ceil(64/6) + 2 = 13 roles change owner and no member ends above
+/// 1.25 x the mean (13.3). (Before a role being released counted at its destination,
+/// later rounds asked more roles back for the newcomer than it could take, and the
+/// surplus went to old members: up to 18 moves on real processes.)
+#[test]
+fn a_sixth_member_takes_about_its_share_and_little_else_moves() {
+    let mut worst = (0, 0);
+    for seed in 0..20 {
+        let mut net = Net::with_nodes(100 + seed, Config::fast_test(), 5);
+        for s in 0..5 {
+            declare(&mut net, s, 64);
+        }
+        net.run_until_settled(20_000).expect("settles");
+        net.run_for(2_000);
+        let p = net.the_primary().expect("a primary");
+        let before = table(&net, p);
+        assert!(
+            before.values().all(Option::is_some),
+            "all placed: {before:?}"
+        );
+        let new = net.add_node();
+        declare(&mut net, new, 64);
+        net.run_for(3_000);
+        let p = net.the_primary().expect("a primary");
+        let after = table(&net, p);
+        let moved = before
+            .iter()
+            .filter(|(r, o)| after.get(*r) != Some(o))
+            .count();
+        let mut load: std::collections::BTreeMap<_, usize> = Default::default();
+        for o in after.values().flatten() {
+            *load.entry(*o).or_default() += 1;
+        }
+        let max = load.values().copied().max().unwrap_or(0);
+        assert_eq!(load.len(), 6, "the newcomer got roles: {load:?}");
+        eprintln!("seed {seed}: {moved} moved, max load {max}");
+        worst = (worst.0.max(moved), worst.1.max(max));
+    }
+    eprintln!("worst of 20: {} moved, max load {}", worst.0, worst.1);
+    assert!(worst.0 <= 13, "{} roles moved", worst.0);
+    assert!(worst.1 <= 13, "max load {}", worst.1);
+}

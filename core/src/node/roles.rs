@@ -656,13 +656,17 @@ impl ClusterCore {
             .iter()
             .filter(|(name, _)| !removing.contains(name.as_str()))
             .map(|(name, e)| {
-                // Released (asked back, or by a leaving owner): placed as unowned.
-                let released = e.owner.is_some() && confirmed(name, e);
+                // Released (asked back, or by a leaving owner) or being released:
+                // placed as unowned, so that its destination counts in the loads and
+                // a later round does not ask more roles back for the same member
+                // (that over-asking moved roles between old members on a join). A
+                // role still being released is granted only once free, below.
+                let leaving_owner = e.releasing || confirmed(name, e);
                 RoleInput {
                     name,
-                    owner: if released { None } else { e.owner },
+                    owner: if leaving_owner { None } else { e.owner },
                     placement: &e.placement,
-                    movable: !e.releasing || released || free(name, e),
+                    movable: true,
                 }
             })
             .collect();
