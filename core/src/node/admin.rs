@@ -108,9 +108,17 @@ impl ClusterCore {
         if l.lease_revoked {
             return;
         }
-        // Role entries change no member: they go beside configuration changes.
+        // Role entries change no member: they go beside configuration changes, and
+        // only other entries count as a change in flight (a role entry waiting to
+        // commit once held up the promotion that replaces a leaving voter, and a
+        // cluster whose last voters left lost its quorum for good: FINDINGS #12).
         let placed = self.place_roles(now);
-        let in_flight = self.log.last_index() - self.log.commit_index() - u64::from(placed);
+        let in_flight = self
+            .log
+            .entries_after(self.log.commit_index(), usize::MAX)
+            .iter()
+            .filter(|e| !matches!(e.change, Change::Roles(_)))
+            .count() as u64;
         if in_flight == 0 {
             match self.next_change(now) {
                 Some(change) => {
