@@ -81,14 +81,17 @@ fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResul
         let bound = plan
             .bound_ns
             .unwrap_or(checker::liveness_bound_ns(&cfg, interval) + plan.extra_bound_ns);
-        // Run until every live member agrees (or twice the bound passed, so that a late
-        // agreement is still measured), then one more second.
+        // Run until every live member agrees and every expected role has one live
+        // owner (or twice the bound passed, so that a late agreement is still
+        // measured), then one more second.
         let deadline = plan.last_fault_ns + 2 * bound;
         loop {
             let views = c.views();
-            let agreed =
-                checker::agreed_primary(views.iter().map(|(_, v)| v), c.now_ns(), true).is_some();
-            if agreed || c.now_ns() > deadline {
+            let now = c.now_ns();
+            let agreed = checker::agreed_primary(views.iter().map(|(_, v)| v), now, true).is_some()
+                && checker::roles_unsettled(views.iter().map(|(_, v)| v), now, &plan.roles)
+                    .is_none();
+            if agreed || now > deadline {
                 break;
             }
             c.sleep_ms(100).await;
@@ -96,9 +99,10 @@ fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResul
         c.sleep_ms(1_000).await;
         (c.trace(), plan, bound)
     });
-    let live = liveness.then_some(Liveness {
+    let live = liveness.then(|| Liveness {
         last_fault_ns: plan.last_fault_ns,
         bound_ns: bound,
+        roles: plan.roles.clone(),
     });
     let mut violations = checker::check(&trace, live);
     violations.extend(plan.violations.iter().cloned());

@@ -4,6 +4,7 @@
 use crate::checker::Violation;
 use cluster_mode_core::{Config, SplitMix64};
 use cluster_mode_madsim::{SimCluster, SimOptions, TransportKind};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -288,6 +289,10 @@ pub struct Plan {
     pub bound_ns: Option<u64>,
     /// What the scenario's own assertions found wrong (beyond the checker's).
     pub violations: Vec<Violation>,
+    /// The named roles that must each have exactly one live owner after the last
+    /// fault (within the liveness bound) and at the end: those declared at start
+    /// ([`SimOptions::roles`]), with the scenario's run-time additions and removals.
+    pub roles: BTreeSet<String>,
 }
 
 /// Scenario state: the cluster, a deterministic RNG, the pods created.
@@ -303,12 +308,16 @@ pub struct Ctx {
     extra_bound_ns: u64,
     bound_ns: Option<u64>,
     violations: Vec<Violation>,
+    /// The roles that must be owned at the end (see [`Plan::roles`]).
+    pub roles: BTreeSet<String>,
 }
 
 impl Ctx {
     fn new(c: SimCluster) -> Self {
         let drift_bound = i64::from(c.config().max_clock_drift_ppm);
+        let roles = c.declared_roles().into_iter().collect();
         Ctx {
+            roles,
             c,
             rng: SplitMix64::new(madsim::rand::random::<u64>()),
             next_ip: 1,
@@ -327,6 +336,7 @@ impl Ctx {
             extra_bound_ns: self.extra_bound_ns,
             bound_ns: self.bound_ns,
             violations: std::mem::take(&mut self.violations),
+            roles: self.roles.clone(),
         }
     }
 
