@@ -286,6 +286,20 @@ impl SimCluster {
         }
     }
 
+    /// The role names in the committed role table of the node in `slot`, as it last
+    /// published it (empty if it is not running).
+    pub fn committed_roles(&self, slot: usize) -> Vec<String> {
+        let state = self.shared.lock().slots[slot].state.clone();
+        state.map_or_else(Vec::new, |st| {
+            st.borrow()
+                .status
+                .roles
+                .iter()
+                .map(|r| r.role.clone())
+                .collect()
+        })
+    }
+
     /// Asks the running node in `slot` to remove `roles` at run time
     /// (`Cluster::remove_roles`, through the primary). Nothing happens if the node
     /// is not running.

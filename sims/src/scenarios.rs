@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub mod lease;
 pub mod recovery;
+pub mod roles;
 
 /// A scenario of the catalogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,10 +96,22 @@ pub enum Scenario {
     /// clock slow by the bound and the electors' fast; the primary is isolated or
     /// paused four times ([`lease::lease_at_bound`]).
     LeaseAtBound,
+    /// Named roles: 5 pods, then a 6th and a 7th join; the roles spread to them, no
+    /// member above the placement's cap ([`roles::scale_up`]).
+    RolesScaleUp,
+    /// Named roles: 7 pods down to 4, by graceful leave and by crash
+    /// ([`roles::scale_down`]).
+    RolesScaleDown,
+    /// Named roles: a crash of the new owner, an old owner or the primary while roles
+    /// move to a newcomer ([`roles::crash_during_handover`]).
+    RolesCrashDuringHandover,
+    /// Named roles declared and removed at run time through non-primary members,
+    /// under isolation, pauses and one-way cuts ([`roles::churn`]).
+    RolesChurn,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 32] = [
+pub const ALL: [Scenario; 36] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -131,6 +144,10 @@ pub const ALL: [Scenario; 32] = [
     Scenario::RollingKillWithData,
     Scenario::WholeFleetReplaced,
     Scenario::LeaseAtBound,
+    Scenario::RolesScaleUp,
+    Scenario::RolesScaleDown,
+    Scenario::RolesCrashDuringHandover,
+    Scenario::RolesChurn,
 ];
 
 impl Scenario {
@@ -169,6 +186,10 @@ impl Scenario {
             Scenario::RollingKillWithData => "rolling-kill-with-data",
             Scenario::WholeFleetReplaced => "whole-fleet-replaced",
             Scenario::LeaseAtBound => "lease-at-bound",
+            Scenario::RolesScaleUp => "roles-scale-up",
+            Scenario::RolesScaleDown => "roles-scale-down",
+            Scenario::RolesCrashDuringHandover => "roles-crash-during-handover",
+            Scenario::RolesChurn => "roles-churn",
         }
     }
 
@@ -272,6 +293,10 @@ impl Scenario {
             }
             Scenario::WholeFleetReplaced => recovery::whole_fleet_replaced(&mut s).await,
             Scenario::LeaseAtBound => lease::lease_at_bound(&mut s).await,
+            Scenario::RolesScaleUp => roles::scale_up(&mut s).await,
+            Scenario::RolesScaleDown => roles::scale_down(&mut s).await,
+            Scenario::RolesCrashDuringHandover => roles::crash_during_handover(&mut s).await,
+            Scenario::RolesChurn => roles::churn(&mut s).await,
         }
         s.plan()
     }

@@ -114,6 +114,16 @@ mod sim {
         lease_at_bound => LeaseAtBound,
     }
 
+    // Named roles (P13) moved on purpose: scale up and down, a crash in the middle
+    // of a move, roles declared and removed at run time under faults. (Every other
+    // scenario runs with the 64 roles every node declares, too.)
+    scenario_tests! {
+        roles_scale_up => RolesScaleUp,
+        roles_scale_down => RolesScaleDown,
+        roles_crash_during_handover => RolesCrashDuringHandover,
+        roles_churn => RolesChurn,
+    }
+
     // The real hyper transport over madsim TCP, safety and liveness. These were
     // safety-only until finding 1 of sims/FINDINGS.md was fixed in the shell.
     scenario_tests! {
