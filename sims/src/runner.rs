@@ -60,9 +60,23 @@ pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
 /// seeds from `rand`'s thread-local generator, which outlives one madsim runtime, so two
 /// runs on one thread would not be reproducible (see FINDINGS.md #5).
 pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+    run_seed_roles(scenario, seed, liveness, None)
+}
+
+/// Like [`run_seed_with`], with `roles` roles declared by every node instead of the
+/// scenario's own count ([`SimOptions::roles`](cluster_mode_madsim::SimOptions::roles)).
+/// `None`: the `SIM_ROLES` environment variable if set (`SIM_ROLES=64 cargo sim
+/// replay leave-during-election --seed 0`), else the scenario's count.
+pub fn run_seed_roles(
+    scenario: Scenario,
+    seed: u64,
+    liveness: bool,
+    roles: Option<usize>,
+) -> RunResult {
+    let roles = roles.or_else(|| std::env::var("SIM_ROLES").ok()?.parse().ok());
     std::thread::scope(|s| {
         match s
-            .spawn(move || run_in_this_thread(scenario, seed, liveness))
+            .spawn(move || run_in_this_thread(scenario, seed, liveness, roles))
             .join()
         {
             Ok(r) => r,
@@ -71,11 +85,20 @@ pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult
     })
 }
 
-fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+fn run_in_this_thread(
+    scenario: Scenario,
+    seed: u64,
+    liveness: bool,
+    roles: Option<usize>,
+) -> RunResult {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let cfg = scenario.config();
+    let mut opts = scenario.options();
+    if let Some(r) = roles {
+        opts.roles = r;
+    }
     let (trace, plan, bound) = rt.block_on(async move {
-        let c = SimCluster::new(cfg.clone(), scenario.options());
+        let c = SimCluster::new(cfg.clone(), opts);
         let plan = scenario.run(c.clone()).await;
         let interval = c.registry(|r| r.interval_ms);
         let bound = plan
