@@ -229,7 +229,7 @@ impl Scenario {
                 transport: TransportKind::Http,
                 ..SimOptions::default()
             },
-            // FINDINGS.md #11 (open, core): with roles, a leaving primary can hand
+            // FINDINGS.md #12 (open, core): with roles, a leaving primary can hand
             // over only to a leaving voter and the cluster loses its quorum for good
             // (12 of 50 seeds). Without roles until fixed; the ignored test
             // `leave_during_election_with_roles` replays the failing seeds.

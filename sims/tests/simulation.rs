@@ -164,7 +164,7 @@ mod sim {
         assert!(failures.is_empty(), "{}", failures.join(""));
     }
 
-    /// FINDINGS.md #11 (open, in the core): `leave-during-election` with the 64 roles
+    /// FINDINGS.md #12 (open, in the core): `leave-during-election` with the 64 roles
     /// loses its quorum for good in these seeds (0-49: 12 of 50): the primary crashes,
     /// a voter leaves during the election, the new primary leaves at once and hands
     /// over (TimeoutNow, every 600 ms) only to the other leaving voter; both leaves
@@ -172,7 +172,7 @@ mod sim {
     /// promoted. Without roles all 50 pass. Ignored until the core is fixed:
     /// `cargo simtest -p cluster-mode-sims --release -- --ignored leave_during_election_with_roles`.
     #[test]
-    #[ignore = "FINDINGS.md #11: open core bug, fails"]
+    #[ignore = "FINDINGS.md #12: open core bug, fails"]
     fn leave_during_election_with_roles() {
         let mut failures = Vec::new();
         for seed in [0, 3, 4, 13, 15, 16, 17, 18, 35, 37, 39, 44] {
