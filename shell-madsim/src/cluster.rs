@@ -38,6 +38,15 @@ pub struct SimOptions {
     /// [`SimCluster::replace`] gets a new, empty one. `false` (the default): no data
     /// directory, and every start is a new member (P1).
     pub data_dirs: bool,
+    /// How many named roles (P13) every node declares when it starts, through the
+    /// shell's `ClusterBuilder::roles`: `shard-0` .. `shard-{roles-1}`, placed
+    /// anywhere ([`role_names`]). 64 by default; 0 declares none.
+    pub roles: usize,
+}
+
+/// The names of the first `n` roles every node declares: `shard-0` .. `shard-{n-1}`.
+pub fn role_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("shard-{i}")).collect()
 }
 
 impl Default for SimOptions {
@@ -47,6 +56,7 @@ impl Default for SimOptions {
             max_clock_offset_ms: 10_000,
             transport: TransportKind::Datagram,
             data_dirs: false,
+            roles: 64,
         }
     }
 }
@@ -91,6 +101,7 @@ impl SimCluster {
             cut_links: BTreeSet::new(),
             isolated: BTreeSet::new(),
             data_dirs: opts.data_dirs,
+            roles: role_names(opts.roles),
         };
         let shared = Arc::new(Shared::new(world));
         let sampler = shared.clone();
@@ -143,6 +154,7 @@ impl SimCluster {
                 state: None,
                 sampled: None,
                 leave: None,
+                handle: None,
                 disk,
             });
             g.slots.len() - 1
@@ -182,6 +194,7 @@ impl SimCluster {
         s.state = None;
         s.sampled = None;
         s.leave = None;
+        s.handle = None;
         let addr = s.addr.clone();
         if unlist {
             g.registry.unlist(now, &addr);
@@ -253,6 +266,49 @@ impl SimCluster {
         let leave = self.shared.lock().slots[slot].leave.clone();
         if let Some(leave) = leave {
             leave();
+        }
+    }
+
+    /// The named roles every node declares when it starts ([`SimOptions::roles`]).
+    pub fn declared_roles(&self) -> Vec<String> {
+        self.shared.lock().roles.clone()
+    }
+
+    /// Asks the running node in `slot` to declare `roles` at run time
+    /// (`Cluster::add_roles`: forwarded to the primary and resent until committed).
+    /// Nothing happens if the node is not running.
+    pub fn add_roles(&self, slot: usize, roles: Vec<String>) {
+        let handle = self.shared.lock().slots[slot].handle.clone();
+        if let Some(c) = handle {
+            madsim::task::spawn(async move {
+                let _ = c.add_roles(roles).await;
+            });
+        }
+    }
+
+    /// The role names in the committed role table of the node in `slot`, as it last
+    /// published it (empty if it is not running).
+    pub fn committed_roles(&self, slot: usize) -> Vec<String> {
+        let state = self.shared.lock().slots[slot].state.clone();
+        state.map_or_else(Vec::new, |st| {
+            st.borrow()
+                .status
+                .roles
+                .iter()
+                .map(|r| r.role.clone())
+                .collect()
+        })
+    }
+
+    /// Asks the running node in `slot` to remove `roles` at run time
+    /// (`Cluster::remove_roles`, through the primary). Nothing happens if the node
+    /// is not running.
+    pub fn remove_roles(&self, slot: usize, roles: Vec<String>) {
+        let handle = self.shared.lock().slots[slot].handle.clone();
+        if let Some(c) = handle {
+            madsim::task::spawn(async move {
+                c.remove_roles(roles).await;
+            });
         }
     }
 

@@ -22,7 +22,7 @@ mod registry;
 mod world;
 
 pub use clock::Clock;
-pub use cluster::{SimCluster, SimOptions, SlotInfo};
-pub use recorder::{fnv1a, NodeView, Record, RecordKind, Recorder, Trace};
+pub use cluster::{role_names, SimCluster, SimOptions, SlotInfo};
+pub use recorder::{fnv1a, HeldRole, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;
 pub use world::TransportKind;

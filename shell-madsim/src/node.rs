@@ -141,7 +141,7 @@ fn epoch() -> madsim::time::Instant {
 /// One process lifetime of the node in `slot`: a fresh identity (or, with a data
 /// directory, the one stored there), until killed or left.
 pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
-    let (addr, name, cfg, kind, interval, disk) = {
+    let (addr, name, cfg, kind, interval, disk, roles) = {
         let g = shared.lock();
         let s = &g.slots[slot];
         (
@@ -151,6 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
             g.transport,
             Duration::from_millis(g.registry.interval_ms),
             s.disk.clone(),
+            g.roles.clone(),
         )
     };
     let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
@@ -167,7 +168,8 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
     .name(name.clone())
     .config(cfg)
     .clock(clock)
-    .discovery_interval(interval);
+    .discovery_interval(interval)
+    .roles(roles);
     // With a data directory, a stored id wins over the one drawn below.
     let builder = match disk {
         Some(d) => builder.memory_disk(d),
@@ -221,6 +223,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
         s.state = Some(state.clone());
         s.sampled = Some(state.clone());
         s.leave = Some(leave);
+        s.handle = Some(cluster.clone());
         s.alive = true;
         g.recorder.push(
             now,
@@ -252,7 +255,10 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
                     st.is_leader = role == Role::Primary || (same_term && st.is_leader);
                     st.lease_until = lease_until;
                     st.fencing_token = fencing_token;
-                    let view = NodeView::from_status(&st, &clock);
+                    let mut view = NodeView::from_status(&st, &clock);
+                    // The roles of that status may be of another instant than `at`
+                    // (the loop may have handled more inputs since): say nothing.
+                    view.roles = None;
                     shared.lock().recorder.view(g_at, slot, view);
                 }
                 Some(ClusterEvent::LeaveFinished { .. }) => {

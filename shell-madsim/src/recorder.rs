@@ -1,7 +1,7 @@
 //! The recorded history of a simulation: node views at every change, and faults.
 
 use crate::clock::Clock;
-use cluster_mode_core::{ClusterId, NodeId, Role, Status};
+use cluster_mode_core::{ClusterId, NodeId, Role, RoleToken, Status};
 use std::fmt::Write as _;
 
 /// 64-bit FNV-1a: a stable hash (unlike `DefaultHasher`, fixed across Rust versions),
@@ -13,6 +13,18 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// A named role (P13) a node holds at the instant of a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRole {
+    /// The role.
+    pub role: String,
+    /// The owner's fencing token for it (cluster, index of the granting entry).
+    pub token: RoleToken,
+    /// Set while the primary asks for it back: the instant the node lets go at the
+    /// latest (its `release_by`), converted to global simulated nanoseconds.
+    pub release_by_ns: Option<u64>,
 }
 
 /// One node's view at one instant, with its lease converted to global time.
@@ -42,6 +54,16 @@ pub struct NodeView {
     pub lease_end_ns: Option<u64>,
     /// The fencing token's term while primary.
     pub fencing_term: Option<u64>,
+    /// The named roles the node holds at this instant (`Status::owned_roles`, in
+    /// name order), each held until [`role_hold_end_ns`](Self::role_hold_end_ns) and
+    /// its own `release_by_ns`, whichever is first. `None`: this view says nothing
+    /// about roles (a view built from a `RoleChanged` event, whose other fields come
+    /// from a status that may be of another instant).
+    pub roles: Option<Vec<HeldRole>>,
+    /// When the node's hold on its roles ends unless renewed
+    /// (`Status::role_hold_until`, the lease end while it leads), converted to global
+    /// simulated nanoseconds.
+    pub role_hold_end_ns: Option<u64>,
 }
 
 impl NodeView {
@@ -76,7 +98,29 @@ impl NodeView {
             lease_valid: s.lease_valid,
             lease_end_ns: s.lease_until.map(|l| clock.global_of(l)),
             fencing_term: s.fencing_token.map(|t| t.term),
+            roles: Some(
+                s.owned_roles
+                    .iter()
+                    .map(|o| HeldRole {
+                        role: o.role.clone(),
+                        token: o.token,
+                        release_by_ns: o.release_by.map(|b| clock.global_of(b)),
+                    })
+                    .collect(),
+            ),
+            role_hold_end_ns: s.role_hold_until.map(|h| clock.global_of(h)),
         }
+    }
+
+    /// The roles this view says the node holds at global instant `t`: before the
+    /// hold end and each role's release deadline. Empty if the view says nothing
+    /// about roles.
+    pub fn roles_held_at(&self, t: u64) -> impl Iterator<Item = &HeldRole> {
+        let hold = self.role_hold_end_ns.is_none_or(|e| t < e);
+        self.roles
+            .iter()
+            .flatten()
+            .filter(move |r| hold && r.release_by_ns.is_none_or(|b| t < b))
     }
 }
 
@@ -173,6 +217,32 @@ impl Recorder {
     }
 }
 
+/// ` roles=[name@token(release by ms),...](hold until ms)` for a view that says
+/// something about roles and holds or held some, else nothing.
+fn roles_text(v: &NodeView) -> String {
+    let Some(roles) = &v.roles else {
+        return String::new();
+    };
+    if roles.is_empty() && v.role_hold_end_ns.is_none() {
+        return String::new();
+    }
+    let list: Vec<String> = roles
+        .iter()
+        .map(|r| {
+            let by = r
+                .release_by_ns
+                .map(|b| format!("(release by {}ms)", b / 1_000_000))
+                .unwrap_or_default();
+            format!("{}@{}{by}", r.role, r.token.index)
+        })
+        .collect();
+    let until = v
+        .role_hold_end_ns
+        .map(|e| format!("(hold until {}ms)", e / 1_000_000))
+        .unwrap_or_default();
+    format!(" roles=[{}]{until}", list.join(","))
+}
+
 /// A finished simulation's history: the checker's input.
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
@@ -211,7 +281,7 @@ impl Trace {
                 RecordKind::Started { id, addr, .. } => writeln!(out, "{who} started id={id} addr={addr}"),
                 RecordKind::View(v) => writeln!(
                     out,
-                    "{who} id={} cluster={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}",
+                    "{who} id={} cluster={} {:?} term={} leader={} primary={} commit={} members=[{}] lease={}{} fence={:?}{}",
                     v.id,
                     v.cluster
                         .map(|c| format!("{c}/e{}", c.epoch()))
@@ -229,6 +299,7 @@ impl Trace {
                     v.lease_valid,
                     v.lease_end_ns.map(|e| format!("(until {}ms)", e / 1_000_000)).unwrap_or_default(),
                     v.fencing_term,
+                    roles_text(v),
                 ),
                 RecordKind::Stopped(why) => writeln!(out, "{who} stopped: {why}"),
                 RecordKind::Paused => writeln!(out, "{who} paused"),

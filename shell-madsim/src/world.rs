@@ -41,6 +41,8 @@ pub(crate) struct Slot {
     /// The sampler's own receiver: it rebuilds a view only when the value changed.
     pub(crate) sampled: Option<watch::Receiver<NodeState>>,
     pub(crate) leave: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The running node's handle (role requests go through it).
+    pub(crate) handle: Option<cluster_mode::Cluster>,
     /// The pod's data directory, kept across restarts of its process (`None`: it
     /// has none, and every start is a new member).
     pub(crate) disk: Option<MemoryDisk>,
@@ -58,6 +60,8 @@ pub(crate) struct World {
     pub(crate) isolated: BTreeSet<usize>,
     /// Whether new pods get a data directory.
     pub(crate) data_dirs: bool,
+    /// The named roles every node declares when it starts (P13).
+    pub(crate) roles: Vec<String>,
 }
 
 pub(crate) struct Shared(Mutex<World>);
@@ -91,6 +95,7 @@ pub(crate) fn raw_view_with(state: &NodeState, clock: &Clock) -> NodeView {
     st.role = Role::Inactive;
     st.lease_valid = false;
     st.fencing_token = None;
+    st.owned_roles.clear();
     NodeView::from_status(&st, clock)
 }
 

@@ -10,15 +10,23 @@
 //! been in another cluster (a cold start after every pod restarted without a data
 //! directory), whose first primary's token also starts again.
 //!
+//! Named roles (P13, [`roles`]): at most one owner of a role at any global instant
+//! (each node's hold end and release deadlines converted from its own clock), and a
+//! role's token (cluster, grant index) strictly rising from one owner to the next.
+//!
 //! Liveness: after the last fault, exactly one primary that every live member agrees
 //! on (and the same member list), reached within a bound derived from the config (or
-//! stated by the scenario) and still holding at the end of the run.
+//! stated by the scenario) and still holding at the end of the run; and, within the
+//! same bound, every role the scenario expects owned by exactly one live member, still
+//! so at the end.
 
 use cluster_mode_core::{ClusterId, Config, NodeId};
 use cluster_mode_madsim::{NodeView, RecordKind, Trace};
+pub use roles::{role_intervals, roles_unsettled, RoleInterval};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod lineage;
+pub mod roles;
 #[cfg(test)]
 mod tests;
 
@@ -105,12 +113,16 @@ pub fn lease_intervals(trace: &Trace) -> Vec<LeaseInterval> {
 }
 
 /// Timing bounds of the liveness check.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Liveness {
     /// When the last fault was injected or cleared (global ns).
     pub last_fault_ns: u64,
     /// How long after it an agreed primary must exist (ns).
     pub bound_ns: u64,
+    /// The named roles that must each be owned by exactly one live member within the
+    /// same bound, and still at the end (empty: no role check). A scenario leaves out
+    /// roles it pinned to an absent member: those stay unowned.
+    pub roles: BTreeSet<String>,
 }
 
 /// The liveness bound derived from the config: two bootstrap rounds, four election
@@ -316,7 +328,10 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
     }
     // Fencing tokens increase, within a cluster and across clusters.
     lineage::check_fencing(trace, &ivs, &cold_starts, &mut v);
+    // Named roles: one owner at a time, tokens rising.
+    roles::check_roles(trace, &role_intervals(trace), &cold_starts, &mut v);
     if let Some(l) = liveness {
+        check_roles_settle(trace, &l, &mut v);
         let tl = agreement_timeline(trace, true);
         let first = first_agreement_in(&tl, l.last_fault_ns);
         match first {
@@ -347,4 +362,48 @@ pub fn check(trace: &Trace, liveness: Option<Liveness>) -> Vec<Violation> {
         }
     }
     v
+}
+
+/// The role part of the liveness check: every expected role owned by exactly one live
+/// member at some record instant within the bound after the last fault (an ownership
+/// already in force at the fault counts from the fault), and still at the end.
+fn check_roles_settle(trace: &Trace, l: &Liveness, v: &mut Vec<Violation>) {
+    if l.roles.is_empty() {
+        return;
+    }
+    let ms = |ns: u64| ns / 1_000_000;
+    let tl = roles::roles_timeline(trace, &l.roles, l.last_fault_ns);
+    let first = tl
+        .iter()
+        .find(|(_, why)| why.is_none())
+        .map(|(t, _)| (*t).max(l.last_fault_ns));
+    match first {
+        Some(t) if t > l.last_fault_ns + l.bound_ns => v.push(Violation {
+            at_ms: ms(t),
+            what: format!(
+                "liveness: every role owned once only {} ms after the last fault (bound {} ms)",
+                ms(t - l.last_fault_ns),
+                ms(l.bound_ns)
+            ),
+        }),
+        Some(_) => {}
+        None => v.push(Violation {
+            at_ms: ms(trace.end_ns),
+            what: format!(
+                "liveness: the {} roles were never each owned by exactly one live member within {} ms after the last fault (bound {} ms); at the end: {}",
+                l.roles.len(),
+                ms(trace.end_ns.saturating_sub(l.last_fault_ns)),
+                ms(l.bound_ns),
+                tl.last().and_then(|x| x.1.clone()).unwrap_or_else(|| "-".into())
+            ),
+        }),
+    }
+    if first.is_some() {
+        if let Some((_, Some(why))) = tl.last() {
+            v.push(Violation {
+                at_ms: ms(trace.end_ns),
+                what: format!("liveness: roles no longer settled at the end: {why}"),
+            });
+        }
+    }
 }

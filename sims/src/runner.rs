@@ -60,9 +60,23 @@ pub fn run_seed(scenario: Scenario, seed: u64) -> RunResult {
 /// seeds from `rand`'s thread-local generator, which outlives one madsim runtime, so two
 /// runs on one thread would not be reproducible (see FINDINGS.md #5).
 pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+    run_seed_roles(scenario, seed, liveness, None)
+}
+
+/// Like [`run_seed_with`], with `roles` roles declared by every node instead of the
+/// scenario's own count ([`SimOptions::roles`](cluster_mode_madsim::SimOptions::roles)).
+/// `None`: the `SIM_ROLES` environment variable if set (`SIM_ROLES=64 cargo sim
+/// replay leave-during-election --seed 0`), else the scenario's count.
+pub fn run_seed_roles(
+    scenario: Scenario,
+    seed: u64,
+    liveness: bool,
+    roles: Option<usize>,
+) -> RunResult {
+    let roles = roles.or_else(|| std::env::var("SIM_ROLES").ok()?.parse().ok());
     std::thread::scope(|s| {
         match s
-            .spawn(move || run_in_this_thread(scenario, seed, liveness))
+            .spawn(move || run_in_this_thread(scenario, seed, liveness, roles))
             .join()
         {
             Ok(r) => r,
@@ -71,24 +85,36 @@ pub fn run_seed_with(scenario: Scenario, seed: u64, liveness: bool) -> RunResult
     })
 }
 
-fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResult {
+fn run_in_this_thread(
+    scenario: Scenario,
+    seed: u64,
+    liveness: bool,
+    roles: Option<usize>,
+) -> RunResult {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let cfg = scenario.config();
+    let mut opts = scenario.options();
+    if let Some(r) = roles {
+        opts.roles = r;
+    }
     let (trace, plan, bound) = rt.block_on(async move {
-        let c = SimCluster::new(cfg.clone(), scenario.options());
+        let c = SimCluster::new(cfg.clone(), opts);
         let plan = scenario.run(c.clone()).await;
         let interval = c.registry(|r| r.interval_ms);
         let bound = plan
             .bound_ns
             .unwrap_or(checker::liveness_bound_ns(&cfg, interval) + plan.extra_bound_ns);
-        // Run until every live member agrees (or twice the bound passed, so that a late
-        // agreement is still measured), then one more second.
+        // Run until every live member agrees and every expected role has one live
+        // owner (or twice the bound passed, so that a late agreement is still
+        // measured), then one more second.
         let deadline = plan.last_fault_ns + 2 * bound;
         loop {
             let views = c.views();
-            let agreed =
-                checker::agreed_primary(views.iter().map(|(_, v)| v), c.now_ns(), true).is_some();
-            if agreed || c.now_ns() > deadline {
+            let now = c.now_ns();
+            let agreed = checker::agreed_primary(views.iter().map(|(_, v)| v), now, true).is_some()
+                && checker::roles_unsettled(views.iter().map(|(_, v)| v), now, &plan.roles)
+                    .is_none();
+            if agreed || now > deadline {
                 break;
             }
             c.sleep_ms(100).await;
@@ -96,9 +122,10 @@ fn run_in_this_thread(scenario: Scenario, seed: u64, liveness: bool) -> RunResul
         c.sleep_ms(1_000).await;
         (c.trace(), plan, bound)
     });
-    let live = liveness.then_some(Liveness {
+    let live = liveness.then(|| Liveness {
         last_fault_ns: plan.last_fault_ns,
         bound_ns: bound,
+        roles: plan.roles.clone(),
     });
     let mut violations = checker::check(&trace, live);
     violations.extend(plan.violations.iter().cloned());

@@ -16,7 +16,11 @@ fn simulation_tests_need_cfg_madsim() {
 
 #[cfg(madsim)]
 mod sim {
-    use cluster_mode_sims::{run_seed, runner::run_seed_with, Scenario};
+    use cluster_mode_sims::{
+        run_seed,
+        runner::{run_seed_roles, run_seed_with},
+        Scenario,
+    };
 
     /// The fixed seed set: 50 seeds per scenario. Override the count with
     /// `SIM_SEEDS=n` and the first seed with `SIM_FIRST_SEED=n`.
@@ -84,9 +88,10 @@ mod sim {
         chaos => Chaos,
     }
 
-    /// 100 members take about 4 s of wall time per seed (the rest of the suite, a
-    /// few milliseconds to a second): 10 fixed seeds keep CI within its budget;
-    /// sweep more with `cargo sim run hundred-members --seeds N`.
+    /// 100 members with 64 roles take about 10 s of wall time per seed (5.5 s without
+    /// roles; the rest of the suite, a few milliseconds to a second): 10 fixed seeds
+    /// keep CI within its budget (50 would add about 400 s); sweep more with
+    /// `cargo sim run hundred-members --seeds N`.
     #[test]
     fn hundred_members() {
         sweep_seeds(Scenario::HundredMembers, seeds_or(10));
@@ -112,6 +117,16 @@ mod sim {
     // bound in the worst direction (sims/src/scenarios/lease.rs).
     scenario_tests! {
         lease_at_bound => LeaseAtBound,
+    }
+
+    // Named roles (P13) moved on purpose: scale up and down, a crash in the middle
+    // of a move, roles declared and removed at run time under faults. (Every other
+    // scenario runs with the 64 roles every node declares, too.)
+    scenario_tests! {
+        roles_scale_up => RolesScaleUp,
+        roles_scale_down => RolesScaleDown,
+        roles_crash_during_handover => RolesCrashDuringHandover,
+        roles_churn => RolesChurn,
     }
 
     // The real hyper transport over madsim TCP, safety and liveness. These were
@@ -144,6 +159,26 @@ mod sim {
                 if !r.violations.is_empty() {
                     failures.push(r.report());
                 }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join(""));
+    }
+
+    /// FINDINGS.md #12 (open, in the core): `leave-during-election` with the 64 roles
+    /// loses its quorum for good in these seeds (0-49: 12 of 50): the primary crashes,
+    /// a voter leaves during the election, the new primary leaves at once and hands
+    /// over (TimeoutNow, every 600 ms) only to the other leaving voter; both leaves
+    /// time out before their removal commits and the two non-voters are never
+    /// promoted. Without roles all 50 pass. Ignored until the core is fixed:
+    /// `cargo simtest -p cluster-mode-sims --release -- --ignored leave_during_election_with_roles`.
+    #[test]
+    #[ignore = "FINDINGS.md #12: open core bug, fails"]
+    fn leave_during_election_with_roles() {
+        let mut failures = Vec::new();
+        for seed in [0, 3, 4, 13, 15, 16, 17, 18, 35, 37, 39, 44] {
+            let r = run_seed_roles(Scenario::LeaveDuringElection, seed, true, Some(64));
+            if !r.violations.is_empty() {
+                failures.push(r.report());
             }
         }
         assert!(failures.is_empty(), "{}", failures.join(""));

@@ -1,8 +1,8 @@
 //! Self-tests of the checker: hand-made histories, bad ones caught and good ones passed.
 
-use super::{check, Violation};
-use cluster_mode_core::{ClusterId, NodeId, Role};
-use cluster_mode_madsim::{NodeView, Record, RecordKind, Trace};
+use super::{check, Liveness, Violation};
+use cluster_mode_core::{ClusterId, NodeId, Role, RoleToken};
+use cluster_mode_madsim::{HeldRole, NodeView, Record, RecordKind, Trace};
 
 const MS: u64 = 1_000_000;
 
@@ -74,15 +74,51 @@ impl History {
         self.push(at_ms, slot, RecordKind::View(v));
     }
 
-    fn check(mut self, end_ms: u64) -> Vec<Violation> {
+    /// A secondary of `cluster` following `primary`, holding `roles` (name, grant
+    /// index, release deadline in ms) until `until_ms` (`None`: a hold with no end).
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        at_ms: u64,
+        slot: usize,
+        id: u128,
+        cluster: ClusterId,
+        primary: u128,
+        roles: &[(&str, u64, Option<u64>)],
+        until_ms: Option<u64>,
+    ) {
+        let mut v = view(id, cluster, 1);
+        v.role = Role::Secondary;
+        v.primary = Some(NodeId(primary));
+        v.roles = Some(
+            roles
+                .iter()
+                .map(|(role, index, by)| HeldRole {
+                    role: (*role).to_string(),
+                    token: RoleToken {
+                        cluster,
+                        index: *index,
+                    },
+                    release_by_ns: by.map(|b| b * MS),
+                })
+                .collect(),
+        );
+        v.role_hold_end_ns = until_ms.map(|u| u * MS);
+        self.push(at_ms, slot, RecordKind::View(v));
+    }
+
+    fn trace(mut self, end_ms: u64) -> Trace {
         self.records.sort_by_key(|r| r.at_ns);
-        let trace = Trace {
+        Trace {
             records: self.records,
             names: self.names,
             sent: Vec::new(),
             end_ns: end_ms * MS,
-        };
-        check(&trace, None)
+        }
+    }
+
+    fn check(self, end_ms: u64) -> Vec<Violation> {
+        check(&self.trace(end_ms), None)
     }
 }
 
@@ -100,6 +136,8 @@ fn view(id: u128, cluster: ClusterId, term: u64) -> NodeView {
         lease_valid: false,
         lease_end_ns: None,
         fencing_term: None,
+        roles: Some(Vec::new()),
+        role_hold_end_ns: None,
     }
 }
 
@@ -332,4 +370,199 @@ fn diverged_member_lists_are_caught() {
     agreeing(&mut h);
     commit(&mut h, 40, 2, 2, 999);
     assert_caught(&h.check(100), "committed different member lists at index 2");
+}
+
+// ----- named roles (P13) -------------------------------------------------------------
+
+/// Three nodes of cluster `x`, n0 primary in term 2 with its lease renewed until
+/// 10 s (so that only roles are at stake), n1 and n2 following it.
+fn roles_base(x: ClusterId) -> History {
+    let mut h = History::default();
+    for s in 0..3 {
+        h.start(0, s, 10 + s as u128);
+    }
+    h.lead(5, 0, 10, x, 2, 10_000);
+    h
+}
+
+#[test]
+fn two_owners_of_one_role_at_once_are_caught() {
+    let x = cluster(1, 5);
+    // n1 holds shard-1 until 300 ms; n2 is granted it at 200 ms.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(300));
+    h.hold(200, 2, 12, x, 10, &[("shard-1", 9, None)], Some(500));
+    let v = h.check(1_000);
+    assert_caught(
+        &v,
+        "two owners of role shard-1 at once: n2 (token 00000000/9) from 200 ms while n1",
+    );
+    assert!(v.iter().all(|x| !x.what.contains("token did not")), "{v:?}");
+    // An overlap of 1 ms is an overlap.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(201));
+    h.hold(200, 2, 12, x, 10, &[("shard-1", 9, None)], Some(500));
+    assert_caught(&h.check(1_000), "two owners of role shard-1");
+    // A renewal extends the hold: n1 renewed at 150 ms until 400 ms.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(190));
+    h.hold(150, 1, 11, x, 10, &[("shard-1", 5, None)], Some(400));
+    h.hold(300, 2, 12, x, 10, &[("shard-1", 9, None)], Some(500));
+    assert_caught(&h.check(1_000), "two owners of role shard-1");
+    // A hold claimed with no end lasts until the node's next view.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], None);
+    h.hold(900, 2, 12, x, 10, &[("shard-1", 9, None)], Some(1_200));
+    assert_caught(&h.check(1_500), "two owners of role shard-1");
+    // A view that says nothing about roles (from a RoleChanged event) does not end
+    // the hold.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(300));
+    let mut silent = view(11, x, 1);
+    silent.role = Role::Secondary;
+    silent.roles = None;
+    h.push(100, 1, RecordKind::View(silent));
+    h.hold(200, 2, 12, x, 10, &[("shard-1", 9, None)], Some(500));
+    assert_caught(&h.check(1_000), "two owners of role shard-1");
+    // A stopped node holds nothing.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(300));
+    h.stop(150, 1);
+    h.hold(200, 2, 12, x, 10, &[("shard-1", 9, None)], Some(500));
+    let v = h.check(1_000);
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[test]
+fn role_handovers_after_the_hold_or_the_release_deadline_pass() {
+    let x = cluster(1, 5);
+    let mut h = roles_base(x);
+    // n1 holds shard-1 and shard-2, renewed; its hold ends at 300 ms.
+    h.hold(
+        10,
+        1,
+        11,
+        x,
+        10,
+        &[("shard-1", 5, None), ("shard-2", 5, None)],
+        Some(200),
+    );
+    h.hold(
+        100,
+        1,
+        11,
+        x,
+        10,
+        &[("shard-1", 5, None), ("shard-2", 5, None)],
+        Some(300),
+    );
+    // shard-1 to n2 once n1's hold ran out (no view of n1 in between).
+    h.hold(300, 2, 12, x, 10, &[("shard-1", 9, None)], Some(600));
+    // n1 again, renewed, asked to release shard-2 by 450 ms; n2 takes it at 450 ms.
+    h.hold(400, 1, 11, x, 10, &[("shard-2", 5, Some(450))], Some(700));
+    h.hold(
+        450,
+        2,
+        12,
+        x,
+        10,
+        &[("shard-1", 9, None), ("shard-2", 12, None)],
+        Some(700),
+    );
+    // n1 gives up shard-2 (a view holding nothing), then gets shard-1 back with a
+    // higher token.
+    h.hold(460, 1, 11, x, 10, &[], Some(700));
+    h.hold(650, 2, 12, x, 10, &[("shard-2", 12, None)], Some(900));
+    h.hold(660, 1, 11, x, 10, &[("shard-1", 14, None)], Some(900));
+    // The same owner keeping its token over two intervals (a gap) is fine.
+    h.hold(950, 2, 12, x, 10, &[("shard-2", 12, None)], Some(1_200));
+    let v = h.check(1_500);
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[test]
+fn a_falling_role_token_is_caught() {
+    let x = cluster(1, 5);
+    // n2 takes shard-1 after n1's hold ended, with a lower token.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 9, None)], Some(100));
+    h.hold(150, 2, 12, x, 10, &[("shard-1", 5, None)], Some(400));
+    let v = h.check(1_000);
+    assert_caught(
+        &v,
+        "role token did not rise: n2 holds role shard-1 with token 00000000/5",
+    );
+    assert!(v.iter().all(|x| !x.what.contains("two owners")), "{v:?}");
+    // The same token for another owner is no rise either.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 9, None)], Some(100));
+    h.hold(150, 2, 12, x, 10, &[("shard-1", 9, None)], Some(400));
+    assert_caught(&h.check(1_000), "role token did not rise");
+    // One owner whose own token falls.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 9, None)], Some(100));
+    h.hold(150, 1, 11, x, 10, &[("shard-1", 7, None)], Some(400));
+    assert_caught(&h.check(1_000), "role token did not rise: n1");
+    // Across clusters: a recovery one epoch lower (not a cold start) is caught.
+    let (a, b) = (cluster(3, 5), cluster(2, 1));
+    let mut h = History::default();
+    for s in 0..3 {
+        h.start(0, s, 10 + s as u128);
+    }
+    h.lead(5, 0, 10, a, 2, 200);
+    h.hold(10, 1, 11, a, 10, &[("shard-1", 9, None)], Some(100));
+    h.lead(300, 2, 12, b, 1, 900);
+    h.hold(400, 1, 11, b, 12, &[("shard-1", 30, None)], Some(600));
+    assert_caught(&h.check(1_000), "role token did not rise");
+}
+
+#[test]
+fn roles_not_owned_after_the_bound_fail_liveness() {
+    let x = cluster(1, 5);
+    // The role violations only (these hand-made views carry no member lists, so the
+    // primary's part of the liveness check fails on them).
+    let check = |t: &Trace, l: Liveness| -> Vec<Violation> {
+        check(t, Some(l))
+            .into_iter()
+            .filter(|v| v.what.contains("role"))
+            .collect()
+    };
+    let live = |roles: &[&str]| Liveness {
+        last_fault_ns: 0,
+        bound_ns: 500 * MS,
+        roles: roles.iter().map(|r| (*r).to_string()).collect(),
+    };
+    // shard-1 owned by n1, shard-2 by nobody.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(2_000));
+    h.hold(10, 2, 12, x, 10, &[], Some(2_000));
+    let t = h.trace(1_000);
+    let v = check(&t, live(&["shard-1", "shard-2"]));
+    assert_caught(&v, "role shard-2 has no owner");
+    assert!(check(&t, live(&["shard-1"])).is_empty());
+    // shard-1 owned twice at the end (and also a safety violation).
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(2_000));
+    h.hold(10, 2, 12, x, 10, &[], Some(2_000));
+    h.hold(800, 2, 12, x, 10, &[("shard-1", 9, None)], Some(2_000));
+    let v = check(&h.trace(1_000), live(&["shard-1"]));
+    assert_caught(
+        &v,
+        "roles no longer settled at the end: role shard-1 has 2 owners",
+    );
+    // Owned only after the bound.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[], Some(2_000));
+    h.hold(700, 1, 11, x, 10, &[("shard-1", 5, None)], Some(2_000));
+    let v = check(&h.trace(1_000), live(&["shard-1"]));
+    assert_caught(&v, "every role owned once only 700 ms after the last fault");
+    // A hold that runs out by time alone (no later view) at the end.
+    let mut h = roles_base(x);
+    h.hold(10, 1, 11, x, 10, &[("shard-1", 5, None)], Some(300));
+    h.hold(900, 2, 12, x, 10, &[], Some(2_000));
+    let v = check(&h.trace(1_000), live(&["shard-1"]));
+    assert_caught(
+        &v,
+        "roles no longer settled at the end: role shard-1 has no owner",
+    );
 }
