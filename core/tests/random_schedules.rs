@@ -1,5 +1,7 @@
 //! Property test: random fault schedules on the in-memory network, every safety
-//! invariant checked after every event, and liveness once faults stop.
+//! invariant checked after every event, and liveness once faults stop. Every node
+//! declares the same named roles as it starts, so the role rules (one holder per role
+//! at any instant, rising role tokens, P13) are checked under the same faults.
 //!
 //! Each case is one `u64` seed; the schedule, the network's randomness and every
 //! node's seed derive from it. A failure prints the seed and the command that replays
@@ -12,7 +14,7 @@
 mod common;
 
 use cluster_mode_core::Config;
-use common::net::Rng;
+use common::net::{shards, Rng};
 use common::{Net, NetConfig};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -24,6 +26,15 @@ const FAULT_WINDOW_MS: u64 = 3_000;
 /// settle within a few election timeouts; the slack covers joins and promotions of
 /// nodes replaced during the faults.
 const LIVENESS_BOUND_MS: u64 = 5_000;
+/// Named roles every node declares (P13). Eight keep the graceful-move path in play
+/// (a node that joins takes its fair share, `floor(8 / members)` roles, from live
+/// owners) at about twice the cost of a schedule without roles; see `CASES`.
+const ROLES: usize = 8;
+/// Random schedules per run of the property test. The role work (a placement round
+/// per heartbeat, the hold checks after every input, the checker's role rules) about
+/// doubles the cost of a schedule, so this went from 500 to 220 when the schedules
+/// gained roles, to keep CI time within +30%; `SCHEDULE_SEEDS` widens the fixed sweep.
+const CASES: u32 = 220;
 
 #[derive(Debug)]
 enum Fault {
@@ -38,8 +49,9 @@ enum Fault {
     AddNode,
 }
 
-/// Builds and runs one schedule; returns the network for inspection.
-fn run(seed: u64) -> (Net, Vec<String>) {
+/// Builds and runs one schedule; returns the network for inspection. `trace`: record
+/// the protocol trace (for `replay`; it changes no decision of the run, only its cost).
+fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
     let mut rng = Rng::new(seed);
     let mut cfg = Config::fast_test();
     let n = rng.range(3, 6) as usize;
@@ -52,11 +64,16 @@ fn run(seed: u64) -> (Net, Vec<String>) {
         discovery_interval: Duration::from_millis(100),
     };
     let mut net = Net::new(seed, cfg.clone(), netcfg);
+    net.record_trace = trace;
     net.random_drift_ppm = cfg.max_clock_drift_ppm as i64;
     // A third of the schedules run with data directories: there a restart keeps the
     // node's id, term, vote and log (P12). Chosen from the seed, not drawn, so that
     // the other schedules are the same as before.
     net.durable = seed % 3 == 1;
+    // Every node declares the same named roles as it starts (P13), as an application
+    // built with `ClusterBuilder::roles` does: the checker then also sees to one
+    // holder per role at any instant and rising role tokens under every fault.
+    net.roles_on_start = shards(ROLES);
     for _ in 0..n {
         net.add_node();
     }
@@ -182,7 +199,7 @@ fn check(seed: u64) -> Result<Option<u64>, String> {
 }
 
 fn check_schedule(seed: u64, replay: &str) -> Result<Option<u64>, String> {
-    let (mut net, log) = run(seed);
+    let (mut net, log) = run(seed, false);
     if let Some(v) = net.checker.violations.first() {
         return Err(format!(
             "seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}",
@@ -211,7 +228,7 @@ proptest! {
     // A fixed RNG seed keeps CI reproducible; set PROPTEST_RNG_SEED to explore new
     // schedules.
     #![proptest_config(ProptestConfig {
-        cases: 500,
+        cases: CASES,
         failure_persistence: None,
         rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
             ProptestConfig::default().rng_seed
@@ -276,7 +293,7 @@ fn replay() {
     else {
         return;
     };
-    let (mut net, log) = run(seed);
+    let (mut net, log) = run(seed, true);
     let settled = net.run_until_settled(LIVENESS_BOUND_MS);
     println!("faults: {log:#?}\n{}", net.trace_text());
     println!(
@@ -310,7 +327,7 @@ fn dump() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-    let (mut net, _) = run(seed);
+    let (mut net, _) = run(seed, true);
     net.run_until(from);
     for _ in 0..40 {
         for s in 0..net.nodes.len() {
