@@ -70,7 +70,12 @@ impl Checker {
 
     /// The process in `slot` is gone: it holds nothing any more.
     fn forget_roles(&mut self, slot: usize) {
-        for role in self.slot_roles.remove(&slot).unwrap_or_default().into_keys() {
+        for role in self
+            .slot_roles
+            .remove(&slot)
+            .unwrap_or_default()
+            .into_keys()
+        {
             if let Some(c) = self.role_claims.get_mut(&role) {
                 c.remove(&slot);
             }
@@ -301,10 +306,7 @@ impl Checker {
                 .entry(role.clone())
                 .or_default()
                 .insert(slot);
-            self.slot_roles
-                .entry(slot)
-                .or_default()
-                .insert(role, token);
+            self.slot_roles.entry(slot).or_default().insert(role, token);
         }
     }
 

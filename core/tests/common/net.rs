@@ -134,6 +134,11 @@ pub struct Net {
     /// Roles every node started from now on declares as it starts (as an application
     /// built with `ClusterBuilder::roles` does at every start), P13.
     pub roles_on_start: Vec<(String, Placement)>,
+    /// When set, every role event with its real time and slot (for rule tests).
+    pub role_events: Option<Vec<(u64, usize, RoleEvent)>>,
+    /// When set, (from, to) -> the real time of the latest message delivered from one
+    /// slot to the other (for rule tests).
+    pub deliveries: Option<BTreeMap<(usize, usize), u64>>,
 }
 
 /// `n` roles, `shard-0` .. `shard-{n-1}`, placed anywhere.
@@ -171,6 +176,8 @@ impl Net {
             durable: false,
             persists: 0,
             roles_on_start: Vec::new(),
+            role_events: None,
+            deliveries: None,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -192,6 +199,13 @@ impl Net {
 
     pub fn local(&self, slot: usize, real: u64) -> Instant {
         local_time(&self.nodes[slot], real)
+    }
+
+    /// The real time (ns) at which node `slot`'s clock reads `local` (past or future).
+    pub fn real_time_of(&self, slot: usize, local: Instant) -> i128 {
+        let n = &self.nodes[slot];
+        let l = local.as_nanos() as i128 - n.offset as i128;
+        n.started_real as i128 + l * 1_000_000 / (1_000_000 + n.drift_ppm as i128)
     }
 
     fn real_of(&self, slot: usize, local: Instant) -> u64 {
@@ -602,8 +616,10 @@ impl Net {
                 self.persists += 1;
                 self.nodes[slot].disk = Some(state);
             }
-            Command::Role(_) if !self.record_trace => {}
-            Command::Role(event) => {
+            Command::Role(event) if self.role_events.is_some() || self.record_trace => {
+                if let Some(events) = &mut self.role_events {
+                    events.push((self.now, slot, event.clone()));
+                }
                 let name = self.nodes[slot].name.clone();
                 let line = match event {
                     RoleEvent::Acquired { role, token } => {
@@ -629,6 +645,7 @@ impl Net {
                 };
                 self.note(line);
             }
+            Command::Role(_) => {}
             // The last arm is a catch-all so that a command added to the core's
             // (non-exhaustive) enum compiles here and shows up in the trace.
             other => {
@@ -860,7 +877,11 @@ impl Net {
 
     /// Runs until real time `until_ms`.
     pub fn run_until(&mut self, until_ms: u64) {
-        let until = until_ms * 1_000_000;
+        self.run_until_ns(until_ms * 1_000_000);
+    }
+
+    /// Runs until real time `until` (ns).
+    pub fn run_until_ns(&mut self, until: u64) {
         while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
             if at > until {
                 break;
@@ -917,6 +938,11 @@ impl Net {
                 if n.paused {
                     self.nodes[to].deferred.push(Event::Deliver { to, env });
                     return;
+                }
+                if let Some(d) = &mut self.deliveries {
+                    if let Some(&from) = self.by_addr.get(&env.from_addr) {
+                        d.insert((from, to), self.now);
+                    }
                 }
                 self.input(to, Input::Message(*env));
             }
