@@ -498,6 +498,59 @@ fn a_graceful_move_drains_until_the_owner_releases_or_its_deadline_and_only_then
 }
 
 #[test]
+fn a_joining_node_takes_roles_by_graceful_moves_and_each_revoked_role_moves_once() {
+    // Four nodes hold twelve roles; a fifth joins. The cap drops from 4 to 3: a node
+    // above it sheds, and the newcomer takes roles from the others' overflow up to
+    // its fair share, floor(12 / 5) = 2, all by graceful moves. Each revoke leaves a
+    // role unowned from its release to its grant, so a role revoked must move (not
+    // come back to the owner it was taken from), every move goes to the newcomer
+    // unless it is shed by a node above the new cap, and nothing else moves.
+    for (seed, drain) in [(45, 0), (45, 50), (46, 0), (47, 300), (48, 0)] {
+        let mut cfg = Config::fast_test();
+        cfg.role_drain_timeout = Duration::from_millis(drain);
+        let mut net = cluster(seed, cfg, 4, 12);
+        let p = net.the_primary().unwrap();
+        let before = table(&net, p);
+        let load = |id| before.values().filter(|e| e.owner == Some(id)).count();
+        let newcomer = net.add_node();
+        let nid = net.nodes[newcomer].core.identity().id;
+        let mut revoked = std::collections::BTreeSet::new();
+        let end = net.now + 1_500 * 1_000_000;
+        while net.now < end {
+            if let Some(q) = net.the_primary() {
+                for (r, e) in table(&net, q) {
+                    if e.releasing {
+                        revoked.insert(r);
+                    }
+                }
+            }
+            step(&mut net);
+        }
+        assert!(at_rest(&net, 12));
+        let after = table(&net, net.the_primary().unwrap());
+        let moved: std::collections::BTreeSet<String> = after
+            .iter()
+            .filter(|(r, e)| e.owner != before[*r].owner)
+            .map(|(r, _)| r.clone())
+            .collect();
+        let to_newcomer = after.values().filter(|e| e.owner == Some(nid)).count();
+        eprintln!(
+            "seed {seed} drain {drain} ms: revoked {revoked:?}, moved {moved:?}, newcomer holds {to_newcomer}"
+        );
+        assert!(to_newcomer >= 1, "the newcomer takes roles");
+        assert_eq!(revoked, moved, "every revoked role moves, and only those");
+        for r in &moved {
+            let from = before[r].owner.unwrap();
+            assert!(
+                after[r].owner == Some(nid) || load(from) > cap(12, 5),
+                "{r} moved between old members"
+            );
+        }
+        assert_clean(&net);
+    }
+}
+
+#[test]
 fn a_leaving_node_s_roles_move_without_waiting_for_the_failover_timeout() {
     let mut cfg = Config::fast_test();
     cfg.role_failover_timeout = Duration::from_secs(3);

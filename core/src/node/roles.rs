@@ -587,14 +587,18 @@ impl ClusterCore {
         let inputs: Vec<RoleInput<'_>> = table
             .iter()
             .filter(|(name, _)| !removing.contains(name.as_str()))
-            .map(|(name, e)| {
-                let released = e.releasing && free(name, e);
-                RoleInput {
-                    name,
-                    owner: if released { None } else { e.owner },
-                    placement: &e.placement,
-                    movable: !e.releasing || released,
-                }
+            // A role being released is planned as if it were free already, so that
+            // its move counts on the member it goes to, not on the owner letting go
+            // of it: counted on its owner, a newcomer still looked underloaded in
+            // the rounds (one per commit) before the release landed, and each round
+            // asked more owners for roles, which then went back to their owners or
+            // elsewhere. Until the release is confirmed (`free`), no grant is
+            // written for it below.
+            .map(|(name, e)| RoleInput {
+                name,
+                owner: if e.releasing { None } else { e.owner },
+                placement: &e.placement,
+                movable: true,
             })
             .collect();
         let index = self.log.last_index() + 1;
