@@ -747,3 +747,39 @@ fn a_removed_role_waits_for_its_owner_to_release_it() {
     assert!(all_held(&net, 5));
     assert_clean(&net);
 }
+
+#[test]
+fn role_tokens_rise_across_a_recovery() {
+    // Two of three voters are restarted in place (new processes): the survivor
+    // recovers the cluster with them (P11). The successor starts with the replaced
+    // cluster's roles and places them again, under tokens above every token of the
+    // cluster it replaced. (Before the successor carried the table, the roles were
+    // gone for good: the new processes declare them as they start, but they join
+    // the old cluster first, see the roles in its table, and drop the declaration.)
+    let mut net = cluster(91, Config::fast_test(), 3, 4);
+    let p = net.the_primary().unwrap();
+    let old: BTreeMap<String, RoleToken> = (0..4)
+        .map(|i| {
+            let r = format!("shard-{i}");
+            let h = holders(&net, &r)[0];
+            let t = owns(&net, h, &r).unwrap();
+            (r, t)
+        })
+        .collect();
+    let old_cluster = net.nodes[p].core.cluster().unwrap();
+    for s in (0..3).filter(|s| *s != p) {
+        net.restart(s);
+    }
+    net.run_until_settled(5_000).expect("recovers");
+    let q = net.the_primary().unwrap();
+    let new_cluster = net.nodes[q].core.cluster().unwrap();
+    assert!(new_cluster.epoch() > old_cluster.epoch());
+    wait(&mut net, 3_000, |n| all_held(n, 4)).expect("roles placed again");
+    for (r, t) in &old {
+        let h = holders(&net, r)[0];
+        let now = owns(&net, h, r).unwrap();
+        assert_eq!(now.cluster, new_cluster);
+        assert!(now > *t, "{r}: {now} after {t}");
+    }
+    assert_clean(&net);
+}

@@ -419,6 +419,30 @@ impl ClusterCore {
         }
     }
 
+    /// The role table of a cluster this node founds by a recovery (P11): every role
+    /// of the cluster it replaces, as this node committed it, with no owner, so that
+    /// the successor's primary places them again (under tokens of the successor's
+    /// higher epoch). Without it the roles were gone after a recovery: every member
+    /// had dropped its declaration once the old table showed it. No hold of the
+    /// replaced cluster is left to wait for: a recovery needs that cluster to have had
+    /// no leader for a while, every hold ends before the lease of the primary that
+    /// granted it, and the successor's primary places roles only while its own lease
+    /// is valid, which P11 orders after every lease of the cluster replaced.
+    pub(super) fn roles_for_successor(&self) -> BTreeMap<String, RoleEntry> {
+        self.log
+            .committed()
+            .roles
+            .iter()
+            .map(|(name, e)| {
+                let entry = RoleEntry {
+                    placement: e.placement.clone(),
+                    ..RoleEntry::default()
+                };
+                (name.clone(), entry)
+            })
+            .collect()
+    }
+
     // ----- the primary's side -------------------------------------------------------
 
     /// The hold renewal for an append to `id`, if it gets one: this node is primary,
