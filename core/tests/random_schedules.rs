@@ -10,6 +10,10 @@
 //! ```text
 //! SCHEDULE_SEED=<seed> cargo test -p cluster-mode-core --test random_schedules replay -- --ignored --nocapture
 //! ```
+//!
+//! The fixed sweep covers seeds `0..200`; `SCHEDULE_SEEDS=N` widens it, and
+//! `SCHEDULE_KEEP_GOING=1` runs every seed and lists every failure instead of stopping
+//! at the first.
 
 mod common;
 
@@ -255,11 +259,25 @@ fn fixed_seeds_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200u64);
+    // SCHEDULE_KEEP_GOING=1 runs every seed and reports every failure at the end.
+    let keep_going = std::env::var_os("SCHEDULE_KEEP_GOING").is_some();
+    let mut failures = Vec::new();
     for seed in 0..count {
-        if let Some(t) = check(seed).unwrap_or_else(|e| panic!("{e}")) {
-            settle_times.push(t);
+        match check(seed) {
+            Ok(Some(t)) => settle_times.push(t),
+            Ok(None) => {}
+            Err(e) if keep_going => {
+                println!("FAILED {e}");
+                failures.push(seed);
+            }
+            Err(e) => panic!("{e}"),
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed: {failures:?}",
+        failures.len()
+    );
     settle_times.sort_unstable();
     let p = |q: usize| settle_times[(settle_times.len() - 1) * q / 100];
     println!(
