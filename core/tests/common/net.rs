@@ -870,6 +870,22 @@ impl Net {
             // (non-exhaustive) enum still renders.
             other => match other {
                 Message::TimeoutNow { term, .. } => format!("TimeoutNow t{term}"),
+                Message::Roles(req) => {
+                    let add: Vec<RoleOp> = req
+                        .add
+                        .iter()
+                        .map(|(role, placement)| RoleOp::Add {
+                            role: role.clone(),
+                            placement: placement.clone(),
+                        })
+                        .chain(
+                            req.remove
+                                .iter()
+                                .map(|role| RoleOp::Remove { role: role.clone() }),
+                        )
+                        .collect();
+                    format!("Roles request, {}", self.render_role_ops(&add))
+                }
                 _ => format!("{other:?}"),
             },
         }
