@@ -783,3 +783,65 @@ fn role_tokens_rise_across_a_recovery() {
     }
     assert_clean(&net);
 }
+
+#[test]
+fn a_member_restarted_with_its_data_holds_no_grant_from_before_the_restart() {
+    // Its previous process may have let go of those grants (released after a drain,
+    // or every role while leaving) and the primary may have given them away on that
+    // word; the restart forgot it (random schedule 83599: a leaver restarted with its
+    // data 10 ms after it confirmed its roles took a renewal while its table, not yet
+    // at the commit that moved them, still named it, and held three roles with their
+    // new owner). So it holds none of them, even with a renewal in hand, and confirms
+    // them released: the primary grants them again, under higher tokens.
+    let mut net = Net::new(101, Config::fast_test(), quiet());
+    net.durable = true;
+    net.roles_on_start = shards(6);
+    net.role_events = Some(Vec::new());
+    for _ in 0..3 {
+        net.add_node();
+    }
+    net.run_until_settled(5_000).expect("settles");
+    settle_roles(&mut net, 6);
+    let p = net.the_primary().unwrap();
+    let f = follower_owner(&net);
+    let before: BTreeMap<String, RoleToken> = held_by(&net, f)
+        .into_iter()
+        .map(|r| {
+            let t = owns(&net, f, &r).unwrap();
+            (r, t)
+        })
+        .collect();
+    net.crash(f);
+    net.restart_with_data(f);
+    let restarted = net.now;
+    // An append that commits its whole restored log (the primary had committed it
+    // all) with a renewal echoing its own clock: it has a hold, and its table names
+    // it owner, yet it holds none of its old grants.
+    let commit = net.nodes[f].core.last_log_id().1;
+    let grant = HoldGrant {
+        echo: net.local(f, net.now),
+        valid_for_nanos: 40_000_000,
+    };
+    let env = raw_append(&net, p, f, commit, grant);
+    net.input(f, Input::Message(env));
+    assert!(hold_until(&net, f).is_some_and(|h| h > net.local(f, net.now)));
+    let fid = net.nodes[f].core.identity().id;
+    for r in before.keys() {
+        assert_eq!(table(&net, f)[r].owner, Some(fid));
+        assert_eq!(owns(&net, f, r), None, "{r} held from before the restart");
+    }
+    // The primary grants them again (to it or to another), under higher tokens.
+    let regranted = wait(&mut net, 2_000, |n| {
+        all_held(n, 6)
+            && before
+                .iter()
+                .all(|(r, t)| holders(n, r).iter().all(|h| owns(n, *h, r).unwrap() > *t))
+    })
+    .expect("granted again");
+    eprintln!(
+        "restart with data: {} roles granted again {:.1} ms after the restart",
+        before.len(),
+        ms(regranted - restarted)
+    );
+    assert_clean(&net);
+}

@@ -41,6 +41,13 @@ pub(super) struct RolesState {
     pending: RolesRequest,
     /// Roles last reported held: token, and whether `Releasing` was reported.
     reported: BTreeMap<String, (RoleToken, bool)>,
+    /// The last log index this process restored from its data directory (P12), 0 if
+    /// it started fresh. Its previous process may have let go of any grant up to
+    /// there (released after a drain, or every role while leaving) and the primary
+    /// may have given the role to someone else on that word; the restart forgot it.
+    /// So this process never holds a grant with an index up to this one, and confirms
+    /// each as released: the primary grants the role again, to it or to another.
+    restored_through: u64,
 }
 
 /// A leader's role state for its term.
@@ -133,6 +140,22 @@ impl ClusterCore {
         merge_requests(&mut l.roles.requests, req);
     }
 
+    /// After a restore from the data directory: forget every grant the restored log
+    /// holds (see [`RolesState::restored_through`]).
+    pub(super) fn roles_after_restore(&mut self) {
+        self.roles.restored_through = self.log.last_index();
+    }
+
+    /// Whether this node let go of its grant `e` of `name` for good: released it, or
+    /// the grant is older than this process's restore.
+    fn let_go(&self, name: &str, e: &RoleEntry) -> bool {
+        e.granted_at <= self.roles.restored_through
+            || self
+                .roles
+                .released
+                .contains(&(name.to_string(), e.granted_at))
+    }
+
     // ----- the hold ---------------------------------------------------------------
 
     /// Takes a hold renewal from an append this node stored, caught up with the
@@ -183,14 +206,7 @@ impl ClusterCore {
     /// Whether this node holds `name` (described by `e`) at `now`, ignoring the hold
     /// itself (checked once by the callers).
     fn owns_entry(&self, now: Instant, name: &str, e: &RoleEntry) -> bool {
-        if e.owner != Some(self.me.id) {
-            return false;
-        }
-        if self
-            .roles
-            .released
-            .contains(&(name.to_string(), e.granted_at))
-        {
+        if e.owner != Some(self.me.id) || self.let_go(name, e) {
             return false;
         }
         !e.releasing
@@ -270,8 +286,8 @@ impl ClusterCore {
     }
 
     /// The releases this node confirms to the leader: roles asked back that it let
-    /// go (or, while leaving, every role the table gives it: a leaving node holds
-    /// none and never will again).
+    /// go, grants older than its restore (or, while leaving, every role the table
+    /// gives it: a leaving node holds none and never will again).
     pub(super) fn released_roles(&self) -> Vec<(String, u64)> {
         let leaving = self.leave.leaving.is_some();
         self.log
@@ -281,6 +297,7 @@ impl ClusterCore {
             .filter(|(name, e)| {
                 e.owner == Some(self.me.id)
                     && (leaving
+                        || e.granted_at <= self.roles.restored_through
                         || (e.releasing
                             && self
                                 .roles
@@ -543,10 +560,7 @@ impl ClusterCore {
         };
         let confirmed = |name: &str, e: &RoleEntry| match e.owner {
             None => true,
-            Some(o) if o == me => self
-                .roles
-                .released
-                .contains(&(name.to_string(), e.granted_at)),
+            Some(o) if o == me => self.let_go(name, e),
             Some(o) => l.progress.get(&o).is_some_and(|p| {
                 p.released
                     .iter()
@@ -618,9 +632,15 @@ impl ClusterCore {
             // asked more owners for roles, which then went back to their owners or
             // elsewhere. Until the release is confirmed (`free`), no grant is
             // written for it below.
+            // So is a role its owner let go of without being asked (a restarted
+            // owner's old grant, or a leaver's).
             .map(|(name, e)| RoleInput {
                 name,
-                owner: if e.releasing { None } else { e.owner },
+                owner: if e.releasing || confirmed(name, e) {
+                    None
+                } else {
+                    e.owner
+                },
                 placement: &e.placement,
                 movable: true,
             })
@@ -633,7 +653,7 @@ impl ClusterCore {
             let Some(e) = table.get(&mv.role) else {
                 continue;
             };
-            if e.owner == Some(mv.to) && !e.releasing {
+            if e.owner == Some(mv.to) && !e.releasing && !confirmed(&mv.role, e) {
                 continue;
             }
             if free(&mv.role, e) {
