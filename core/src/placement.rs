@@ -87,6 +87,11 @@ pub struct RoleInput<'a> {
     /// False while a move of this role is in flight: the planner leaves it where it is
     /// and counts it on its owner.
     pub movable: bool,
+    /// The member letting go of it (asked back, not yet confirmed), for a role given
+    /// with `owner: None`: it still counts on that member's load, so that the
+    /// member does not look underloaded and draw another role while it drains, and
+    /// the role is planned like an orphan (its destination counts too).
+    pub releasing_from: Option<NodeId>,
 }
 
 /// One decision: `role` is to be owned by `to`.
@@ -252,6 +257,14 @@ pub fn plan(roles: &[RoleInput<'_>], candidates: &[Candidate], max_moves: usize)
     for o in owner.iter().flatten() {
         *load.entry(*o).or_default() += 1;
     }
+    for (i, role) in roles.iter().enumerate() {
+        if let Some(from) = role
+            .releasing_from
+            .filter(|f| owner[i].is_none() && present.contains_key(f))
+        {
+            *load.entry(from).or_default() += 1;
+        }
+    }
     let mut r = Round {
         roles,
         caps: present
@@ -389,6 +402,7 @@ mod tests {
         let input: Vec<RoleInput<'_>> = roles
             .iter()
             .map(|r| RoleInput {
+                releasing_from: None,
                 name: &r.name,
                 owner: r.owner,
                 placement: &r.placement,

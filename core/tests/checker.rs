@@ -4,7 +4,7 @@
 
 mod common;
 
-use cluster_mode_core::{ClusterId, FencingToken, NodeId};
+use cluster_mode_core::{ClusterId, FencingToken, NodeId, RoleToken};
 use common::checker::{token_across_recovery, Checker, World};
 
 fn token(epoch: u32, random: u128, term: u64) -> FencingToken {
@@ -45,6 +45,8 @@ struct HandNode {
     primary: bool,
     commit_index: u64,
     members_hash: u64,
+    /// The roles it holds at this instant, with their grant indices.
+    roles: Vec<(String, u64)>,
 }
 
 /// A hand-made history: the test sets a node's state, then tells the checker that
@@ -93,6 +95,31 @@ impl World for Hand {
     fn members_hash(&self, slot: usize) -> u64 {
         self.nodes[slot].members_hash
     }
+    fn for_each_owned_role(&self, slot: usize, f: &mut dyn FnMut(&str, RoleToken)) {
+        let n = &self.nodes[slot];
+        if let Some(cluster) = n.cluster {
+            for (role, index) in &n.roles {
+                f(
+                    role,
+                    RoleToken {
+                        cluster,
+                        index: *index,
+                    },
+                );
+            }
+        }
+    }
+    fn owns(&self, slot: usize, role: &str) -> Option<RoleToken> {
+        let n = &self.nodes[slot];
+        let cluster = n.cluster?;
+        n.roles
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, index)| RoleToken {
+                cluster,
+                index: *index,
+            })
+    }
 }
 
 impl Hand {
@@ -111,6 +138,7 @@ impl Hand {
                     primary: false,
                     commit_index: 1,
                     members_hash: 100,
+                    roles: Vec::new(),
                 })
                 .collect(),
             checker: Checker::default(),
@@ -153,6 +181,12 @@ impl Hand {
         let n = &mut self.nodes[slot];
         n.commit_index = index;
         n.members_hash = hash;
+        self.event(slot);
+    }
+
+    /// `slot` holds exactly `roles` (name, grant index) from now on.
+    fn hold(&mut self, slot: usize, roles: &[(&str, u64)]) {
+        self.nodes[slot].roles = roles.iter().map(|(r, i)| (r.to_string(), *i)).collect();
         self.event(slot);
     }
 
@@ -285,4 +319,82 @@ fn diverged_member_lists_are_caught() {
         "{:?}",
         h.violations()
     );
+}
+
+#[test]
+fn a_clean_history_of_role_moves_passes() {
+    let mut h = Hand::new(3);
+    h.hold(0, &[("shard-0", 5), ("shard-1", 5)]);
+    h.hold(1, &[("shard-2", 5)]);
+    // shard-1 moves from n1 to n2: n1 lets go first, n2 takes it with a later grant.
+    h.hold(0, &[("shard-0", 5)]);
+    h.hold(1, &[("shard-2", 5), ("shard-1", 8)]);
+    // A holder keeps its token across its own events.
+    h.event(1);
+    h.hold(1, &[("shard-2", 5), ("shard-1", 8)]);
+    // A crashed holder holds nothing: its role may go elsewhere.
+    h.nodes[0].alive = false;
+    h.checker.node_stopped(0);
+    h.hold(2, &[("shard-0", 9)]);
+    h.assert_clean();
+    assert_eq!(h.checker.role_owners_seen, 5);
+}
+
+#[test]
+fn two_holders_of_a_role_and_a_falling_role_token_are_caught() {
+    // The bad history holds both kinds: n2 takes shard-1 while n1 still holds it, and
+    // later n3 takes shard-0 with a token below n1's.
+    let mut h = Hand::new(3);
+    h.hold(0, &[("shard-0", 7), ("shard-1", 7)]);
+    h.hold(1, &[("shard-1", 9)]);
+    h.assert_caught("role shard-1 held by two nodes at once: n1 and n2");
+    h.hold(0, &[]);
+    h.hold(2, &[("shard-0", 6)]);
+    h.assert_caught("role token did not increase: shard-0 held by n3 with 6 after 7");
+    assert_eq!(h.violations().len(), 2, "{:?}", h.violations());
+
+    // The overlap is caught at the event of whichever holder comes second, even when
+    // the first one's hold was taken long before.
+    let mut h = Hand::new(3);
+    h.hold(2, &[("shard-3", 4)]);
+    h.event(0);
+    h.event(1);
+    h.hold(1, &[("shard-3", 11)]);
+    h.assert_caught("role shard-3 held by two nodes at once: n3 and n2");
+
+    // The same token on two nodes one after the other (a grant replayed).
+    let mut h = Hand::new(2);
+    h.hold(0, &[("shard-0", 7)]);
+    h.hold(0, &[]);
+    h.hold(1, &[("shard-0", 7)]);
+    h.assert_caught("role token did not increase: shard-0 held by n2 with 7 after 7");
+
+    // One holder whose own token goes back.
+    let mut h = Hand::new(2);
+    h.hold(0, &[("shard-0", 7)]);
+    h.hold(0, &[("shard-0", 3)]);
+    h.assert_caught("role token went backwards: shard-0 held by n1 with 3 after 7");
+}
+
+#[test]
+fn a_role_token_must_rise_across_a_recovery() {
+    let mut h = Hand::new(2);
+    h.hold(0, &[("shard-0", 40)]);
+    h.nodes[0].alive = false;
+    h.checker.node_stopped(0);
+    // n2 founds a successor that kept epoch 1 and drew smaller random bits (a broken
+    // recovery): its first holder's token, (epoch 1, 3, 2), is below (epoch 1, 7, 40).
+    h.nodes[1].cluster = Some(ClusterId::with_epoch(1, 3));
+    h.nodes[1].commit_index = 2;
+    h.hold(1, &[("shard-0", 2)]);
+    h.assert_caught("role token did not increase across a recovery: shard-0");
+    // A successor one epoch up is above, whatever its index.
+    let mut h = Hand::new(2);
+    h.hold(0, &[("shard-0", 40)]);
+    h.nodes[0].alive = false;
+    h.checker.node_stopped(0);
+    h.nodes[1].cluster = Some(ClusterId::with_epoch(2, 3));
+    h.nodes[1].commit_index = 2;
+    h.hold(1, &[("shard-0", 2)]);
+    h.assert_clean();
 }

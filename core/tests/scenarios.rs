@@ -51,6 +51,12 @@
 //!   `isolate NODE`, `cut NODE NODE` (one link, both ways), `heal` (every link),
 //!   `pause NODE`, `resume NODE`, `leave NODE`, `force-recover NODE` (an operator's
 //!   `Input::ForceRecover`, P11).
+//! - `roles N`: every live node declares the roles `shard-0` .. `shard-{N-1}` (P13),
+//!   and every node started later declares them as it starts.
+//! - `hold NODE`: when the node's hold on its roles ends (a follower's latest
+//!   renewal, a primary's lease), in network time.
+//! - `owners`: the one primary's role table, each role with its owner and token, and
+//!   the node that holds it at this instant (`owns` on its own clock).
 //! - `recovery NODE`: what a member of a leaderless cluster reports (each voter's
 //!   evidence, and why it does not recover by itself).
 //! - `discovery NODE... fails | lists all | lists nothing | lists NODE...`: what
@@ -59,12 +65,14 @@
 //!   process (after `restart`, `not-member LABEL` still means the old process).
 //! - `check settled | primary | primary=NODE | primary!=NODE | not-leader NODE |
 //!   term NODE =|> LABEL | token NODE > LABEL | voters=N | members=N | member NODE | not-member NODE |
-//!   left NODE | same-cluster NODE NODE | clusters=N`: assertions (counts and
+//!   left NODE | same-cluster NODE NODE | clusters=N | roles-held`: assertions
+//!   (`roles-held`: every role of the primary's table is held now by the owner the
+//!   table names) (counts and
 //!   membership are the one primary's committed configuration; `clusters` counts
 //!   every cluster ever formed).
 //!
-//! NODE is `nK`, a label, `primary` (the one primary) or `follower` (the first live
-//! node that is not primary).
+//! NODE is `nK`, a label, `primary` (the one primary), `follower` (the first live
+//! node that is not primary) or `owner:ROLE` (the live node holding ROLE now).
 //!
 //! # Checking
 //!
@@ -94,6 +102,7 @@ const TRACES: &[&str] = &[
     "primary_leave",
     "restart_in_place",
     "restart_with_data",
+    "roles_move",
     "rolling_restart",
     "skewed_bootstrap",
     "stuck_then_forced",
@@ -190,6 +199,11 @@ fn a_follower_cut_off_from_the_leader_alone_cannot_disrupt_it() {
 #[test]
 fn a_pod_restarted_in_place_replaces_its_previous_process() {
     run_trace("restart_in_place");
+}
+
+#[test]
+fn a_crashed_role_owner_s_roles_move_after_its_hold_and_the_failover_timeout() {
+    run_trace("roles_move");
 }
 
 #[test]

@@ -329,10 +329,13 @@ impl ClusterCore {
         let Some(c) = self.end_candidacy() else {
             return;
         };
+        let mut roles = Default::default();
         let epoch = match c.replaces {
             None => 1,
             Some(old) => {
-                // Terms, votes and the log belong to the cluster replaced.
+                // The roles outlive the cluster replaced (P13); terms, votes and the
+                // log belong to it.
+                roles = self.roles_for_successor();
                 self.become_fresh();
                 self.founded_successor_of(old);
                 old.epoch().saturating_add(1)
@@ -349,6 +352,7 @@ impl ClusterCore {
             }
             membership.members.insert(id, Member { addr, name, voter });
         }
+        membership.roles = roles;
         info!(%cluster, epoch, replaces = ?c.replaces, members = membership.members.len(), "founded the cluster");
         let snap = Snapshot {
             index: 1,

@@ -175,6 +175,7 @@ impl ClusterCore {
             core.role.refuse_votes_until = Some(now + core.cfg.election_timeout_min);
             core.reset_election_timer(now);
             core.out.members_dirty = true;
+            core.roles_after_restore();
             tracing::info!(%cluster, term = core.hard.term, "restored from durable state");
         }
         Ok(core.durable())

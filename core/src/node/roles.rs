@@ -44,6 +44,13 @@ pub(super) struct RolesState {
     /// What the held set depended on when it was last reported; while it is the
     /// same, so is the set, and the report is skipped (it runs after every input).
     reported_key: Option<HeldKey>,
+    /// The last log index this process restored from its data directory (P12), 0 if
+    /// it started fresh. Its previous process may have let go of any grant up to
+    /// there (released after a drain, or every role while leaving) and the primary
+    /// may have given the role to someone else on that word; the restart forgot it.
+    /// So this process never holds a grant with an index up to this one, and confirms
+    /// each as released: the primary grants the role again, to it or to another.
+    restored_through: u64,
 }
 
 /// Everything the set of held roles depends on, but the clock (which only matters
@@ -166,6 +173,22 @@ impl ClusterCore {
         merge_requests(&mut l.roles.requests, req);
     }
 
+    /// After a restore from the data directory: forget every grant the restored log
+    /// holds (see [`RolesState::restored_through`]).
+    pub(super) fn roles_after_restore(&mut self) {
+        self.roles.restored_through = self.log.last_index();
+    }
+
+    /// Whether this node let go of its grant `e` of `name` for good: released it, or
+    /// the grant is older than this process's restore.
+    fn let_go(&self, name: &str, e: &RoleEntry) -> bool {
+        e.granted_at <= self.roles.restored_through
+            || self
+                .roles
+                .released
+                .contains(&(name.to_string(), e.granted_at))
+    }
+
     // ----- the hold ---------------------------------------------------------------
 
     /// Takes a hold renewal from an append this node stored, caught up with the
@@ -216,14 +239,7 @@ impl ClusterCore {
     /// Whether this node holds `name` (described by `e`) at `now`, ignoring the hold
     /// itself (checked once by the callers).
     fn owns_entry(&self, now: Instant, name: &str, e: &RoleEntry) -> bool {
-        if e.owner != Some(self.me.id) {
-            return false;
-        }
-        if self
-            .roles
-            .released
-            .contains(&(name.to_string(), e.granted_at))
-        {
+        if e.owner != Some(self.me.id) || self.let_go(name, e) {
             return false;
         }
         !e.releasing
@@ -303,8 +319,8 @@ impl ClusterCore {
     }
 
     /// The releases this node confirms to the leader: roles asked back that it let
-    /// go (or, while leaving, every role the table gives it: a leaving node holds
-    /// none and never will again).
+    /// go, grants older than its restore (or, while leaving, every role the table
+    /// gives it: a leaving node holds none and never will again).
     pub(super) fn released_roles(&self) -> Vec<(String, u64)> {
         let leaving = self.leave.leaving.is_some();
         self.log
@@ -314,6 +330,7 @@ impl ClusterCore {
             .filter(|(name, e)| {
                 e.owner == Some(self.me.id)
                     && (leaving
+                        || e.granted_at <= self.roles.restored_through
                         || (e.releasing
                             && self
                                 .roles
@@ -465,6 +482,30 @@ impl ClusterCore {
         }
     }
 
+    /// The role table of a cluster this node founds by a recovery (P11): every role
+    /// of the cluster it replaces, as this node committed it, with no owner, so that
+    /// the successor's primary places them again (under tokens of the successor's
+    /// higher epoch). Without it the roles were gone after a recovery: every member
+    /// had dropped its declaration once the old table showed it. No hold of the
+    /// replaced cluster is left to wait for: a recovery needs that cluster to have had
+    /// no leader for a while, every hold ends before the lease of the primary that
+    /// granted it, and the successor's primary places roles only while its own lease
+    /// is valid, which P11 orders after every lease of the cluster replaced.
+    pub(super) fn roles_for_successor(&self) -> BTreeMap<String, RoleEntry> {
+        self.log
+            .committed()
+            .roles
+            .iter()
+            .map(|(name, e)| {
+                let entry = RoleEntry {
+                    placement: e.placement.clone(),
+                    ..RoleEntry::default()
+                };
+                (name.clone(), entry)
+            })
+            .collect()
+    }
+
     // ----- the primary's side -------------------------------------------------------
 
     /// The hold renewal for an append to `id`, if it gets one: this node is primary,
@@ -594,10 +635,7 @@ impl ClusterCore {
         let confirmed = |name: &str, e: &RoleEntry| match e.owner {
             None => true,
             Some(o) if l.roles.left.contains(&o) => true,
-            Some(o) if o == me => self
-                .roles
-                .released
-                .contains(&(name.to_string(), e.granted_at)),
+            Some(o) if o == me => self.let_go(name, e),
             Some(o) => l.progress.get(&o).is_some_and(|p| {
                 p.released
                     .iter()
@@ -655,19 +693,26 @@ impl ClusterCore {
         let inputs: Vec<RoleInput<'_>> = table
             .iter()
             .filter(|(name, _)| !removing.contains(name.as_str()))
-            .map(|(name, e)| {
-                // Released (asked back, or by a leaving owner) or being released:
-                // placed as unowned, so that its destination counts in the loads and
-                // a later round does not ask more roles back for the same member
-                // (that over-asking moved roles between old members on a join). A
-                // role still being released is granted only once free, below.
-                let leaving_owner = e.releasing || confirmed(name, e);
-                RoleInput {
-                    name,
-                    owner: if leaving_owner { None } else { e.owner },
-                    placement: &e.placement,
-                    movable: true,
-                }
+            // A role being released is planned as if it were free already, so that
+            // its move counts on the member it goes to, not on the owner letting go
+            // of it: counted on its owner, a newcomer still looked underloaded in
+            // the rounds (one per commit) before the release landed, and each round
+            // asked more owners for roles, which then went back to their owners or
+            // elsewhere. Until the release is confirmed (`free`), no grant is
+            // written for it below.
+            // So is a role its owner let go of without being asked (a restarted
+            // owner's old grant, or a leaver's).
+            .map(|(name, e)| RoleInput {
+                name,
+                owner: if e.releasing || confirmed(name, e) {
+                    None
+                } else {
+                    e.owner
+                },
+                placement: &e.placement,
+                movable: true,
+                // Until it confirms, the owner letting go still counts it.
+                releasing_from: e.owner.filter(|_| e.releasing && !confirmed(name, e)),
             })
             .collect();
         let index = self.log.last_index() + 1;
@@ -678,7 +723,7 @@ impl ClusterCore {
             let Some(e) = table.get(&mv.role) else {
                 continue;
             };
-            if e.owner == Some(mv.to) && !e.releasing {
+            if e.owner == Some(mv.to) && !e.releasing && !confirmed(&mv.role, e) {
                 continue;
             }
             if free(&mv.role, e) {

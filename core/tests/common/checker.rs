@@ -10,9 +10,13 @@
 //! included. The rules are the same (one leader per term, never two valid leases at
 //! one instant, rising fencing tokens, committed lists that never diverge); sharing
 //! code would make the core's tests depend on the simulator's record types.
+//!
+//! Named roles (P13) add two rules, checked the same way: no role has two holders at
+//! one instant (each node asked `owns` on its own clock), and the token of each new
+//! holder of a role is above the last token seen for it.
 
 use super::net::Node;
-use cluster_mode_core::{ClusterId, FencingToken, Instant, NodeId};
+use cluster_mode_core::{ClusterId, FencingToken, Instant, NodeId, RoleToken};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -37,18 +41,45 @@ pub struct Checker {
     committed: BTreeMap<(ClusterId, u64), u64>,
     /// slot -> (cluster, commit index) last recorded.
     seen_commit: BTreeMap<usize, (ClusterId, u64)>,
+    /// role -> the slots that may hold it: every slot that held it at a check of its
+    /// own, until a check finds it no longer holds it or its process ends (a superset
+    /// of the role's holders at any instant, see `check_roles`).
+    role_claims: BTreeMap<String, BTreeSet<usize>>,
+    /// slot -> the roles it may hold, each with the token it held it with (`slot` is
+    /// in `role_claims[role]` exactly when `role` is in `slot_roles[slot]`).
+    slot_roles: BTreeMap<usize, BTreeMap<String, RoleToken>>,
+    /// cluster -> role -> (holder, token) of the role's latest holder.
+    last_role_owner: BTreeMap<ClusterId, BTreeMap<String, (NodeId, RoleToken)>>,
     pub violations: Vec<Violation>,
     /// Counts, for statistics.
     pub primaries_seen: u64,
+    /// Role holders seen (a node holding a role with a token not seen before).
+    pub role_owners_seen: u64,
 }
 
 impl Checker {
     pub fn node_started(&mut self, slot: usize, _id: NodeId) {
         self.seen_commit.remove(&slot);
+        self.forget_roles(slot);
     }
 
     pub fn node_stopped(&mut self, slot: usize) {
         self.leader_slots.remove(&slot);
+        self.forget_roles(slot);
+    }
+
+    /// The process in `slot` is gone: it holds nothing any more.
+    fn forget_roles(&mut self, slot: usize) {
+        for role in self
+            .slot_roles
+            .remove(&slot)
+            .unwrap_or_default()
+            .into_keys()
+        {
+            if let Some(c) = self.role_claims.get_mut(&role) {
+                c.remove(&slot);
+            }
+        }
     }
 
     fn violate(&mut self, real: u64, what: String) {
@@ -159,6 +190,137 @@ impl Checker {
             self.leader_slots
                 .retain(|s| world.alive(*s) && world.is_leader(*s));
         }
+        self.check_roles(real, slot, world);
+    }
+
+    /// The role rules after an event on `slot`: no role held by two nodes at this
+    /// instant, and each new holder's token above the last one of the role.
+    ///
+    /// `slot_roles[slot]` keeps the roles `slot` held at a check of its own, with their
+    /// tokens, until a check of another holder of the role finds `slot` no longer
+    /// holding it (or `slot`'s process ends); `role_claims` is the same relation by
+    /// role. A role `slot` holds that is not in `slot_roles[slot]` with the same token
+    /// is *fresh*: only fresh roles are checked against the other claimants, and only
+    /// they can carry a new token. That is enough because between two events of a
+    /// node its holds can only run out (a hold, a lease and a drain deadline each end
+    /// at an instant of its clock): if A and B hold a role at one instant, look at the
+    /// last fresh checks of the role by each, say B's came second. A was a claimant
+    /// then (it held the role from its own fresh check on; had a check found it not
+    /// holding in between, its role would have been fresh again later), so B's check
+    /// asked A, on A's clock, and A held it: the overlap is reported at that event.
+    fn check_roles(&mut self, real: u64, slot: usize, world: &dyn World) {
+        if !world.alive(slot) {
+            return;
+        }
+        // Allocation-free unless a role is fresh.
+        let mut fresh: Vec<(String, RoleToken)> = Vec::new();
+        {
+            let known = self.slot_roles.get(&slot);
+            world.for_each_owned_role(slot, &mut |role, token| {
+                if known.and_then(|k| k.get(role)) != Some(&token) {
+                    fresh.push((role.to_string(), token));
+                }
+            });
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        // One holder at a time: every other claimant must have let go by now (on its
+        // own clock).
+        let mut overlaps: Vec<(usize, String)> = Vec::new();
+        let mut pruned: Vec<(usize, String)> = Vec::new();
+        for (role, _) in &fresh {
+            for &o in self.role_claims.get(role).into_iter().flatten() {
+                if o == slot {
+                    continue;
+                }
+                if world.alive(o) && world.owns(o, role).is_some() {
+                    overlaps.push((o, role.clone()));
+                } else {
+                    pruned.push((o, role.clone()));
+                }
+            }
+        }
+        for (o, role) in overlaps {
+            let what = format!(
+                "role {role} held by two nodes at once: {} and {}",
+                world.name(o),
+                world.name(slot)
+            );
+            self.violate(real, what);
+        }
+        for (o, role) in pruned {
+            self.unclaim(o, &role);
+        }
+        let id = world.id(slot);
+        let who = world.name(slot);
+        for (role, token) in fresh {
+            // Rising tokens.
+            let prev = self
+                .last_role_owner
+                .get(&token.cluster)
+                .and_then(|m| m.get(&role))
+                .copied();
+            match prev {
+                Some((owner, t)) if owner != id && token <= t => self.violate(
+                    real,
+                    format!(
+                        "role token did not increase: {role} held by {who} with {} after {}",
+                        token.index, t.index
+                    ),
+                ),
+                Some((owner, t)) if owner == id && token < t => self.violate(
+                    real,
+                    format!(
+                        "role token went backwards: {role} held by {who} with {} after {}",
+                        token.index, t.index
+                    ),
+                ),
+                Some((owner, t)) if owner == id && token == t => {}
+                _ => {
+                    self.role_owners_seen += 1;
+                    // The first holder of the role in a cluster founded by a recovery:
+                    // above every token of the cluster it replaced (P11).
+                    let replaced = self
+                        .predecessor
+                        .get(&token.cluster)
+                        .filter(|_| prev.is_none())
+                        .and_then(|p| self.last_role_owner.get(p))
+                        .and_then(|m| m.get(&role))
+                        .map(|(_, t)| *t);
+                    if let Some(b) = replaced.filter(|b| token <= *b) {
+                        self.violate(
+                            real,
+                            format!(
+                                "role token did not increase across a recovery: {role} {token} after {b}"
+                            ),
+                        );
+                    }
+                    self.last_role_owner
+                        .entry(token.cluster)
+                        .or_default()
+                        .insert(role.clone(), (id, token));
+                }
+            }
+            self.role_claims
+                .entry(role.clone())
+                .or_default()
+                .insert(slot);
+            self.slot_roles.entry(slot).or_default().insert(role, token);
+        }
+    }
+
+    /// `slot` no longer holds `role` (it let go, or a check found its hold over).
+    fn unclaim(&mut self, slot: usize, role: &str) {
+        if let Some(c) = self.role_claims.get_mut(role) {
+            c.remove(&slot);
+        }
+        if let Some(r) = self.slot_roles.get_mut(&slot) {
+            r.remove(role);
+            if r.is_empty() {
+                self.slot_roles.remove(&slot);
+            }
+        }
     }
 
     /// The number of distinct clusters ever formed.
@@ -194,6 +356,10 @@ pub trait World {
     fn commit_index(&self, slot: usize) -> u64;
     /// A hash of its committed member list (only asked when the index moved).
     fn members_hash(&self, slot: usize) -> u64;
+    /// Calls `f` with each role it holds now (its own clock) and its token.
+    fn for_each_owned_role(&self, slot: usize, f: &mut dyn FnMut(&str, RoleToken));
+    /// Its token for `role` if it holds it now.
+    fn owns(&self, slot: usize, role: &str) -> Option<RoleToken>;
 }
 
 /// The in-memory network's nodes, each read at its own local clock.
@@ -234,6 +400,23 @@ impl World for Live<'_> {
         let mut h = DefaultHasher::new();
         self.nodes[slot].core.members().hash(&mut h);
         h.finish()
+    }
+    fn for_each_owned_role(&self, slot: usize, f: &mut dyn FnMut(&str, RoleToken)) {
+        // Asks `owns` for each role the committed table gives it: the same answer as
+        // `owned_roles`, without an allocation per event.
+        let core = &self.nodes[slot].core;
+        let me = Some(core.identity().id);
+        let now = (self.local)(slot);
+        for (role, e) in &core.members().roles {
+            if e.owner == me {
+                if let Some(token) = core.owns(now, role) {
+                    f(role, token);
+                }
+            }
+        }
+    }
+    fn owns(&self, slot: usize, role: &str) -> Option<RoleToken> {
+        self.nodes[slot].core.owns((self.local)(slot), role)
     }
 }
 

@@ -2,7 +2,7 @@ use super::checker::Checker;
 use cluster_mode_core::message::ProbeState;
 use cluster_mode_core::{
     Address, Change, ClusterCore, Command, Config, Discovered, DurableState, Entry, Envelope,
-    Identity, Input, Instant, Message, NodeId, Role, SplitMix64,
+    Identity, Input, Instant, Message, NodeId, Placement, Role, RoleEvent, RoleOp, SplitMix64,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -131,6 +131,21 @@ pub struct Net {
     /// Nodes started from now on are durable: they emit `Command::Persist`, whose
     /// last state `restart_with_data` hands back (a pod restarted with its volume).
     pub durable: bool,
+    /// Roles every node started from now on declares as it starts (as an application
+    /// built with `ClusterBuilder::roles` does at every start), P13.
+    pub roles_on_start: Vec<(String, Placement)>,
+    /// When set, every role event with its real time and slot (for rule tests).
+    pub role_events: Option<Vec<(u64, usize, RoleEvent)>>,
+    /// When set, (from, to) -> the real time of the latest message delivered from one
+    /// slot to the other (for rule tests).
+    pub deliveries: Option<BTreeMap<(usize, usize), u64>>,
+}
+
+/// `n` roles, `shard-0` .. `shard-{n-1}`, placed anywhere.
+pub fn shards(n: usize) -> Vec<(String, Placement)> {
+    (0..n)
+        .map(|i| (format!("shard-{i}"), Placement::Any))
+        .collect()
 }
 
 impl Net {
@@ -160,6 +175,9 @@ impl Net {
             random_drift_ppm: 0,
             durable: false,
             persists: 0,
+            roles_on_start: Vec::new(),
+            role_events: None,
+            deliveries: None,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -181,6 +199,13 @@ impl Net {
 
     pub fn local(&self, slot: usize, real: u64) -> Instant {
         local_time(&self.nodes[slot], real)
+    }
+
+    /// The real time (ns) at which node `slot`'s clock reads `local` (past or future).
+    pub fn real_time_of(&self, slot: usize, local: Instant) -> i128 {
+        let n = &self.nodes[slot];
+        let l = local.as_nanos() as i128 - n.offset as i128;
+        n.started_real as i128 + l * 1_000_000 / (1_000_000 + n.drift_ppm as i128)
     }
 
     fn real_of(&self, slot: usize, local: Instant) -> u64 {
@@ -254,7 +279,37 @@ impl Net {
         self.note(format!("{name} starts"));
         let list = self.discovery_for(slot);
         self.input(slot, Input::Discovery(list));
+        if !self.roles_on_start.is_empty() {
+            let roles = self.roles_on_start.clone();
+            self.input(slot, Input::DeclareRoles(roles));
+        }
         slot
+    }
+
+    /// Node `slot` declares the roles `shard-0` .. `shard-{n-1}` (P13).
+    pub fn declare_roles(&mut self, slot: usize, n: usize) {
+        self.note(format!("{} declares {n} roles", self.nodes[slot].name));
+        self.input(slot, Input::DeclareRoles(shards(n)));
+    }
+
+    /// Every live node declares `n` roles, and every node started from now on
+    /// declares them as it starts.
+    pub fn declare_roles_everywhere(&mut self, n: usize) {
+        self.roles_on_start = shards(n);
+        let live: Vec<usize> = self.live().collect();
+        for s in live {
+            self.declare_roles(s, n);
+        }
+    }
+
+    /// The slot that holds `role` now (on its own clock), with its token, if any.
+    pub fn holder(&self, role: &str) -> Option<(usize, cluster_mode_core::RoleToken)> {
+        self.live().find_map(|s| {
+            self.nodes[s]
+                .core
+                .owns(self.local(s, self.now), role)
+                .map(|t| (s, t))
+        })
     }
 
     /// Kills a node (its address stays listed, as a crashed pod's would until
@@ -561,6 +616,36 @@ impl Net {
                 self.persists += 1;
                 self.nodes[slot].disk = Some(state);
             }
+            Command::Role(event) if self.role_events.is_some() || self.record_trace => {
+                if let Some(events) = &mut self.role_events {
+                    events.push((self.now, slot, event.clone()));
+                }
+                let name = self.nodes[slot].name.clone();
+                let line = match event {
+                    RoleEvent::Acquired { role, token } => {
+                        format!("{name} acquires {role} (token {})", token.index)
+                    }
+                    RoleEvent::Releasing {
+                        role,
+                        token,
+                        deadline,
+                    } => {
+                        let left = deadline.saturating_duration_since(self.local(slot, self.now));
+                        format!(
+                            "{name} asked to release {role} (token {}) within {}ms",
+                            token.index,
+                            left.as_millis()
+                        )
+                    }
+                    RoleEvent::Lost { role, token } => {
+                        format!("{name} lets go of {role} (token {})", token.index)
+                    }
+                    #[allow(unreachable_patterns)]
+                    other => format!("{name} role event {other:?}"),
+                };
+                self.note(line);
+            }
+            Command::Role(_) => {}
             // The last arm is a catch-all so that a command added to the core's
             // (non-exhaustive) enum compiles here and shows up in the trace.
             other => {
@@ -640,6 +725,7 @@ impl Net {
                     Change::AddLearner { id, .. } => format!("add {}", self.name_of(*id)),
                     Change::Promote { id, .. } => format!("promote {}", self.name_of(*id)),
                     Change::Remove { id, .. } => format!("remove {}", self.name_of(*id)),
+                    Change::Roles(ops) => self.render_role_ops(ops),
                     #[allow(unreachable_patterns)]
                     other => format!("{other:?}"),
                 };
@@ -647,6 +733,36 @@ impl Net {
             })
             .collect();
         format!("[{}]", items.join(", "))
+    }
+
+    /// Role operations, readably: `roles: add shard-0..shard-7, grant shard-3 to n2`.
+    /// A run of `add` of consecutive shards is shown as a range.
+    fn render_role_ops(&self, ops: &[RoleOp]) -> String {
+        let mut items: Vec<String> = Vec::new();
+        let mut adds: Vec<&str> = Vec::new();
+        let flush = |adds: &mut Vec<&str>, items: &mut Vec<String>| match adds.as_slice() {
+            [] => {}
+            [one] => items.push(format!("add {one}")),
+            [first, .., last] => items.push(format!("add {first}..{last} ({})", adds.len())),
+        };
+        for op in ops {
+            if let RoleOp::Add { role, .. } = op {
+                adds.push(role);
+                continue;
+            }
+            flush(&mut adds, &mut items);
+            adds.clear();
+            items.push(match op {
+                RoleOp::Remove { role } => format!("remove {role}"),
+                RoleOp::Grant { role, owner, .. } => {
+                    format!("grant {role} to {}", self.name_of(*owner))
+                }
+                RoleOp::Revoke { role } => format!("revoke {role}"),
+                other => format!("{other:?}"),
+            });
+        }
+        flush(&mut adds, &mut items);
+        format!("roles: {}", items.join(", "))
     }
 
     /// One message, readably: terms as `tN`, log positions as `term/index`.
@@ -754,6 +870,22 @@ impl Net {
             // (non-exhaustive) enum still renders.
             other => match other {
                 Message::TimeoutNow { term, .. } => format!("TimeoutNow t{term}"),
+                Message::Roles(req) => {
+                    let add: Vec<RoleOp> = req
+                        .add
+                        .iter()
+                        .map(|(role, placement)| RoleOp::Add {
+                            role: role.clone(),
+                            placement: placement.clone(),
+                        })
+                        .chain(
+                            req.remove
+                                .iter()
+                                .map(|role| RoleOp::Remove { role: role.clone() }),
+                        )
+                        .collect();
+                    format!("Roles request, {}", self.render_role_ops(&add))
+                }
                 _ => format!("{other:?}"),
             },
         }
@@ -761,7 +893,11 @@ impl Net {
 
     /// Runs until real time `until_ms`.
     pub fn run_until(&mut self, until_ms: u64) {
-        let until = until_ms * 1_000_000;
+        self.run_until_ns(until_ms * 1_000_000);
+    }
+
+    /// Runs until real time `until` (ns).
+    pub fn run_until_ns(&mut self, until: u64) {
         while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
             if at > until {
                 break;
@@ -818,6 +954,11 @@ impl Net {
                 if n.paused {
                     self.nodes[to].deferred.push(Event::Deliver { to, env });
                     return;
+                }
+                if let Some(d) = &mut self.deliveries {
+                    if let Some(&from) = self.by_addr.get(&env.from_addr) {
+                        d.insert((from, to), self.now);
+                    }
                 }
                 self.input(to, Input::Message(*env));
             }

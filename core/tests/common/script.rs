@@ -204,12 +204,19 @@ impl Runner {
     }
 
     /// A node: `nK` by name, `primary` (the one primary), `follower` (the first live
-    /// node that is not primary), or a label set by `mark`.
+    /// node that is not primary), `owner:ROLE` (the live node that holds ROLE now), or
+    /// a label set by `mark`.
     fn slot(&mut self, at: &str, r: &str) -> usize {
         if let Some((slot, _, _, _)) = self.labels.get(r) {
             return *slot;
         }
         let net = self.net(at);
+        if let Some(role) = r.strip_prefix("owner:") {
+            return net
+                .holder(role)
+                .unwrap_or_else(|| panic!("{at}: nobody holds {role}"))
+                .0;
+        }
         match r {
             "primary" => net
                 .the_primary()
@@ -384,6 +391,44 @@ impl Runner {
                 }
             }
             "heal" => self.net(at).heal(),
+            "roles" => {
+                let [n] = args else { panic!("{at}: roles N") };
+                let n: usize = n.parse().unwrap_or_else(|_| panic!("{at}: roles N"));
+                self.net(at).declare_roles_everywhere(n);
+            }
+            "hold" => {
+                let [r] = args else { panic!("{at}: hold NODE") };
+                let s = self.slot(at, r);
+                let net = self.net(at);
+                let now = net.local(s, net.now);
+                let name = net.nodes[s].name.clone();
+                out.push(match net.nodes[s].core.status(now).role_hold_until {
+                    Some(h) => format!(
+                        "{name}'s hold ends at {}ms (its clock, in network time)",
+                        net.real_time_of(s, h) / 1_000_000
+                    ),
+                    None => format!("{name} has no hold"),
+                });
+            }
+            "owners" => {
+                let p = self.slot(at, "primary");
+                let net = self.net(at);
+                for st in net.nodes[p].core.status(net.local(p, net.now)).roles {
+                    let owner = st.owner.map_or("-".into(), |o| net.name_of(o));
+                    let token = st.token.map_or("-".into(), |t| t.index.to_string());
+                    let held = match net.holder(&st.role) {
+                        Some((s, t)) => {
+                            format!("held by {} (token {})", net.nodes[s].name, t.index)
+                        }
+                        None => "held by nobody".into(),
+                    };
+                    let releasing = if st.releasing { ", releasing" } else { "" };
+                    out.push(format!(
+                        "{}: owner {owner} token {token}{releasing}, {held}",
+                        st.role
+                    ));
+                }
+            }
             "cut" => {
                 let [a, b] = args else {
                     panic!("{at}: cut NODE NODE")
@@ -590,6 +635,29 @@ impl Runner {
                 let s = self.slot(at, r);
                 if !self.net(at).nodes[s].left {
                     fail(format!("{r} did not finish leaving"));
+                }
+            }
+            ["roles-held"] => {
+                // Every role of the primary's table is held, each by the node the
+                // table names (the checker already saw to "at most one").
+                let p = self.slot(at, "primary");
+                let net = self.net(at);
+                let table = net.nodes[p].core.status(net.local(p, net.now)).roles;
+                if table.is_empty() {
+                    fail("the primary's role table is empty".into());
+                }
+                for st in table {
+                    let held = net
+                        .holder(&st.role)
+                        .map(|(s, _)| net.nodes[s].core.identity().id);
+                    if held.is_none() || held != st.owner {
+                        fail(format!(
+                            "{} is owned by {:?} in the table, held by {:?}",
+                            st.role,
+                            st.owner.map(|o| net.name_of(o)),
+                            held.map(|o| net.name_of(o))
+                        ));
+                    }
                 }
             }
             ["same-cluster", a, b] => {
