@@ -97,16 +97,16 @@ pub enum Scenario {
     /// paused four times ([`lease::lease_at_bound`]).
     LeaseAtBound,
     /// Named roles: 5 pods, then a 6th and a 7th join; the roles spread to them, no
-    /// member above the placement's cap ([`roles::scale_up`]).
+    /// member above the placement's cap (`scenarios/roles.rs`, `scale_up`).
     RolesScaleUp,
     /// Named roles: 7 pods down to 4, by graceful leave and by crash
-    /// ([`roles::scale_down`]).
+    /// (`scenarios/roles.rs`, `scale_down`).
     RolesScaleDown,
     /// Named roles: a crash of the new owner, an old owner or the primary while roles
-    /// move to a newcomer ([`roles::crash_during_handover`]).
+    /// move to a newcomer (`scenarios/roles.rs`, `crash_during_handover`).
     RolesCrashDuringHandover,
     /// Named roles declared and removed at run time through non-primary members,
-    /// under isolation, pauses and one-way cuts ([`roles::churn`]).
+    /// under isolation, pauses and one-way cuts (`scenarios/roles.rs`, `churn`).
     RolesChurn,
 }
 
