@@ -163,6 +163,16 @@ fn hold_end_real(net: &Net, slot: usize) -> i128 {
     net.real_time_of(slot, until)
 }
 
+/// Holds much longer than the failover timeout: the datacenter timings (a 250 ms
+/// lease) with 10 ms heartbeats and a 21 ms `role_failover_timeout`, so that the end
+/// of a silent owner's last hold, not the timeout, decides when its roles may move.
+fn long_holds() -> Config {
+    let mut cfg = Config::datacenter();
+    cfg.heartbeat_interval = Duration::from_millis(10);
+    cfg.role_failover_timeout = Duration::from_millis(21);
+    cfg
+}
+
 fn cap(roles: usize, nodes: usize) -> usize {
     (roles * 5).div_ceil(nodes * 4)
 }
@@ -317,22 +327,20 @@ fn a_crashed_owner_s_roles_are_granted_elsewhere_only_after_the_failover_timeout
     // The grant commits within the step before `granted`.
     assert!(t.granted - STEP_NS >= t.last_heard + timeout);
     assert!(i128::from(t.granted - STEP_NS) > t.hold_end);
-    // With a failover timeout shorter than a hold (21 ms, the least the config allows;
-    // a hold lasts up to the 45 ms lease), the hold decides: the grant waits for the owner's last hold to
-    // end, on the primary's bound for it, although the owner is silent for longer
-    // than the timeout before.
-    let mut cfg = Config::fast_test();
-    cfg.role_failover_timeout = Duration::from_millis(21);
-    let (_, t) = crash_an_owner(22, cfg);
+    // With a failover timeout far shorter than a hold (21 ms, a hold lasting up to a
+    // 250 ms lease), the hold decides: the grant waits for the owner's last hold to
+    // end, on the primary's bound for it, although the owner has been silent for
+    // longer than the timeout long before.
+    let (_, t) = crash_an_owner(22, long_holds());
     eprintln!(
-        "timeout 21ms: crash {:.1} last heard {:.1} hold end {:.1} grant committed by {:.1} (ms)",
+        "timeout 21ms, lease 250ms: crash {:.1} last heard {:.1} hold end {:.1} grant committed by {:.1} (ms)",
         ms(t.crash),
         ms(t.last_heard),
         ms(t.hold_end),
         ms(t.granted)
     );
     assert!(
-        t.hold_end > i128::from(t.last_heard + 21_000_000),
+        t.hold_end > i128::from(t.last_heard + 100_000_000),
         "the case is one where the hold outlasts the timeout"
     );
     assert!(t.granted - STEP_NS >= t.last_heard + 21_000_000);
@@ -348,8 +356,14 @@ fn a_crashed_owner_s_roles_are_granted_elsewhere_only_after_the_failover_timeout
 fn a_partitioned_owner_stops_answering_owns_before_anyone_else_is_granted_its_roles() {
     // A follower cut off from everyone, then a primary cut off from everyone: both
     // hold roles, both keep running and are asked `owns` at every step.
-    for (seed, which) in [(31, "follower"), (32, "primary")] {
-        let mut net = cluster(seed, Config::fast_test(), 5, 10);
+    // The third case holds for up to 250 ms with a 21 ms failover timeout: the
+    // primary must wait for the isolated owner's hold, not only for its silence.
+    for (seed, which, cfg) in [
+        (31, "follower", Config::fast_test()),
+        (32, "primary", Config::fast_test()),
+        (33, "follower", long_holds()),
+    ] {
+        let mut net = cluster(seed, cfg, 5, 10);
         let p = net.the_primary().expect("primary");
         let o = if which == "primary" {
             p
