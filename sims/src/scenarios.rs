@@ -108,10 +108,14 @@ pub enum Scenario {
     /// Named roles declared and removed at run time through non-primary members,
     /// under isolation, pauses and one-way cuts (`scenarios/roles.rs`, `churn`).
     RolesChurn,
+    /// Named roles with `role_failover_timeout` (150 ms) below the lease: owners
+    /// isolated or paused, failed over while their last hold may still run
+    /// ([`roles::fast_failover`]).
+    RolesFastFailover,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 36] = [
+pub const ALL: [Scenario; 37] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -148,6 +152,7 @@ pub const ALL: [Scenario; 36] = [
     Scenario::RolesScaleDown,
     Scenario::RolesCrashDuringHandover,
     Scenario::RolesChurn,
+    Scenario::RolesFastFailover,
 ];
 
 impl Scenario {
@@ -190,6 +195,7 @@ impl Scenario {
             Scenario::RolesScaleDown => "roles-scale-down",
             Scenario::RolesCrashDuringHandover => "roles-crash-during-handover",
             Scenario::RolesChurn => "roles-churn",
+            Scenario::RolesFastFailover => "roles-fast-failover",
         }
     }
 
@@ -211,6 +217,7 @@ impl Scenario {
             }
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
             Scenario::LeaseAtBound => lease::lease_at_bound_config(),
+            Scenario::RolesFastFailover => roles::fast_failover_config(),
             _ => Config::datacenter(),
         }
     }
@@ -305,6 +312,7 @@ impl Scenario {
             Scenario::RolesScaleDown => roles::scale_down(&mut s).await,
             Scenario::RolesCrashDuringHandover => roles::crash_during_handover(&mut s).await,
             Scenario::RolesChurn => roles::churn(&mut s).await,
+            Scenario::RolesFastFailover => roles::fast_failover(&mut s).await,
         }
         s.plan()
     }

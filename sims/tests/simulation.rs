@@ -127,6 +127,7 @@ mod sim {
         roles_scale_down => RolesScaleDown,
         roles_crash_during_handover => RolesCrashDuringHandover,
         roles_churn => RolesChurn,
+        roles_fast_failover => RolesFastFailover,
     }
 
     // The real hyper transport over madsim TCP, safety and liveness. These were
