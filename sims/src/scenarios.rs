@@ -110,7 +110,7 @@ pub enum Scenario {
     RolesChurn,
     /// Named roles with `role_failover_timeout` (150 ms) below the lease: owners
     /// isolated or paused, failed over while their last hold may still run
-    /// ([`roles::fast_failover`]).
+    /// (`scenarios/roles.rs`, `fast_failover`).
     RolesFastFailover,
 }
 
