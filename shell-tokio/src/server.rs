@@ -1,6 +1,8 @@
 //! The server side: one tower [`Service`](tower_service::Service) answering
 //! `POST /cluster/v1/message` (a postcard frame from a peer),
-//! `GET /cluster/v1/status` (this node's view as JSON) and
+//! `GET /cluster/v1/status` (this node's view as JSON),
+//! `GET /cluster/v1/metrics` (the same view and the counters for Prometheus, see
+//! [`crate::prometheus`]) and
 //! `POST /cluster/v1/recover` (an operator forces a recovery, P11). It runs on the library's own
 //! listener or mounted in the application's axum/hyper server.
 //!
@@ -49,6 +51,8 @@ use tracing::warn;
 pub const PATH_MESSAGE: &str = "/cluster/v1/message";
 /// The path of the status endpoint.
 pub const PATH_STATUS: &str = "/cluster/v1/status";
+/// The path of the Prometheus metrics endpoint ([`crate::prometheus`]).
+pub const PATH_METRICS: &str = "/cluster/v1/metrics";
 /// The path an operator posts to force a recovery (P11, [`recover_body`]).
 pub const PATH_RECOVER: &str = "/cluster/v1/recover";
 
@@ -97,7 +101,7 @@ pub struct StatusDocument {
 ///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service());
 /// ```
 ///
-/// It also answers `/message` and `/status` for use under `nest_service("/cluster/v1", ..)`.
+/// It also answers `/message`, `/status`, `/metrics` and `/recover` for use under `nest_service("/cluster/v1", ..)`.
 #[derive(Clone)]
 pub struct ClusterService {
     inner: Arc<ServiceInner>,
@@ -188,6 +192,19 @@ impl ClusterService {
         }
     }
 
+    /// The node's status judged now, that instant, and whether its loop has stopped
+    /// (for [`crate::prometheus`]).
+    pub(crate) fn metrics_view(&self) -> (Status, cluster_mode_core::Instant, bool) {
+        let state = self.inner.state.borrow();
+        let now = self.inner.clock.now();
+        (state.status_at(now), now, state.stopped)
+    }
+
+    /// The shell's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// The node's lease intervals ([`crate::lease_log`]).
     pub fn lease_record(&self) -> LeaseRecord {
         self.inner.leases.record(&*self.inner.clock)
@@ -210,6 +227,16 @@ impl ClusterService {
         if path == PATH_RECOVER || path == "/recover" {
             if req.method() == Method::POST {
                 return self.recover(req).await;
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
+        if path == PATH_METRICS || path == "/metrics" {
+            if req.method() == Method::GET {
+                return crate::prometheus::answer(self);
             }
             return self.refuse(
                 &self.inner.counters.rejected_route,
