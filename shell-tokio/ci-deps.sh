@@ -5,6 +5,10 @@
 #     (tests/netns_partition.rs) cuts links with nft inside namespaces made with `ip`.
 #     Without root that test prints why and skips; as root (or with CI set) it fails
 #     when these tools are missing.
+#   - prometheus (Debian package `prometheus`: /usr/bin/prometheus and
+#     /usr/bin/promtool): tests/prometheus_processes.rs checks the metrics endpoint
+#     with `promtool check metrics` and a real Prometheus server scraping node
+#     processes. Without the tools it skips unless root or CI is set.
 # Every other test needs nothing beyond cargo (real sockets on 127.0.0.1 and the
 # cluster-node binary that cargo builds).
 set -euo pipefail
@@ -12,6 +16,7 @@ set -euo pipefail
 missing=()
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -23,4 +28,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "ci-deps.sh: $(/usr/sbin/nft --version 2>/dev/null || nft --version); $(ip -V)"
+echo "ci-deps.sh: $(/usr/sbin/nft --version 2>/dev/null || nft --version); $(ip -V); $(promtool --version 2>&1 | head -1)"
