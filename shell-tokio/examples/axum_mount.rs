@@ -9,7 +9,7 @@
 
 use axum::routing::get;
 use axum::Router;
-use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
+use cluster_mode::server::{PATH_MESSAGE, PATH_METRICS, PATH_STATUS};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -42,7 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         // The whole cluster protocol and status endpoint: one line each.
         .route_service(PATH_MESSAGE, cluster.service())
-        .route_service(PATH_STATUS, cluster.service());
+        .route_service(PATH_STATUS, cluster.service())
+        .route_service(PATH_METRICS, cluster.service());
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("serving the app and the cluster on {listen}");

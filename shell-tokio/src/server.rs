@@ -98,7 +98,8 @@ pub struct StatusDocument {
 /// ```ignore
 /// let app = axum::Router::new()
 ///     .route_service(cluster_mode::server::PATH_MESSAGE, cluster.service())
-///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service());
+///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service())
+///     .route_service(cluster_mode::server::PATH_METRICS, cluster.service());
 /// ```
 ///
 /// It also answers `/message`, `/status`, `/metrics` and `/recover` for use under `nest_service("/cluster/v1", ..)`.
