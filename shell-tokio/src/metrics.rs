@@ -1,6 +1,6 @@
 //! Counters of what the shell did and refused, shown in the status JSON and, with
 //! the counts by message kind and the heartbeat round trips kept in
-//! [`Counters::detail`], on the Prometheus endpoint ([`crate::prometheus`]).
+//! a part of [`Counters`] the status leaves out, on the Prometheus endpoint ([`crate::prometheus`]).
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -20,12 +20,12 @@
 //! (a reply is a request of its own), and is what the lease is timed from (P6).
 
 use crate::metrics::Counters;
+use crate::server::ClusterService;
 use bytes::Bytes;
+use cluster_mode_core::{Instant, Message, Role, Status};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE as CONTENT_TYPE_HEADER};
 use hyper::{Response, StatusCode};
-use crate::server::ClusterService;
-use cluster_mode_core::{Instant, Message, Role, Status};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric,

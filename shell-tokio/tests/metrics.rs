@@ -75,7 +75,10 @@ async fn scrape_agreeing(node: &Cluster, addr: SocketAddr) -> Scrape {
         assert_eq!(m.get("cluster_mode_members", ""), s.members.len() as f64);
         let voters = s.members.iter().filter(|m| m.voter).count();
         assert_eq!(m.get("cluster_mode_voters", ""), voters as f64);
-        assert_eq!(m.get("cluster_mode_commit_index", ""), s.commit_index as f64);
+        assert_eq!(
+            m.get("cluster_mode_commit_index", ""),
+            s.commit_index as f64
+        );
         assert_eq!(
             m.get("cluster_mode_roles_owned", ""),
             s.owned_roles.len() as f64
@@ -123,7 +126,10 @@ async fn metrics_agree_with_status_and_count_a_failover() {
     let rtt = prim.get("cluster_mode_heartbeat_round_trip_seconds_count", "");
     assert!(rtt > 0.0, "no round trip measured on the primary");
     assert_eq!(
-        prim.get("cluster_mode_heartbeat_round_trip_seconds_bucket", "le=\"+Inf\""),
+        prim.get(
+            "cluster_mode_heartbeat_round_trip_seconds_bucket",
+            "le=\"+Inf\""
+        ),
         rtt
     );
     for (i, m) in scrapes.iter().enumerate() {

@@ -90,7 +90,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -188,7 +191,10 @@ where
             Err(e) => e,
         };
         if Instant::now() > deadline {
-            panic!("{what}: not within {within:?}; last: {last}\n{}", prom.log());
+            panic!(
+                "{what}: not within {within:?}; last: {last}\n{}",
+                prom.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -200,7 +206,7 @@ async fn the_primary(prom: &Prometheus) -> Result<String, String> {
     let sum = prom.scalar("sum(cluster_mode_is_primary)").await;
     let ones = prom.by_instance("cluster_mode_is_primary == 1").await;
     match (sum, ones.as_slice()) {
-        (Some(s), [(who, _)]) if s == 1.0 => Ok(who.clone()),
+        (Some(1.0), [(who, _)]) => Ok(who.clone()),
         _ => Err(format!("sum {sum:?}, primaries {ones:?}")),
     }
 }
@@ -243,11 +249,18 @@ async fn prometheus_scrapes_three_processes_through_a_failover() {
     }
 
     let prom = Prometheus::start(&prometheus, &p.addrs).await;
-    let old = wait_for(&prom, Duration::from_secs(10), "one primary in Prometheus", || {
-        the_primary(&prom)
-    })
+    let old = wait_for(
+        &prom,
+        Duration::from_secs(10),
+        "one primary in Prometheus",
+        || the_primary(&prom),
+    )
     .await;
-    assert_eq!(old, p.addrs[first].to_string(), "Prometheus names the primary the status names");
+    assert_eq!(
+        old,
+        p.addrs[first].to_string(),
+        "Prometheus names the primary the status names"
+    );
     let up = prom.scalar("sum(up)").await;
     assert_eq!(up, Some(3.0), "all three targets up\n{}", prom.log());
     let changes_before = prom.by_instance("cluster_mode_primary_changes_total").await;
@@ -257,18 +270,21 @@ async fn prometheus_scrapes_three_processes_through_a_failover() {
     p.kill(first);
     // A failed scrape marks the killed node's series stale: the sum and the single
     // primary then come from the survivors alone.
-    let new = wait_for(&prom, Duration::from_secs(15), "a new primary in Prometheus", || async {
-        let who = the_primary(&prom).await?;
-        if who == old {
-            return Err(format!("still {who}"));
-        }
-        Ok(who)
-    })
+    let new = wait_for(
+        &prom,
+        Duration::from_secs(15),
+        "a new primary in Prometheus",
+        || async {
+            let who = the_primary(&prom).await?;
+            if who == old {
+                return Err(format!("still {who}"));
+            }
+            Ok(who)
+        },
+    )
     .await;
     let failover = t_kill.elapsed();
-    let down = prom
-        .scalar(&format!("up{{instance=\"{old}\"}}"))
-        .await;
+    let down = prom.scalar(&format!("up{{instance=\"{old}\"}}")).await;
     assert_eq!(down, Some(0.0), "the killed target is down\n{}", prom.log());
     // Every survivor counted the change of primary, and its term went up.
     let survivors: Vec<String> = p
@@ -277,24 +293,42 @@ async fn prometheus_scrapes_three_processes_through_a_failover() {
         .map(|a| a.to_string())
         .filter(|a| *a != old)
         .collect();
-    wait_for(&prom, Duration::from_secs(5), "the change counted", || async {
-        let now = prom.by_instance("cluster_mode_primary_changes_total").await;
-        let terms = prom.by_instance("cluster_mode_term").await;
-        for s in &survivors {
-            let get = |v: &[(String, f64)]| v.iter().find(|(i, _)| i == s).map(|x| x.1);
-            match (get(&changes_before), get(&now), get(&terms_before), get(&terms)) {
-                (Some(b), Some(n), Some(tb), Some(t)) if n > b && t > tb => {}
-                other => return Err(format!("{s}: (changes before, now, term before, now) {other:?}")),
+    wait_for(
+        &prom,
+        Duration::from_secs(5),
+        "the change counted",
+        || async {
+            let now = prom.by_instance("cluster_mode_primary_changes_total").await;
+            let terms = prom.by_instance("cluster_mode_term").await;
+            for s in &survivors {
+                let get = |v: &[(String, f64)]| v.iter().find(|(i, _)| i == s).map(|x| x.1);
+                match (
+                    get(&changes_before),
+                    get(&now),
+                    get(&terms_before),
+                    get(&terms),
+                ) {
+                    (Some(b), Some(n), Some(tb), Some(t)) if n > b && t > tb => {}
+                    other => {
+                        return Err(format!(
+                            "{s}: (changes before, now, term before, now) {other:?}"
+                        ))
+                    }
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await;
     let changes = prom
         .scalar("sum(changes(cluster_mode_is_primary[1m]))")
         .await
         .unwrap_or(0.0);
-    assert!(changes >= 1.0, "is_primary changed on some node\n{}", prom.log());
+    assert!(
+        changes >= 1.0,
+        "is_primary changed on some node\n{}",
+        prom.log()
+    );
     eprintln!(
         "prometheus saw the failover from {old} to {new} in {failover:?} (test {:?})",
         t0.elapsed()

@@ -94,7 +94,8 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
+                k.eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default();
         Some((code, ctype, body.to_string()))
