@@ -549,9 +549,11 @@ impl Driver {
         let now = self.clock.now();
         let term = self.core.term();
         if term != self.last_term {
-            // A new span per term, so every later line carries the current term.
+            // A new span per term, so every later line carries the current term. A
+            // root span (`parent: None`): made while the old one is entered, it would
+            // otherwise nest in it, one level more per term, for as long as it runs.
             self.last_term = term;
-            self.span = info_span!("cluster", node = %self.core.identity().id, term);
+            self.span = info_span!(parent: None, "cluster", node = %self.core.identity().id, term);
         }
         // The view is published before the first message leaves (and after the state
         // it rests on is persisted): a leaving primary gives its lease up and hands
