@@ -5,6 +5,7 @@
 //! cargo run -p cluster-mode --example axum_mount -- 127.0.0.1:7001 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //! ```
 //! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`.
+//! Ctrl-C (or SIGTERM) makes a node leave gracefully before the server stops.
 #![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
 use axum::routing::get;
@@ -46,7 +47,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("serving the app and the cluster on {listen}");
-    axum::serve(listener, app).await?;
+    // SIGTERM or Ctrl-C: the node leaves the cluster (handing over if primary), then
+    // axum stops accepting and finishes the requests in flight.
+    let leaver = cluster.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            leaver.leave_on_signal().await;
+        })
+        .await?;
     Ok(())
 }
 

@@ -104,12 +104,25 @@ impl Cluster {
     /// its own shutdown to run after the leave: this one exits the process, without
     /// running destructors of other tasks.
     pub fn leave_on_shutdown_signal(&self) -> tokio::task::JoinHandle<()> {
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let signal = cluster.leave_on_signal().await;
-            std::process::exit(signal.exit_code());
-        })
+        leave_all_on_shutdown_signal([self.clone()])
     }
+}
+
+/// [`Cluster::leave_on_shutdown_signal`] for a process that runs several nodes (a
+/// demo, a test harness): on the first SIGTERM or Ctrl-C every node leaves, one after
+/// the other, then the process exits with status 128 + the signal number.
+pub fn leave_all_on_shutdown_signal(
+    nodes: impl IntoIterator<Item = Cluster>,
+) -> tokio::task::JoinHandle<()> {
+    let nodes: Vec<Cluster> = nodes.into_iter().collect();
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        for node in &nodes {
+            tracing::info!(node = %node.id(), ?signal, "shutdown signal: leaving the cluster");
+            node.leave().await;
+        }
+        std::process::exit(signal.exit_code());
+    })
 }
 
 #[cfg(test)]
