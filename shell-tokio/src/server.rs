@@ -129,6 +129,7 @@ pub fn readiness(status: &Status, failure: Option<&str>) -> Result<String, Strin
             status.term
         )),
         Role::Leaving => Err("not ready: leaving".into()),
+        other => Err(format!("not ready: role {other:?}")),
     }
 }
 
