@@ -4,7 +4,10 @@
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery tests, which fail without it;
 #   - nft and ip (nftables, iproute2): the network-namespace partition test, which also
 #     needs root. Not root (and CI unset) it skips, saying why on stderr; as root or
-#     with CI set it must run, and a missing tool or failed setup fails it.
+#     with CI set it must run, and a missing tool or failed setup fails it;
+#   - kubernetes-validate (PyPI, pinned in deploy/ci-deps.sh): scripts/validate-k8s.sh,
+#     the schema check of deploy/kubernetes/ (skips, saying why, when missing and not
+#     root with CI unset).
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.
@@ -19,6 +22,8 @@ have() { # a command on PATH or in one of the sbin directories (not on a user's 
 if [ "$(id -u)" -eq 0 ]; then
   have dnsmasq || bash discovery-adapters/ci-deps.sh
   { have nft && have ip; } || bash shell-tokio/ci-deps.sh
+  [ "$(kubernetes-validate --version 2>/dev/null)" = "$(sed -n 's/^VERSION=//p' deploy/ci-deps.sh)" ] ||
+    bash deploy/ci-deps.sh
 else
   if ! have dnsmasq; then
     echo "test-all.sh: dnsmasq is missing (the DNS discovery tests need it); run:" >&2
@@ -32,6 +37,9 @@ fi
 # Any RUSTFLAGS, even empty, overrides the `simtest` alias's build.rustflags and would
 # silently run the simulation suites in real mode (see .cargo/config.toml).
 unset RUSTFLAGS
+
+echo "== Kubernetes manifests (deploy/kubernetes) against the API schemas"
+bash scripts/validate-k8s.sh
 
 echo "== unit, property, scenario, integration and process tests (all features)"
 # The simulation packages are empty without --cfg madsim and their tests fail loudly
