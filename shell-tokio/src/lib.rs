@@ -35,6 +35,7 @@ pub mod server;
 pub mod sim;
 mod storage;
 pub mod transport;
+pub mod ui;
 
 #[cfg(all(target_os = "linux", not(madsim)))]
 pub use clock::BoottimeClock;
