@@ -4,7 +4,9 @@
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery tests, which fail without it;
 #   - nft and ip (nftables, iproute2): the network-namespace partition test, which also
 #     needs root. Not root (and CI unset) it skips, saying why on stderr; as root or
-#     with CI set it must run, and a missing tool or failed setup fails it.
+#     with CI set it must run, and a missing tool or failed setup fails it;
+#   - chromium: the status page in a headless browser (shell-tokio/tests/ui_chromium.rs),
+#     skipped likewise without it when not root and CI is unset.
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.
@@ -18,7 +20,7 @@ have() { # a command on PATH or in one of the sbin directories (not on a user's 
 
 if [ "$(id -u)" -eq 0 ]; then
   have dnsmasq || bash discovery-adapters/ci-deps.sh
-  { have nft && have ip; } || bash shell-tokio/ci-deps.sh
+  { have nft && have ip && have chromium; } || bash shell-tokio/ci-deps.sh
 else
   if ! have dnsmasq; then
     echo "test-all.sh: dnsmasq is missing (the DNS discovery tests need it); run:" >&2
@@ -27,6 +29,7 @@ else
     exit 1
   fi
   echo "test-all.sh: not root: the network-namespace partition test will skip (it needs root)"
+  have chromium || echo "test-all.sh: chromium missing: the status-page browser test will skip (sudo bash shell-tokio/ci-deps.sh installs it)"
 fi
 
 # Any RUSTFLAGS, even empty, overrides the `simtest` alias's build.rustflags and would

@@ -100,9 +100,26 @@ async fn ui_and_its_status_are_served_under_a_nested_prefix() {
 fn the_page_refers_only_to_relative_urls() {
     let lower = PAGE.to_ascii_lowercase();
     for needle in [
-        "http:", "https:", "ws:", "wss:", "//cdn", "src=", "href=", "url(", "@import", "<link",
-        "<iframe", "<img", "<object", "<embed", "<form", "xmlhttprequest", "websocket",
-        "eventsource", "sendbeacon", "import(",
+        "http:",
+        "https:",
+        "ws:",
+        "wss:",
+        "//cdn",
+        "src=",
+        "href=",
+        "url(",
+        "@import",
+        "<link",
+        "<iframe",
+        "<img",
+        "<object",
+        "<embed",
+        "<form",
+        "xmlhttprequest",
+        "websocket",
+        "eventsource",
+        "sendbeacon",
+        "import(",
     ] {
         assert!(
             !lower.contains(needle),
@@ -110,8 +127,15 @@ fn the_page_refers_only_to_relative_urls() {
         );
     }
     // Every fetch goes to STATUS_URL, which is relative.
-    let fetches: Vec<&str> = PAGE.match_indices("fetch(").map(|(i, _)| &PAGE[i..]).collect();
+    let fetches: Vec<&str> = PAGE
+        .match_indices("fetch(")
+        .map(|(i, _)| &PAGE[i..])
+        .collect();
     assert_eq!(fetches.len(), 1, "one fetch call");
-    assert!(fetches[0].starts_with("fetch(STATUS_URL,"), "{}", &fetches[0][..40]);
+    assert!(
+        fetches[0].starts_with("fetch(STATUS_URL,"),
+        "{}",
+        &fetches[0][..40]
+    );
     assert!(!PAGE.contains("STATUS_URL = \"/"), "relative, not rooted");
 }
