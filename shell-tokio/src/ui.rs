@@ -136,10 +136,10 @@ mod tests {
         assert!(csp.contains(&format!("script-src {}", csp_hash(script))));
         assert!(csp.contains("connect-src 'self'"));
         assert!(!csp.contains("unsafe"), "{csp}");
-        // sha256("") as a known vector of the hash format.
+        // sha256("") as a known vector of the hash format (`openssl dgst -sha256 -binary | base64`).
         assert_eq!(
             csp_hash(""),
-            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hXSFU='"
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
         );
     }
 }
