@@ -8,6 +8,8 @@
 #   - kubernetes-validate (PyPI, pinned in deploy/ci-deps.sh): scripts/validate-k8s.sh,
 #     the schema check of deploy/kubernetes/ (skips, saying why, when missing and not
 #     root with CI unset).
+#   - chromium: the status page in a headless browser (shell-tokio/tests/ui_chromium.rs),
+#     skipped likewise without it when not root and CI is unset.
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.
@@ -21,7 +23,7 @@ have() { # a command on PATH or in one of the sbin directories (not on a user's 
 
 if [ "$(id -u)" -eq 0 ]; then
   have dnsmasq || bash discovery-adapters/ci-deps.sh
-  { have nft && have ip; } || bash shell-tokio/ci-deps.sh
+  { have nft && have ip && have chromium; } || bash shell-tokio/ci-deps.sh
   [ "$(kubernetes-validate --version 2>/dev/null)" = "$(sed -n 's/^VERSION=//p' deploy/ci-deps.sh)" ] ||
     bash deploy/ci-deps.sh
 else
@@ -32,6 +34,7 @@ else
     exit 1
   fi
   echo "test-all.sh: not root: the network-namespace partition test will skip (it needs root)"
+  have chromium || echo "test-all.sh: chromium missing: the status-page browser test will skip (sudo bash shell-tokio/ci-deps.sh installs it)"
 fi
 
 # Any RUSTFLAGS, even empty, overrides the `simtest` alias's build.rustflags and would

@@ -4,13 +4,14 @@
 //! ```text
 //! cargo run -p cluster-mode --example axum_mount -- 127.0.0.1:7001 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //! ```
-//! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`.
-//! Ctrl-C (or SIGTERM) makes a node leave gracefully before the server stops.
+//! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`, or
+//! open `http://127.0.0.1:7001/cluster/v1/ui` in a browser. Ctrl-C (or SIGTERM) makes
+//! a node leave gracefully before the server stops.
 #![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
 use axum::routing::get;
 use axum::Router;
-use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS};
+use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS, PATH_UI};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -43,7 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         // The whole cluster protocol and status endpoint: one line each.
         .route_service(PATH_MESSAGE, cluster.service())
-        .route_service(PATH_STATUS, cluster.service());
+        .route_service(PATH_STATUS, cluster.service())
+        // The live status page (polls the status path beside it).
+        .route_service(PATH_UI, cluster.service());
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("serving the app and the cluster on {listen}");

@@ -36,6 +36,7 @@ pub mod shutdown;
 pub mod sim;
 mod storage;
 pub mod transport;
+pub mod ui;
 
 #[cfg(all(target_os = "linux", not(madsim)))]
 pub use clock::BoottimeClock;

@@ -4,7 +4,8 @@
 //! `GET /cluster/v1/ready` (200 while this node is a voter of a cluster with a primary,
 //! 503 otherwise: a readiness probe, see [`readiness`]) and
 //! `POST /cluster/v1/recover` (an operator forces a recovery, P11). It runs on the library's own
-//! listener or mounted in the application's axum/hyper server.
+//! listener or mounted in the application's axum/hyper server. `GET /cluster/v1/ui`
+//! is a live status page over the status endpoint ([`crate::ui`]).
 //!
 //! Refusals, each with a `warn!` line giving the reason and a counter in the status
 //! JSON, and no change to the node's state:
@@ -56,6 +57,7 @@ pub const PATH_STATUS: &str = "/cluster/v1/status";
 pub const PATH_READY: &str = "/cluster/v1/ready";
 /// The path an operator posts to force a recovery (P11, [`recover_body`]).
 pub const PATH_RECOVER: &str = "/cluster/v1/recover";
+pub use crate::ui::PATH_UI;
 
 /// The body `POST /cluster/v1/recover` must carry for node `id` (signed with the
 /// cluster's secret, if it has one, for [`Purpose::Recover`] and bound to the node's
@@ -143,7 +145,8 @@ pub fn readiness(status: &Status, failure: Option<&str>) -> Result<String, Strin
 ///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service());
 /// ```
 ///
-/// It also answers `/message`, `/status`, `/ready` and `/recover` for use under `nest_service("/cluster/v1", ..)`.
+/// It also answers `/message`, `/status`, `/ready`, `/recover` and `/ui` for use under
+/// `nest_service("/cluster/v1", ..)`.
 #[derive(Clone)]
 pub struct ClusterService {
     inner: Arc<ServiceInner>,
@@ -266,6 +269,16 @@ impl ClusterService {
         if path == PATH_RECOVER || path == "/recover" {
             if req.method() == Method::POST {
                 return self.recover(req).await;
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
+        if path == PATH_UI || path == "/ui" {
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                return crate::ui::page_response();
             }
             return self.refuse(
                 &self.inner.counters.rejected_route,
