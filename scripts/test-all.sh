@@ -8,8 +8,9 @@
 #   - kubernetes-validate (PyPI, pinned in deploy/ci-deps.sh): scripts/validate-k8s.sh,
 #     the schema check of deploy/kubernetes/ (skips, saying why, when missing and not
 #     root with CI unset).
-#   - chromium: the status page in a headless browser (shell-tokio/tests/ui_chromium.rs),
-#     skipped likewise without it when not root and CI is unset.
+#   - chromium: the status page in a headless browser (shell-tokio/tests/ui_chromium.rs)
+#     and the READMEs' mermaid diagrams (scripts/check-mermaid.sh, which fetches the
+#     mermaid package with npm), skipped likewise without it when not root and CI is unset.
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.
@@ -43,6 +44,13 @@ unset RUSTFLAGS
 
 echo "== Kubernetes manifests (deploy/kubernetes) against the API schemas"
 bash scripts/validate-k8s.sh
+
+echo "== the READMEs' mermaid diagrams render (mermaid in headless Chromium)"
+if have chromium || [ "$(id -u)" -eq 0 ] || [ -n "${CI:-}" ]; then
+  bash scripts/check-mermaid.sh
+else
+  echo "test-all.sh: chromium missing: the diagram check skips" >&2
+fi
 
 echo "== unit, property, scenario, integration and process tests (all features)"
 # The simulation packages are empty without --cfg madsim and their tests fail loudly
