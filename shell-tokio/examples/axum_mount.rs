@@ -4,12 +4,14 @@
 //! ```text
 //! cargo run -p cluster-mode --example axum_mount -- 127.0.0.1:7001 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //! ```
-//! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`.
+//! (start three, one per address), then `curl 127.0.0.1:7001/cluster/v1/status`, or
+//! open `http://127.0.0.1:7001/cluster/v1/ui` in a browser. Ctrl-C (or SIGTERM) makes
+//! a node leave gracefully before the server stops.
 #![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
 use axum::routing::get;
 use axum::Router;
-use cluster_mode::server::{PATH_MESSAGE, PATH_METRICS, PATH_STATUS};
+use cluster_mode::server::{PATH_MESSAGE, PATH_METRICS, PATH_STATUS, PATH_UI};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -43,11 +45,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The whole cluster protocol and status endpoint: one line each.
         .route_service(PATH_MESSAGE, cluster.service())
         .route_service(PATH_STATUS, cluster.service())
-        .route_service(PATH_METRICS, cluster.service());
+        .route_service(PATH_METRICS, cluster.service())
+        // The live status page (polls the status path beside it).
+        .route_service(PATH_UI, cluster.service());
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("serving the app and the cluster on {listen}");
-    axum::serve(listener, app).await?;
+    // SIGTERM or Ctrl-C: the node leaves the cluster (handing over if primary), then
+    // axum stops accepting and finishes the requests in flight.
+    let leaver = cluster.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            leaver.leave_on_signal().await;
+        })
+        .await?;
     Ok(())
 }
 

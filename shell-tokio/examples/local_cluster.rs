@@ -88,6 +88,8 @@ async fn main() {
         });
         nodes.push(c);
     }
+    // Ctrl-C during the demo: every node still running leaves, then the process ends.
+    cluster_mode::shutdown::leave_all_on_shutdown_signal(nodes.clone());
     println!("{} started 3 nodes: {addrs:?}", stamp(t0));
 
     let Some(first) = wait_new_primary(&nodes, &[], Duration::from_secs(10)).await else {

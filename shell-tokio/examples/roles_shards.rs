@@ -224,6 +224,8 @@ async fn main() {
             up: true,
         });
     }
+    // Ctrl-C during the demo: every node leaves, then the process ends.
+    cluster_mode::shutdown::leave_all_on_shutdown_signal(nodes.iter().map(|n| n.cluster.clone()));
     let t0 = Instant::now();
     let placed = settled(&nodes).await;
     println!(

@@ -119,6 +119,7 @@ enum Listen {
 ///     .listen("0.0.0.0:7946".parse()?)
 ///     .advertise("10.0.0.1:7946")
 ///     .config(Config::default())
+///     .leave_on_shutdown_signal() // SIGTERM or Ctrl-C: hand over, then exit
 ///     .start()
 ///     .await?;
 /// if cluster.is_primary() {
@@ -141,6 +142,7 @@ pub struct ClusterBuilder {
     max_auth_streams: usize,
     data_dir: Option<PathBuf>,
     roles: Vec<(String, Placement)>,
+    leave_on_signal: bool,
     #[cfg(feature = "sim")]
     sim: SimHooks,
 }
@@ -194,6 +196,7 @@ impl ClusterBuilder {
             max_auth_streams: crate::mac::DEFAULT_MAX_STREAMS,
             data_dir: None,
             roles: Vec::new(),
+            leave_on_signal: false,
             #[cfg(feature = "sim")]
             sim: SimHooks::default(),
         }
@@ -400,6 +403,18 @@ impl ClusterBuilder {
         self
     }
 
+    /// On the first SIGTERM or Ctrl-C, leave gracefully and then end the process
+    /// (status 143 or 130): [`Cluster::leave_on_shutdown_signal`], armed by
+    /// [`start`](Self::start). Without it (or [`Cluster::leave_on_signal`]) a stopped
+    /// process is a crash to the others: a rolling update then costs one election
+    /// timeout per pod instead of a handover of a few milliseconds. Leave it off if
+    /// the application handles the signals itself, and call [`Cluster::leave`] there.
+    #[must_use]
+    pub fn leave_on_shutdown_signal(mut self) -> Self {
+        self.leave_on_signal = true;
+        self
+    }
+
     /// Binds the listener (unless mounted), spawns the loop and the server, and
     /// returns the handle. The node starts discovering at once.
     pub async fn start(self) -> Result<Cluster, StartError> {
@@ -546,7 +561,7 @@ impl ClusterBuilder {
         let max_connections = self.max_connections;
         let server = listener
             .map(|l| tokio::spawn(serve(l, service.clone(), counters.clone(), max_connections)));
-        Ok(Cluster {
+        let cluster = Cluster {
             inner: Arc::new(Inner {
                 driver,
                 clock,
@@ -557,7 +572,11 @@ impl ClusterBuilder {
                 local_addr,
                 server: Mutex::new(server),
             }),
-        })
+        };
+        if self.leave_on_signal {
+            cluster.leave_on_shutdown_signal();
+        }
+        Ok(cluster)
     }
 }
 

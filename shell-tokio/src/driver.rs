@@ -561,10 +561,12 @@ impl Driver {
         let now = self.clock.now();
         let term = self.core.term();
         if term != self.last_term {
-            // A new span per term, so every later line carries the current term.
+            // A new span per term, so every later line carries the current term. A
+            // root span (`parent: None`): made while the old one is entered, it would
+            // otherwise nest in it, one level more per term, for as long as it runs.
             self.last_term = term;
             let me = self.core.identity().id;
-            self.span = info_span!("cluster", node = %me, term);
+            self.span = info_span!(parent: None, "cluster", node = %me, term);
             // A node starting an election moves to a new term and votes for itself
             // in one step; a term learned from another node carries no vote of its
             // own. Term changes are rare, so the copy of the state is cheap enough.

@@ -32,10 +32,12 @@ pub mod role_log;
 mod rt;
 pub mod seed;
 pub mod server;
+pub mod shutdown;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod storage;
 pub mod transport;
+pub mod ui;
 
 #[cfg(all(target_os = "linux", not(madsim)))]
 pub use clock::BoottimeClock;
@@ -49,6 +51,7 @@ pub use cluster_mode_discovery::{Discovery, Instance, StaticDiscovery};
 pub use data_dir::{DataDir, DataDirError};
 pub use driver::{ClusterEvent, NodeState, Transport};
 pub use server::ClusterService;
+pub use shutdown::ShutdownSignal;
 
 /// A fresh random node id, drawn at every process start of a node without a data
 /// directory, and at the first start of one with (P1). Deterministic under

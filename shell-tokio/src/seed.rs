@@ -37,6 +37,8 @@
 //! - the timing fields of [`ClusterConfig`] are ignored: the datacenter profile
 //!   ([`crate::Config::datacenter`]) fails over in well under a second instead of the
 //!   seed's 30-60 s; `min_node` and `update_interval` are honoured;
+//! - on SIGTERM or Ctrl-C the node leaves gracefully, then the process exits with
+//!   status 143 / 130 ([`ClusterConfig::leave_on_signal`], default on);
 //! - `is_primary()` is true only while the primary's lease is valid;
 //! - optionally, [`ClusterConfig::data_dir`] (or `CLUSTER_MODE_DATA_DIR`) keeps the
 //!   node's identity across restarts.
@@ -269,6 +271,12 @@ pub struct ClusterConfig {
     /// is a new member. See [`crate::ClusterBuilder::data_dir`]. A damaged directory
     /// makes [`start_cluster`] log the error and return without starting.
     pub data_dir: Option<PathBuf>,
+    /// Leave gracefully on SIGTERM or Ctrl-C, then end the process with status 143
+    /// or 130 (default `true`; [`crate::Cluster::leave_on_shutdown_signal`]). 0.3 had
+    /// no handler, so the signal killed the process and the others waited out an
+    /// election; now a rolling update hands over instead. Set `false` if the
+    /// application handles these signals itself (and then exits on its own).
+    pub leave_on_signal: bool,
 }
 
 impl Default for ClusterConfig {
@@ -289,6 +297,7 @@ impl Default for ClusterConfig {
             data_dir: std::env::var_os("CLUSTER_MODE_DATA_DIR")
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
+            leave_on_signal: true,
         }
     }
 }
@@ -329,6 +338,9 @@ pub async fn start_cluster<T>(
     }
     if let Some(d) = &config.data_dir {
         b = b.data_dir(d.clone());
+    }
+    if config.leave_on_signal {
+        b = b.leave_on_shutdown_signal();
     }
     match b.start().await {
         Ok(c) => {

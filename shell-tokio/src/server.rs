@@ -1,10 +1,13 @@
 //! The server side: one tower [`Service`](tower_service::Service) answering
 //! `POST /cluster/v1/message` (a postcard frame from a peer),
-//! `GET /cluster/v1/status` (this node's view as JSON),
+//! `GET /cluster/v1/status` (this node's view as JSON, always 200 while it serves),
+//! `GET /cluster/v1/ready` (200 while this node is a voter of a cluster with a primary,
+//! 503 otherwise: a readiness probe, see [`readiness`]),
 //! `GET /cluster/v1/metrics` (the same view and the counters for Prometheus, see
 //! [`crate::prometheus`]) and
 //! `POST /cluster/v1/recover` (an operator forces a recovery, P11). It runs on the library's own
-//! listener or mounted in the application's axum/hyper server.
+//! listener or mounted in the application's axum/hyper server. `GET /cluster/v1/ui`
+//! is a live status page over the status endpoint ([`crate::ui`]).
 //!
 //! Refusals, each with a `warn!` line giving the reason and a counter in the status
 //! JSON, and no change to the node's state:
@@ -53,8 +56,12 @@ pub const PATH_MESSAGE: &str = "/cluster/v1/message";
 pub const PATH_STATUS: &str = "/cluster/v1/status";
 /// The path of the Prometheus metrics endpoint ([`crate::prometheus`]).
 pub const PATH_METRICS: &str = "/cluster/v1/metrics";
+/// The path of the readiness endpoint: 200 while the node is a voting member that
+/// knows a primary, 503 with the reason otherwise ([`readiness`]).
+pub const PATH_READY: &str = "/cluster/v1/ready";
 /// The path an operator posts to force a recovery (P11, [`recover_body`]).
 pub const PATH_RECOVER: &str = "/cluster/v1/recover";
+pub use crate::ui::PATH_UI;
 
 /// The body `POST /cluster/v1/recover` must carry for node `id` (signed with the
 /// cluster's secret, if it has one, for [`Purpose::Recover`] and bound to the node's
@@ -91,6 +98,47 @@ pub struct StatusDocument {
     pub role_intervals: RoleRecord,
 }
 
+/// Whether a node with this status counts as ready (a Kubernetes readiness probe,
+/// `GET /cluster/v1/ready`): `Ok` with a one-line summary while it is a **voter** of the
+/// committed configuration and follows or is a primary (role `Primary` or
+/// `Secondary`), `Err` with the reason otherwise: still discovering, joining or
+/// promoted to voter not yet, no primary known (an election, or a cluster that lost
+/// its majority), leaving, or stopped on a failed write (`failure`).
+///
+/// Ready therefore means *this replica adds to the voter majority*, which is what a
+/// rollout should wait for before it stops the next old replica and what a
+/// PodDisruptionBudget should count. It is not a liveness signal: a whole cluster
+/// without a primary is not ready, but restarting its processes would not help.
+pub fn readiness(status: &Status, failure: Option<&str>) -> Result<String, String> {
+    use cluster_mode_core::Role;
+    if let Some(f) = failure {
+        return Err(format!("stopped: {f}"));
+    }
+    let voter = status.members.iter().any(|m| m.id == status.id && m.voter);
+    let primary = status
+        .primary
+        .as_ref()
+        .map(|p| p.addr.to_string())
+        .unwrap_or_else(|| "-".into());
+    match status.role {
+        Role::Primary | Role::Secondary if voter => Ok(format!(
+            "ready: voter, role {:?}, term {}, primary {primary}",
+            status.role, status.term
+        )),
+        Role::Primary | Role::Secondary => Err(format!(
+            "not ready: a member but not (yet) a voter, role {:?}",
+            status.role
+        )),
+        Role::Inactive => Err("not ready: not in a cluster (discovering, joining, or left)".into()),
+        Role::Candidate => Err(format!(
+            "not ready: no primary known in term {} (an election, or no majority)",
+            status.term
+        )),
+        Role::Leaving => Err("not ready: leaving".into()),
+        other => Err(format!("not ready: role {other:?}")),
+    }
+}
+
 /// The cluster's HTTP service. Cheap to clone.
 ///
 /// Mount it in an axum router with one line per path:
@@ -102,7 +150,8 @@ pub struct StatusDocument {
 ///     .route_service(cluster_mode::server::PATH_METRICS, cluster.service());
 /// ```
 ///
-/// It also answers `/message`, `/status`, `/metrics` and `/recover` for use under `nest_service("/cluster/v1", ..)`.
+/// It also answers `/message`, `/status`, `/ready`, `/metrics`, `/recover` and `/ui` for
+/// use under `nest_service("/cluster/v1", ..)`.
 #[derive(Clone)]
 pub struct ClusterService {
     inner: Arc<ServiceInner>,
@@ -225,6 +274,16 @@ impl ClusterService {
         let path = req.uri().path();
         let is_message = path == PATH_MESSAGE || path == "/message";
         let is_status = path == PATH_STATUS || path == "/status";
+        if path == PATH_READY || path == "/ready" {
+            if req.method() == Method::GET {
+                return self.ready();
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
         if path == PATH_RECOVER || path == "/recover" {
             if req.method() == Method::POST {
                 return self.recover(req).await;
@@ -238,6 +297,16 @@ impl ClusterService {
         if path == PATH_METRICS || path == "/metrics" {
             if req.method() == Method::GET {
                 return crate::prometheus::answer(self);
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
+        if path == PATH_UI || path == "/ui" {
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                return crate::ui::page_response();
             }
             return self.refuse(
                 &self.inner.counters.rejected_route,
@@ -264,6 +333,26 @@ impl ClusterService {
                 StatusCode::NOT_FOUND,
                 format!("no route {path}"),
             ),
+        }
+    }
+
+    /// `GET /cluster/v1/ready`: 200 or 503 with [`readiness`]'s line. Not counted as a
+    /// refusal and not logged: a probe asks every few seconds.
+    fn ready(&self) -> Response<Full<Bytes>> {
+        let verdict = {
+            let state = self.inner.state.borrow();
+            if state.stopped && state.failure.is_none() {
+                Err("not ready: the node has stopped (left or shut down)".to_string())
+            } else {
+                readiness(
+                    &state.status_at(self.inner.clock.now()),
+                    state.failure.as_deref(),
+                )
+            }
+        };
+        match verdict {
+            Ok(line) => plain(StatusCode::OK, format!("{line}\n")),
+            Err(line) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{line}\n")),
         }
     }
 

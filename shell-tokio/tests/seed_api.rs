@@ -48,7 +48,9 @@ impl DiscoveryService for FakeK8s {
     }
 }
 
-/// The seed README's usage example, with only the imports changed.
+/// The 0.3 README's usage example with the imports changed and the third argument
+/// its `start_cluster(cluster, client)` lacks: the 0.3 crate's function takes a
+/// `ClusterConfig` too, so that call never compiled.
 #[allow(dead_code)]
 async fn seed_readme_example() {
     let result = FakeK8s::init("demo".to_string(), "default".to_string()).await;

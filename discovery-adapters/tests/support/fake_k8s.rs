@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server for EndpointSlice and Pod discovery tests: HTTP/1.1 on
 //! loopback, list and chunked watch streams with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR,
 //! failing lists, dropped connections. It serves the EndpointSlices of Service [`SVC`]
-//! and the Pods matching [`POD_SELECTOR`] in namespace [`NS`]; any other path or label
+//! and the Pods matching [`POD_SELECTOR`] in namespace [`NS`] (or the namespace and
+//! Service given to [`FakeApi::start_serving`]); any other path or label
 //! selector gets a 400 and is recorded in `bad_requests`. Shared by `discovery-adapters/tests/kubernetes.rs`
 //! and the shell's end-to-end tests (`shell-tokio/tests/k8s_e2e.rs`, through
 //! `#[path]`): test-only code, so it is a source file both test crates include rather
@@ -49,6 +50,10 @@ pub enum Kind {
 
 #[derive(Default)]
 pub struct State {
+    /// The namespace served ([`NS`] unless started with [`FakeApi::start_serving`]).
+    pub ns: String,
+    /// The Service whose EndpointSlices are served ([`SVC`] unless started otherwise).
+    pub svc: String,
     pub rv: u64,
     /// Watches from below this resourceVersion get 410 Gone (history compacted).
     pub compacted: u64,
@@ -77,10 +82,18 @@ pub fn status_json(code: u16, reason: &str, message: &str) -> Value {
 
 impl FakeApi {
     pub async fn start() -> Self {
+        Self::start_serving(NS, SVC).await
+    }
+
+    /// Like [`start`](Self::start), serving the EndpointSlices of Service `svc` and the
+    /// Pods in namespace `ns`.
+    pub async fn start_serving(ns: &str, svc: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = FakeApi {
             state: Arc::new(Mutex::new(State {
+                ns: ns.to_string(),
+                svc: svc.to_string(),
                 rv: 100,
                 ..State::default()
             })),
@@ -318,12 +331,16 @@ impl FakeApi {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             let selector = params.get("labelSelector").copied().unwrap_or("");
+            let (ns, svc) = {
+                let st = self.lock();
+                (st.ns.clone(), st.svc.clone())
+            };
             let kind = if path
-                == format!("/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices")
-                && selector == format!("kubernetes.io/service-name={SVC}")
+                == format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices")
+                && selector == format!("kubernetes.io/service-name={svc}")
             {
                 Some(Kind::Slices)
-            } else if path == format!("/api/v1/namespaces/{NS}/pods") {
+            } else if path == format!("/api/v1/namespaces/{ns}/pods") {
                 self.lock().pod_selectors.push(selector.to_string());
                 (selector == POD_SELECTOR).then_some(Kind::Pods)
             } else {

@@ -134,6 +134,16 @@ struct Args {
     /// The name prefix of `--roles-count`'s roles.
     #[arg(long, default_value = "shard-")]
     roles_prefix: String,
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json` (one
+    /// object per line). Filter with `RUST_LOG` (default `cluster_mode=info`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "CLUSTER_MODE_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
 }
 
 /// The role names `--roles` and `--roles-count` declare, in order, without repeats.
@@ -265,14 +275,8 @@ async fn discovery(a: &Args) -> Result<Arc<dyn Discovery>, String> {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "cluster_mode=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logs(args.log_format);
     if let Some(Operator::Recover {
         node,
         yes,
@@ -371,8 +375,9 @@ async fn main() {
         }
         None
     });
+    // On SIGTERM or Ctrl-C, leave gracefully (the library's `leave_on_signal`).
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = cluster.leave_on_signal() => {}
         failed = &mut printer => {
             // The node stopped itself: it could not persist its state.
             let error = failed.ok().flatten().unwrap_or_else(|| "the node stopped".into());
@@ -380,8 +385,6 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    eprintln!("cluster-node: leaving");
-    cluster.leave().await;
     let leases = cluster.lease_record();
     let roles = cluster.role_record();
     drop(cluster);
@@ -399,19 +402,34 @@ async fn main() {
     );
 }
 
-#[cfg(not(madsim))]
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// `--log-format`: how log lines on stderr are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal
+    /// (and `NO_COLOR` is unset), so a log file or a pod's log holds no escape codes.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, the spans with
+    /// node id and term), for log pipelines that parse lines (Kubernetes, Loki,
+    /// Elasticsearch).
+    Json,
 }
 
-#[cfg(madsim)]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// Logs to stderr, filtered by `RUST_LOG` (tracing's `EnvFilter` syntax, for example
+/// `RUST_LOG=cluster_mode=debug,cluster_mode_core=info`); without it, `cluster_mode=info`.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "cluster_mode=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// `cluster-node recover`: read a node's status, force its recovery, wait for a
