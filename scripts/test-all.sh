@@ -11,6 +11,8 @@
 #   - chromium: the status page in a headless browser (shell-tokio/tests/ui_chromium.rs)
 #     and the READMEs' mermaid diagrams (scripts/check-mermaid.sh, which fetches the
 #     mermaid package with npm), skipped likewise without it when not root and CI is unset.
+#   - promtool and prometheus (Debian package prometheus): the metrics test against a
+#     real Prometheus; not root (and CI unset) it skips, saying why.
 # As root (a fresh CI machine) it installs what is missing with
 # discovery-adapters/ci-deps.sh and shell-tokio/ci-deps.sh (apt, Debian/Ubuntu). Not
 # root and dnsmasq missing, it stops at once and prints the command to run.
@@ -24,7 +26,7 @@ have() { # a command on PATH or in one of the sbin directories (not on a user's 
 
 if [ "$(id -u)" -eq 0 ]; then
   have dnsmasq || bash discovery-adapters/ci-deps.sh
-  { have nft && have ip && have chromium; } || bash shell-tokio/ci-deps.sh
+  { have nft && have ip && have chromium && have promtool && have prometheus; } || bash shell-tokio/ci-deps.sh
   [ "$(kubernetes-validate --version 2>/dev/null)" = "$(sed -n 's/^VERSION=//p' deploy/ci-deps.sh)" ] ||
     bash deploy/ci-deps.sh
 else
@@ -36,6 +38,8 @@ else
   fi
   echo "test-all.sh: not root: the network-namespace partition test will skip (it needs root)"
   have chromium || echo "test-all.sh: chromium missing: the status-page browser test will skip (sudo bash shell-tokio/ci-deps.sh installs it)"
+  { have promtool && have prometheus; } ||
+    echo "test-all.sh: promtool/prometheus missing: the Prometheus metrics test will skip (apt-get install prometheus)"
 fi
 
 # Any RUSTFLAGS, even empty, overrides the `simtest` alias's build.rustflags and would

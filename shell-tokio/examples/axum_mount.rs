@@ -11,7 +11,7 @@
 
 use axum::routing::get;
 use axum::Router;
-use cluster_mode::server::{PATH_MESSAGE, PATH_STATUS, PATH_UI};
+use cluster_mode::server::{PATH_MESSAGE, PATH_METRICS, PATH_STATUS, PATH_UI};
 use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The whole cluster protocol and status endpoint: one line each.
         .route_service(PATH_MESSAGE, cluster.service())
         .route_service(PATH_STATUS, cluster.service())
+        .route_service(PATH_METRICS, cluster.service())
         // The live status page (polls the status path beside it).
         .route_service(PATH_UI, cluster.service());
 

@@ -402,6 +402,7 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         storage: parts.storage,
         failure: None,
         leases: parts.leases,
+        last_primary: None,
     };
     tokio::spawn(async move {
         driver.run(parts.inbox.rx, control_rx, disc_rx).await;
@@ -431,6 +432,8 @@ struct Driver {
     failure: Option<String>,
     /// Records the primary intervals at each publication of the view.
     leases: LeaseLog,
+    /// The last primary this node knew of (for `primary_changes`).
+    last_primary: Option<NodeId>,
 }
 
 impl Driver {
@@ -497,7 +500,16 @@ impl Driver {
                 msg = inbox.recv() => match msg {
                     Some(Inbound::Message { env, reply }) => {
                         bump(&self.counters.messages_in);
+                        self.counters.detail.count_in(&env.msg);
+                        // The echo of the leader's send time, for the round trip.
+                        let echo = match &env.msg {
+                            cluster_mode_core::Message::AppendReply(a) => Some((a.term, a.sent_at)),
+                            _ => None,
+                        };
                         let r = self.input(Input::Message(env));
+                        if let (Ok(()), Some((term, sent_at))) = (&r, echo) {
+                            self.observe_round_trip(term, sent_at);
+                        }
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
@@ -553,7 +565,14 @@ impl Driver {
             // root span (`parent: None`): made while the old one is entered, it would
             // otherwise nest in it, one level more per term, for as long as it runs.
             self.last_term = term;
-            self.span = info_span!(parent: None, "cluster", node = %self.core.identity().id, term);
+            let me = self.core.identity().id;
+            self.span = info_span!(parent: None, "cluster", node = %me, term);
+            // A node starting an election moves to a new term and votes for itself
+            // in one step; a term learned from another node carries no vote of its
+            // own. Term changes are rare, so the copy of the state is cheap enough.
+            if self.core.durable_state().voted_for == Some(me) {
+                bump(&self.counters.elections_started);
+            }
         }
         // The view is published before the first message leaves (and after the state
         // it rests on is persisted): a leaving primary gives its lease up and hands
@@ -580,6 +599,7 @@ impl Driver {
                         published = true;
                     }
                     bump(&self.counters.messages_out);
+                    self.counters.detail.count_out(&msg.msg);
                     self.transport.send(&to, msg, class);
                 }
                 Command::RoleChanged {
@@ -589,6 +609,12 @@ impl Driver {
                     lease_until,
                     fencing_token,
                 } => {
+                    if let Some(p) = &primary {
+                        if self.last_primary != Some(p.id) {
+                            self.last_primary = Some(p.id);
+                            bump(&self.counters.primary_changes);
+                        }
+                    }
                     // The core logs the change (inside this span).
                     self.subscribers.publish(&ClusterEvent::RoleChanged {
                         role,
@@ -622,6 +648,19 @@ impl Driver {
         }
         if !published {
             self.publish_status(now);
+        }
+    }
+
+    /// Records the round trip of an append or heartbeat whose reply (of `term`,
+    /// echoing `sent_at`) the core accepted, if this node leads in that term: the
+    /// echo is then the send time on this node's clock. A reply from an earlier term
+    /// (or a forged one) is not counted; one that echoes a time ahead of the clock
+    /// is not either.
+    fn observe_round_trip(&self, term: u64, sent_at: Instant) {
+        if self.core.is_leader() && term == self.core.term() && sent_at <= self.last_now {
+            self.counters
+                .detail
+                .observe_round_trip(self.last_now.saturating_duration_since(sent_at));
         }
     }
 
@@ -678,6 +717,9 @@ async fn discovery_task(
         };
         if matches!(result, Input::DiscoveryFailed(_)) {
             bump(&counters.discovery_failures);
+            bump(&counters.discovery_poll_failures);
+        } else {
+            bump(&counters.discovery_poll_answers);
         }
         if tx.send(result).await.is_err() {
             return;
@@ -698,6 +740,9 @@ async fn discovery_task(
                         let input = to_input(r);
                         if matches!(input, Input::DiscoveryFailed(_)) {
                             bump(&counters.discovery_failures);
+                            bump(&counters.discovery_push_failures);
+                        } else {
+                            bump(&counters.discovery_push_answers);
                         }
                         if tx.send(input).await.is_err() {
                             return;

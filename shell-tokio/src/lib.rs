@@ -8,7 +8,7 @@
 //! The protocol lives in the sans-IO crate `cluster-mode-core`; this crate is the
 //! shell that drives it on tokio: one loop owning the core, the hyper transport (tuned
 //! with [`transport::TransportOptions`]), the [`server`] (one tower service for
-//! messages and status), and the [`Cluster`] handle built by [`ClusterBuilder`].
+//! messages, status and [`prometheus`] metrics), and the [`Cluster`] handle built by [`ClusterBuilder`].
 //! With [`ClusterBuilder::data_dir`] a node keeps its id, term, vote and log in a
 //! [`data_dir`] across restarts, so a process restarted in place is the same member.
 //! The loop and the transport also run unchanged under madsim (`--cfg madsim`); the
@@ -26,6 +26,7 @@ mod driver;
 pub mod lease_log;
 pub mod mac;
 pub mod metrics;
+pub mod prometheus;
 mod queue;
 pub mod role_log;
 mod rt;

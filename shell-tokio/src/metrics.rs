@@ -1,4 +1,6 @@
-//! Counters of what the shell did and refused, shown in the status JSON.
+//! Counters of what the shell did and refused, shown in the status JSON and, with
+//! the counts by message kind and the heartbeat round trips kept in
+//! a part of [`Counters`] the status leaves out, on the Prometheus endpoint ([`crate::prometheus`]).
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,9 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Counters {
             $(#[$doc] pub $name: AtomicU64,)*
+            /// Counts by message kind and the heartbeat round trips: on the metrics
+            /// endpoint only (not in the status JSON).
+            pub(crate) detail: crate::prometheus::Detail,
         }
 
         /// A copy of [`Counters`] at one moment, for the status JSON.
@@ -79,8 +84,20 @@ counters! {
     rejected_route,
     /// Durable state writes to the data directory (only on a term, vote or log change: none in a steady cluster).
     persist_writes,
-    /// Discovery answers that failed.
+    /// Discovery answers that failed (polled and pushed).
     discovery_failures,
+    /// Discovery answers (a list) from polling the source.
+    discovery_poll_answers,
+    /// Discovery answers (a list) pushed by the source's watch stream.
+    discovery_push_answers,
+    /// Polled discovery answers that failed (an error or no answer in time).
+    discovery_poll_failures,
+    /// Pushed discovery answers that failed.
+    discovery_push_failures,
+    /// Elections this node started: term increases after which it had voted for itself (not pre-votes).
+    elections_started,
+    /// Times the primary this node knows of became a node other than the last one it knew (the first one learned counts).
+    primary_changes,
     /// Ticks after which the core's next timeout was not later than the tick (a core bug; fatal in debug builds).
     tick_not_advanced,
 }

@@ -2,7 +2,9 @@
 //! `POST /cluster/v1/message` (a postcard frame from a peer),
 //! `GET /cluster/v1/status` (this node's view as JSON, always 200 while it serves),
 //! `GET /cluster/v1/ready` (200 while this node is a voter of a cluster with a primary,
-//! 503 otherwise: a readiness probe, see [`readiness`]) and
+//! 503 otherwise: a readiness probe, see [`readiness`]),
+//! `GET /cluster/v1/metrics` (the same view and the counters for Prometheus, see
+//! [`crate::prometheus`]) and
 //! `POST /cluster/v1/recover` (an operator forces a recovery, P11). It runs on the library's own
 //! listener or mounted in the application's axum/hyper server. `GET /cluster/v1/ui`
 //! is a live status page over the status endpoint ([`crate::ui`]).
@@ -52,6 +54,8 @@ use tracing::warn;
 pub const PATH_MESSAGE: &str = "/cluster/v1/message";
 /// The path of the status endpoint.
 pub const PATH_STATUS: &str = "/cluster/v1/status";
+/// The path of the Prometheus metrics endpoint ([`crate::prometheus`]).
+pub const PATH_METRICS: &str = "/cluster/v1/metrics";
 /// The path of the readiness endpoint: 200 while the node is a voting member that
 /// knows a primary, 503 with the reason otherwise ([`readiness`]).
 pub const PATH_READY: &str = "/cluster/v1/ready";
@@ -142,11 +146,12 @@ pub fn readiness(status: &Status, failure: Option<&str>) -> Result<String, Strin
 /// ```ignore
 /// let app = axum::Router::new()
 ///     .route_service(cluster_mode::server::PATH_MESSAGE, cluster.service())
-///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service());
+///     .route_service(cluster_mode::server::PATH_STATUS, cluster.service())
+///     .route_service(cluster_mode::server::PATH_METRICS, cluster.service());
 /// ```
 ///
-/// It also answers `/message`, `/status`, `/ready`, `/recover` and `/ui` for use under
-/// `nest_service("/cluster/v1", ..)`.
+/// It also answers `/message`, `/status`, `/ready`, `/metrics`, `/recover` and `/ui` for
+/// use under `nest_service("/cluster/v1", ..)`.
 #[derive(Clone)]
 pub struct ClusterService {
     inner: Arc<ServiceInner>,
@@ -237,6 +242,19 @@ impl ClusterService {
         }
     }
 
+    /// The node's status judged now, that instant, and whether its loop has stopped
+    /// (for [`crate::prometheus`]).
+    pub(crate) fn metrics_view(&self) -> (Status, cluster_mode_core::Instant, bool) {
+        let state = self.inner.state.borrow();
+        let now = self.inner.clock.now();
+        (state.status_at(now), now, state.stopped)
+    }
+
+    /// The shell's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// The node's lease intervals ([`crate::lease_log`]).
     pub fn lease_record(&self) -> LeaseRecord {
         self.inner.leases.record(&*self.inner.clock)
@@ -269,6 +287,16 @@ impl ClusterService {
         if path == PATH_RECOVER || path == "/recover" {
             if req.method() == Method::POST {
                 return self.recover(req).await;
+            }
+            return self.refuse(
+                &self.inner.counters.rejected_route,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method".into(),
+            );
+        }
+        if path == PATH_METRICS || path == "/metrics" {
+            if req.method() == Method::GET {
+                return crate::prometheus::answer(self);
             }
             return self.refuse(
                 &self.inner.counters.rejected_route,
