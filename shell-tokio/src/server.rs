@@ -272,66 +272,33 @@ impl ClusterService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = req.uri().path();
-        let is_message = path == PATH_MESSAGE || path == "/message";
-        let is_status = path == PATH_STATUS || path == "/status";
-        if path == PATH_READY || path == "/ready" {
-            if req.method() == Method::GET {
-                return self.ready();
-            }
+        let Some(route) = Route::of(path) else {
             return self.refuse(
                 &self.inner.counters.rejected_route,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "wrong method".into(),
+                StatusCode::NOT_FOUND,
+                format!("no route {path}"),
             );
-        }
-        if path == PATH_RECOVER || path == "/recover" {
-            if req.method() == Method::POST {
-                return self.recover(req).await;
-            }
-            return self.refuse(
-                &self.inner.counters.rejected_route,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "wrong method".into(),
-            );
-        }
-        if path == PATH_METRICS || path == "/metrics" {
-            if req.method() == Method::GET {
-                return crate::prometheus::answer(self);
-            }
-            return self.refuse(
-                &self.inner.counters.rejected_route,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "wrong method".into(),
-            );
-        }
-        if path == PATH_UI || path == "/ui" {
-            if req.method() == Method::GET || req.method() == Method::HEAD {
-                return crate::ui::page_response();
-            }
-            return self.refuse(
-                &self.inner.counters.rejected_route,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "wrong method".into(),
-            );
-        }
-        match (req.method(), is_message, is_status) {
-            (&Method::POST, true, _) => self.message(req).await,
-            (&Method::GET, _, true) => {
+        };
+        let method = req.method();
+        match route {
+            Route::Message if method == Method::POST => self.message(req).await,
+            Route::Recover if method == Method::POST => self.recover(req).await,
+            Route::Status if method == Method::GET => {
                 let body = serde_json::to_vec(&self.status_document()).unwrap_or_default();
                 Response::builder()
                     .header(hyper::header::CONTENT_TYPE, "application/json")
                     .body(Full::new(Bytes::from(body)))
                     .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "".into()))
             }
-            (_, true, _) | (_, _, true) => self.refuse(
+            Route::Ready if method == Method::GET => self.ready(),
+            Route::Metrics if method == Method::GET => crate::prometheus::answer(self),
+            Route::Ui if method == Method::GET || method == Method::HEAD => {
+                crate::ui::page_response()
+            }
+            _ => self.refuse(
                 &self.inner.counters.rejected_route,
                 StatusCode::METHOD_NOT_ALLOWED,
                 "wrong method".into(),
-            ),
-            _ => self.refuse(
-                &self.inner.counters.rejected_route,
-                StatusCode::NOT_FOUND,
-                format!("no route {path}"),
             ),
         }
     }
@@ -588,6 +555,33 @@ impl ClusterService {
     }
 }
 
+/// The service's endpoints, each answered at `/cluster/v1/<name>` (its `PATH_*`
+/// constant) and at `/<name>` (mounted under `nest_service("/cluster/v1", ..)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Message,
+    Status,
+    Ready,
+    Metrics,
+    Recover,
+    Ui,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        let name = path.strip_prefix("/cluster/v1").unwrap_or(path);
+        Some(match name {
+            "/message" => Route::Message,
+            "/status" => Route::Status,
+            "/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            "/recover" => Route::Recover,
+            "/ui" => Route::Ui,
+            _ => return None,
+        })
+    }
+}
+
 fn plain(code: StatusCode, text: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = code;
@@ -675,5 +669,36 @@ pub async fn serve(
                 _ = alive.changed() => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_constant_and_its_mounted_form_name_their_route() {
+        for (path, route) in [
+            (PATH_MESSAGE, Route::Message),
+            (PATH_STATUS, Route::Status),
+            (PATH_READY, Route::Ready),
+            (PATH_METRICS, Route::Metrics),
+            (PATH_RECOVER, Route::Recover),
+            (PATH_UI, Route::Ui),
+        ] {
+            assert_eq!(Route::of(path), Some(route), "{path}");
+            let mounted = path.strip_prefix("/cluster/v1").unwrap();
+            assert_eq!(Route::of(mounted), Some(route), "{mounted}");
+        }
+        for path in [
+            "/",
+            "",
+            "/cluster/v1",
+            "/cluster/v1/",
+            "/cluster/v1/status/x",
+            "/other/status",
+        ] {
+            assert_eq!(Route::of(path), None, "{path}");
+        }
     }
 }
