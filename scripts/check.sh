@@ -50,8 +50,8 @@ check_doc() {
   return $status
 }
 
-# msrv: the workspace says rust-version = 1.85 and only a newer toolchain is installed
-# here, so nothing compiles the code with 1.85 itself. What is checked instead, for real:
+# msrv: the workspace says rust-version = 1.89 and only a newer toolchain is installed
+# here, so nothing compiles the code with 1.89 itself. What is checked instead, for real:
 #   1. every workspace package declares the same rust-version (clippy reads it from
 #      there, per package);
 #   2. clippy's incompatible_msrv lint, denied in both clippy steps above: it flags any
@@ -62,13 +62,16 @@ check_doc() {
 #      pinned in Cargo.lock, declares a rust-version no newer than ours (cargo refuses
 #      to build a package that declares a newer one). Packages that declare none cannot
 #      be judged and are not counted.
-# Not covered: language features (syntax, trait-system changes) newer than 1.85, and
+# Not covered: language features (syntax, trait-system changes) newer than 1.89, and
 # dependencies that need a newer compiler without declaring it. Only building and
-# testing with a 1.85 toolchain covers those: `cargo +1.85 test --workspace` where one
+# testing with a 1.89 toolchain covers those: `cargo +1.89 test --workspace` where one
 # can be installed.
 check_msrv() {
   local meta msrv members
-  meta=$(cargo metadata --format-version 1 --locked) || return 1
+  # --all-features: the declared rust-version of every package any feature pulls in
+  # (a default-feature resolve leaves optional dependencies out, and they then
+  # went unjudged).
+  meta=$(cargo metadata --format-version 1 --locked --all-features) || return 1
   members=$(jq -r '.workspace_members as $m | .packages[] | select(.id as $i | $m | index($i))
                    | "\(.name) \(.rust_version // "none")"' <<<"$meta")
   msrv=$(awk '{print $2}' <<<"$members" | sort -u)
