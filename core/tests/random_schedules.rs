@@ -77,7 +77,7 @@ fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
     // Half the schedules move a silent owner's roles after 21 ms, less than a hold
     // (up to the 45 ms lease): there the end of the owner's last hold, not the
     // timeout, decides when its roles may go elsewhere (P13). From the seed, as above.
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         net.cfg.role_failover_timeout = Duration::from_millis(21);
     }
     // Every node declares the same named roles as it starts (P13), as an application

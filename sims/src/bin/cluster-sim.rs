@@ -263,7 +263,7 @@ mod cli {
                                 std::process::exit(1);
                             }
                         }
-                        if d % 50 == 0 || d == total {
+                        if d.is_multiple_of(50) || d == total {
                             let el = start.elapsed().as_secs_f64();
                             eprintln!(
                                 "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed",
@@ -380,7 +380,7 @@ mod cli {
                     move |d: u64,
                           total: u64,
                           _: &(Scenario, cluster_mode_sims::stats::SeedStats)| {
-                        if d % 100 == 0 || d == total {
+                        if d.is_multiple_of(100) || d == total {
                             eprintln!("[{d}/{total}] {:.1}s", start.elapsed().as_secs_f64());
                         }
                     };
