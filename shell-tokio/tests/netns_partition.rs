@@ -19,6 +19,8 @@
 // Real namespaces and processes: not under the madsim simulator.
 #![cfg(not(madsim))]
 
+#[path = "common/host.rs"]
+mod host;
 #[path = "common/leases.rs"]
 mod leases;
 #[path = "common/procs.rs"]
@@ -51,15 +53,7 @@ fn must(args: &[&str]) {
     );
 }
 
-/// Whether this process runs as root (effective uid 0, from /proc/self/status).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
+use host::is_root;
 
 /// Why the test cannot run here, if it cannot.
 fn missing() -> Option<String> {

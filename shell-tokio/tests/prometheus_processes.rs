@@ -9,6 +9,8 @@
 // Real sockets and processes: not under the madsim simulator.
 #![cfg(not(madsim))]
 
+#[path = "common/host.rs"]
+mod host;
 #[path = "common/procs.rs"]
 mod procs;
 #[path = "common/scrape.rs"]
@@ -20,16 +22,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Whether this process runs as root (effective uid 0, from /proc/self/status).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
 
 /// The path of `tool` if it runs (`tool --version`).
 fn tool(name: &str) -> Option<PathBuf> {
@@ -45,19 +37,11 @@ fn tool(name: &str) -> Option<PathBuf> {
 /// The two tools, or `None` when the test may skip here (saying why); panics when a
 /// tool is missing where the test must run (root or `CI`).
 fn tools() -> Option<(PathBuf, PathBuf)> {
-    match (tool("promtool"), tool("prometheus")) {
-        (Some(a), Some(b)) => Some((a, b)),
-        _ if is_root() || std::env::var_os("CI").is_some() => panic!(
-            "promtool or prometheus is missing (run shell-tokio/ci-deps.sh); as root or in CI this test must run"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: promtool or prometheus is missing and this is not root or CI \
-                 (apt-get install prometheus, or run shell-tokio/ci-deps.sh as root)"
-            );
-            None
-        }
-    }
+    host::required(
+        tool("promtool").zip(tool("prometheus")),
+        "the Prometheus metrics test",
+        "promtool or prometheus is missing (apt-get install prometheus, or run shell-tokio/ci-deps.sh as root)",
+    )
 }
 
 /// A Prometheus server in a temporary directory, killed on drop.

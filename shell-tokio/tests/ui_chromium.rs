@@ -17,6 +17,8 @@
 // Real sockets and processes: not under the madsim simulator.
 #![cfg(not(madsim))]
 
+#[path = "common/host.rs"]
+mod host;
 #[path = "common/procs.rs"]
 mod procs;
 
@@ -29,16 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Whether this process runs as root (effective uid 0, from /proc/self/status).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
 
 /// The browser: `$CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
 fn chromium() -> Option<PathBuf> {
@@ -54,21 +46,11 @@ fn chromium() -> Option<PathBuf> {
 /// The browser, or `None` (with the reason printed) where the test may skip; panics
 /// where it must run (root or `CI`) and cannot.
 fn browser_or_skip() -> Option<PathBuf> {
-    if let Some(p) = chromium() {
-        return Some(p);
-    }
-    let why =
-        "chromium is missing (run shell-tokio/ci-deps.sh as root, or apt-get install chromium)";
-    if is_root() || std::env::var_os("CI").is_some() {
-        panic!("the Chromium status-page test must run here (root or CI) but cannot: {why}");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "******** SKIPPED: the Chromium status-page test did not run: {why}\n\
-         ******** (it runs, and fails without the browser, as root or with CI set)"
-    );
-    None
+    host::required(
+        chromium(),
+        "the Chromium status-page test",
+        "chromium is missing (run shell-tokio/ci-deps.sh as root, or apt-get install chromium)",
+    )
 }
 
 /// Renders `url` in headless Chromium, lets its script run for `budget_ms` of virtual
