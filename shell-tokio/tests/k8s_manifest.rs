@@ -32,6 +32,8 @@ mod common;
 mod fake_k8s;
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/scrape.rs"]
+mod scrape;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +42,6 @@ use std::time::Duration;
 
 use fake_k8s::FakeApi;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEPLOYMENT: &str = include_str!("../../deploy/kubernetes/deployment/deployment.yaml");
 const SERVICE: &str = include_str!("../../deploy/kubernetes/deployment/service.yaml");
@@ -242,21 +243,9 @@ impl Drop for Pods {
 
 /// The kubelet's httpGet probe: a 2xx or 3xx answer within the timeout.
 async fn probe(addr: SocketAddr, path: &str) -> bool {
-    let ask = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let code: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
-    tokio::time::timeout(Duration::from_secs(1), ask)
+    scrape::get(addr, path, Duration::from_secs(1))
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .is_some_and(|(code, _, _)| (200..400).contains(&code))
 }
 
 /// The Service's EndpointSlice as Kubernetes would write it for these pods.

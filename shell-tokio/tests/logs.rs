@@ -7,7 +7,7 @@
 #[path = "common/procs.rs"]
 mod procs;
 
-use procs::{free_addrs, node_bin, wait_agreed};
+use procs::{free_addrs, node_bin, peer_list, wait_agreed};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,11 +42,7 @@ fn terminate(mut c: Child) {
 async fn log_files_have_no_escape_codes_and_json_lines_parse() {
     let dir = tempfile::tempdir().unwrap();
     let addrs = free_addrs(3);
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = peer_list(&addrs);
     let logs: Vec<_> = (0..3)
         .map(|i| dir.path().join(format!("node{i}.log")))
         .collect();

@@ -182,11 +182,7 @@ async fn graceful_handovers_never_two_primaries() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let addrs = free_addrs(3);
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = peer_list(&addrs);
     let extra = ["--fast", "--discovery-ms", "50"];
     let mut nodes: Vec<Option<Piped>> = addrs
         .iter()

@@ -11,7 +11,7 @@
 mod procs;
 
 use cluster_mode::{ClusterBuilder, StaticDiscovery};
-use procs::{free_addrs, spawn_node, status, wait_agreed};
+use procs::{free_addrs, peer_list, spawn_node, status, wait_agreed};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -56,11 +56,7 @@ fn spawn_embedded(addr: SocketAddr, peers: &str) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_then_exits_143() {
     let addrs = free_addrs(3);
-    let peers = addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = peer_list(&addrs);
     let mut others: Vec<Child> = addrs[..2]
         .iter()
         .map(|a| spawn_node(*a, &peers, &[] as &[&str]))

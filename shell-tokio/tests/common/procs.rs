@@ -14,6 +14,15 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
     ls.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
+/// The `--peers` value listing `addrs`.
+pub fn peer_list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Node processes, killed on drop.
 pub struct Procs {
     pub addrs: Vec<SocketAddr>,
@@ -30,11 +39,7 @@ impl Procs {
     /// Like `start`, with arguments of each node's own (`extra(i)` for node `i`).
     pub fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Procs {
         let addrs = free_addrs(n);
-        let peers = addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers = peer_list(&addrs);
         let children = addrs
             .iter()
             .enumerate()
