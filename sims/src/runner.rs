@@ -120,7 +120,10 @@ fn run_in_this_thread(
             c.sleep_ms(100).await;
         }
         c.sleep_ms(1_000).await;
-        (c.trace(), plan, bound)
+        let trace = c.trace();
+        // Free the run's tasks and world before the runtime goes (FINDINGS.md #7).
+        c.shutdown().await;
+        (trace, plan, bound)
     });
     let live = liveness.then(|| Liveness {
         last_fault_ns: plan.last_fault_ns,

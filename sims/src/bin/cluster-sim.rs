@@ -167,6 +167,24 @@ mod cli {
             .collect()
     }
 
+    /// The process's resident memory (`VmRSS` and its peak `VmHWM` from
+    /// `/proc/self/status`), for the progress line: a sweep must stay flat
+    /// (FINDINGS.md #7). `rss ?` where there is no procfs.
+    fn resident() -> String {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return "rss ?".into();
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or("?".to_string(), |kb| format!("{} MB", kb / 1024))
+        };
+        format!("rss {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Runs `f` over every (scenario, seed) on `jobs` threads, in a deterministic order
     /// of results.
     fn sweep<T: Send + 'static>(
@@ -266,10 +284,11 @@ mod cli {
                         if d % 50 == 0 || d == total {
                             let el = start.elapsed().as_secs_f64();
                             eprintln!(
-                                "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed",
+                                "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed, {}",
                                 el,
                                 d as f64 / el,
-                                failed2.load(Ordering::SeqCst)
+                                failed2.load(Ordering::SeqCst),
+                                resident()
                             );
                         }
                     };
