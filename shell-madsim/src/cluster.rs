@@ -125,6 +125,19 @@ impl SimCluster {
         }
     }
 
+    /// Samples every node a last time, takes the whole history (without copying it)
+    /// and ends the simulation ([`SimCluster::shutdown`]): what a run does last.
+    pub async fn finish(&self) -> Trace {
+        sample(&self.shared);
+        let trace = {
+            let mut g = self.shared.lock();
+            let names = g.slots.iter().map(|s| s.name.clone()).collect();
+            g.recorder.take(names, global_now())
+        };
+        self.shutdown().await;
+        trace
+    }
+
     /// Ends the simulation: kills every node process, stops the sampler and drops
     /// the node handles the world holds, then lets the runtime drop the killed tasks.
     /// Call it last (after [`SimCluster::trace`]), inside the runtime: nothing may be

@@ -167,6 +167,18 @@ mod cli {
             .collect()
     }
 
+    /// What a sweep keeps of one seed: nothing on the heap for a seed that passed
+    /// (a sweep of a million seeds keeps a million of these).
+    fn outcome(r: &cluster_mode_sims::RunResult) -> Outcome {
+        let violations: Vec<String> = r.violations.iter().map(|v| v.to_string()).collect();
+        let report = if violations.is_empty() {
+            String::new()
+        } else {
+            r.report()
+        };
+        (r.scenario, r.seed, violations, report)
+    }
+
     /// The process's resident memory (`VmRSS` and its peak `VmHWM` from
     /// `/proc/self/status`), for the progress line: a sweep must stay flat
     /// (FINDINGS.md #7). `rss ?` where there is no procfs.
@@ -251,25 +263,9 @@ mod cli {
                 let failed = Arc::new(AtomicU64::new(0));
                 let stop = fail_fast;
                 let f: fn(Scenario, u64) -> Outcome = if no_liveness {
-                    |s, k| {
-                        let r = run_seed_with(s, k, false);
-                        (
-                            s,
-                            k,
-                            r.violations.iter().map(|v| v.to_string()).collect(),
-                            r.report(),
-                        )
-                    }
+                    |s, k| outcome(&run_seed_with(s, k, false))
                 } else {
-                    |s, k| {
-                        let r = run_seed(s, k);
-                        (
-                            s,
-                            k,
-                            r.violations.iter().map(|v| v.to_string()).collect(),
-                            r.report(),
-                        )
-                    }
+                    |s, k| outcome(&run_seed(s, k))
                 };
                 let failed2 = failed.clone();
                 let progress =
