@@ -1,14 +1,14 @@
 //! What a shell or an application may ask of the core: its view at an instant.
 
 use super::role::RaftRole;
+use super::roles::{role_status, role_status_is};
 use super::ClusterCore;
 use crate::config::Config;
 use crate::id::{ClusterId, Identity, NodeId};
 use crate::membership::Membership;
-use crate::status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
 use crate::roles::OwnedRole;
+use crate::status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
 use crate::time::Instant;
-use super::roles::{role_status, role_status_is};
 
 impl ClusterCore {
     /// This node's identity.
@@ -85,7 +85,11 @@ impl ClusterCore {
         set(&mut out.commit_index, self.log.commit_index(), &mut changed);
         set(&mut out.lease_valid, lease_valid, &mut changed);
         set(&mut out.lease_until, lease_until, &mut changed);
-        set(&mut out.fencing_token, self.fencing_token(now), &mut changed);
+        set(
+            &mut out.fencing_token,
+            self.fencing_token(now),
+            &mut changed,
+        );
         set(&mut out.recovery, self.recovery_status(now), &mut changed);
         changed |= sync_list(
             &mut out.roles,

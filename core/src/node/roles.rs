@@ -813,8 +813,10 @@ pub(super) fn role_status_is(
 
 /// The token a role row shows: the grant's, while the role has an owner.
 fn role_token(cluster: Option<ClusterId>, e: &RoleEntry) -> Option<RoleToken> {
-    cluster.filter(|_| e.owner.is_some()).map(|cluster| RoleToken {
-        cluster,
-        index: e.granted_at,
-    })
+    cluster
+        .filter(|_| e.owner.is_some())
+        .map(|cluster| RoleToken {
+            cluster,
+            index: e.granted_at,
+        })
 }
