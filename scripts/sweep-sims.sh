@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sweeps every simulated scenario, one process per scenario (cluster-sim memory grows
-# with the number of seeds in one process: see sims/FINDINGS.md #7). 290 seeds per
+# Sweeps every simulated scenario, one process per scenario (a summary line per
+# scenario; memory no longer grows with the seeds run in one process since
+# sims/FINDINGS.md #7 was fixed). 290 seeds per
 # scenario and 30 of hundred-members (about 10 s per seed): 10,180 seeds over the 36
 # scenarios, every one with 64 named roles. Override with SWEEP_SEEDS, SWEEP_HUNDRED
 # and SWEEP_FROM (first seed, 10000).

@@ -86,6 +86,8 @@ pub struct SlotInfo {
 pub struct SimCluster {
     shared: Arc<Shared>,
     max_offset_ms: u64,
+    /// The sampler's period.
+    sample_period: Duration,
 }
 
 impl SimCluster {
@@ -102,6 +104,7 @@ impl SimCluster {
             isolated: BTreeSet::new(),
             data_dirs: opts.data_dirs,
             roles: role_names(opts.roles),
+            over: false,
         };
         let shared = Arc::new(Shared::new(world));
         let sampler = shared.clone();
@@ -109,13 +112,60 @@ impl SimCluster {
         madsim::task::spawn(async move {
             loop {
                 madsim::time::sleep(period).await;
+                if sampler.lock().over {
+                    return;
+                }
                 sample(&sampler);
             }
         });
         SimCluster {
             shared,
             max_offset_ms: opts.max_clock_offset_ms.max(1),
+            sample_period: period,
         }
+    }
+
+    /// Samples every node a last time, takes the whole history (without copying it)
+    /// and ends the simulation ([`SimCluster::shutdown`]): what a run does last.
+    pub async fn finish(&self) -> Trace {
+        sample(&self.shared);
+        let trace = {
+            let mut g = self.shared.lock();
+            let names = g.slots.iter().map(|s| s.name.clone()).collect();
+            g.recorder.take(names, global_now())
+        };
+        self.shutdown().await;
+        trace
+    }
+
+    /// Ends the simulation: kills every node process, stops the sampler and drops
+    /// the node handles the world holds, then lets the runtime drop the killed tasks.
+    /// Call it last (after [`SimCluster::trace`]), inside the runtime: nothing may be
+    /// asked of the cluster afterwards.
+    ///
+    /// Without it every run leaks its whole world (FINDINGS.md #7): madsim 0.2 never
+    /// frees a task still pending when its runtime is dropped (a task's own metadata
+    /// holds its waker, so a future that never completes keeps itself alive; madsim
+    /// issue #242), and the node tasks hold the world, the recorder and its history.
+    /// Killed tasks are dropped by the executor the next time it runs them, hence the
+    /// sleep; the sampler returns at its next tick.
+    pub async fn shutdown(&self) {
+        let ids: Vec<SimNodeId> = {
+            let mut g = self.shared.lock();
+            g.over = true;
+            for s in &mut g.slots {
+                s.state = None;
+                s.sampled = None;
+                s.leave = None;
+                s.handle = None;
+            }
+            g.slots.iter().filter_map(|s| s.sim_id).collect()
+        };
+        let rt = Handle::current();
+        for id in ids {
+            rt.kill(id);
+        }
+        madsim::time::sleep(self.sample_period + Duration::from_millis(1)).await;
     }
 
     /// Simulated nanoseconds since the simulation started.

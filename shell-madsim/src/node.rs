@@ -11,37 +11,57 @@ use cluster_mode_core::{Address, Delivery, Envelope, Instant, NodeId, Role, Stat
 use cluster_mode_discovery::{BoxFuture, Discovery, DiscoveryError, DiscoveryResult, Instance};
 use madsim::net::Endpoint;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+// The clock, the discovery source and the transport below are owned by the node's
+// `Cluster` handle, which the world itself holds (`Slot::handle`, `Slot::leave`): they
+// reach the world through a `Weak`, or the world and everything it recorded would
+// keep itself alive after the run (FINDINGS.md #7). The world outlives every node
+// task, so the upgrade fails only once the simulation is over.
 
 /// The node's drifting clock, as the shell's `Clock`.
 struct SimClock {
-    shared: Arc<Shared>,
+    shared: Weak<Shared>,
     slot: usize,
     epoch: madsim::time::Instant,
 }
 
+impl SimClock {
+    /// The slot's clock; after the simulation is over (the world dropped), a clock
+    /// without offset or drift.
+    fn clock(&self) -> crate::clock::Clock {
+        match self.shared.upgrade() {
+            Some(w) => w.lock().slots[self.slot].clock,
+            None => crate::clock::Clock::new(0, 0),
+        }
+    }
+}
+
 impl Clock for SimClock {
     fn now(&self) -> Instant {
-        let c = self.shared.lock().slots[self.slot].clock;
-        c.local(global_now())
+        self.clock().local(global_now())
     }
 
     fn deadline(&self, at: Instant) -> madsim::time::Instant {
-        let c = self.shared.lock().slots[self.slot].clock;
+        let c = self.clock();
         self.epoch + Duration::from_nanos(c.global_of(at).min(1 << 62))
     }
 }
 
 /// The simulated discovery registry, as the shell's `Discovery`.
 struct SimDiscovery {
-    shared: Arc<Shared>,
+    shared: Weak<Shared>,
     slot: usize,
 }
 
 impl Discovery for SimDiscovery {
     fn snapshot(&self) -> BoxFuture<'_, DiscoveryResult> {
-        let mut g = self.shared.lock();
+        let Some(shared) = self.shared.upgrade() else {
+            let over = Err(DiscoveryError::Backend("simulation over".into()));
+            return Box::pin(std::future::ready(over));
+        };
+        let mut g = shared.lock();
         let now = global_now();
         let world = &mut *g;
         let rng = &mut world.rng;
@@ -66,7 +86,11 @@ impl Discovery for SimDiscovery {
     }
 
     fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.shared.lock().registry.interval_ms)
+        let ms = self
+            .shared
+            .upgrade()
+            .map_or(200, |w| w.lock().registry.interval_ms);
+        Duration::from_millis(ms)
     }
 }
 
@@ -79,7 +103,7 @@ struct DatagramTransport {
     ep: Arc<Endpoint>,
     queues: PeerQueues,
     cx: TransportContext,
-    shared: Arc<Shared>,
+    shared: Weak<Shared>,
     slot: usize,
 }
 
@@ -89,7 +113,7 @@ const RECEIVERS: usize = 16;
 
 impl DatagramTransport {
     /// Binds nothing: `ep` is bound already. Starts the receive tasks.
-    fn start(ep: Arc<Endpoint>, cx: TransportContext, shared: Arc<Shared>, slot: usize) -> Self {
+    fn start(ep: Arc<Endpoint>, cx: TransportContext, shared: Weak<Shared>, slot: usize) -> Self {
         for _ in 0..RECEIVERS {
             let rx_ep = ep.clone();
             let inbox = cx.inbox.clone();
@@ -116,7 +140,9 @@ impl DatagramTransport {
 
 impl Transport for DatagramTransport {
     fn send(&self, to: &Address, env: Envelope, class: Delivery) {
-        self.shared.lock().recorder.count_send(self.slot);
+        if let Some(w) = self.shared.upgrade() {
+            w.lock().recorder.count_send(self.slot);
+        }
         let Ok(dst) = to.as_str().parse::<SocketAddr>() else {
             return;
         };
@@ -156,12 +182,12 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
     };
     let sock: SocketAddr = addr.as_str().parse().expect("slot address is ip:port");
     let clock: Arc<dyn Clock> = Arc::new(SimClock {
-        shared: shared.clone(),
+        shared: Arc::downgrade(&shared),
         slot,
         epoch: epoch(),
     });
     let builder = ClusterBuilder::new(Arc::new(SimDiscovery {
-        shared: shared.clone(),
+        shared: Arc::downgrade(&shared),
         slot,
     }))
     .advertise(sock.to_string())
@@ -181,7 +207,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
             let id = NodeId(madsim::rand::random::<u128>());
             let seed = madsim::rand::random::<u64>();
             let ep = Arc::new(Endpoint::bind(sock).await.expect("bind node endpoint"));
-            let world = shared.clone();
+            let world = Arc::downgrade(&shared);
             builder
                 .mounted()
                 .node_id(id)

@@ -204,14 +204,29 @@ impl Recorder {
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self, names: Vec<String>, end_ns: u64) -> Trace {
-        let mut records = self.records.clone();
+        Self::trace_of(self.records.clone(), names, self.sent.clone(), end_ns)
+    }
+
+    /// Everything recorded so far, moved out (the recorder is left empty): the same
+    /// trace as [`Recorder::snapshot`] without copying the history.
+    pub fn take(&mut self, names: Vec<String>, end_ns: u64) -> Trace {
+        let records = std::mem::take(&mut self.records);
+        Self::trace_of(records, names, std::mem::take(&mut self.sent), end_ns)
+    }
+
+    fn trace_of(
+        mut records: Vec<Record>,
+        names: Vec<String>,
+        sent: Vec<u64>,
+        end_ns: u64,
+    ) -> Trace {
         // Transition events are stamped with the node's clock at the change and may be
         // recorded after later samples: order by time (stable for equal times).
         records.sort_by_key(|r| r.at_ns);
         Trace {
             records,
             names,
-            sent: self.sent.clone(),
+            sent,
             end_ns,
         }
     }

@@ -62,6 +62,8 @@ pub(crate) struct World {
     pub(crate) data_dirs: bool,
     /// The named roles every node declares when it starts (P13).
     pub(crate) roles: Vec<String>,
+    /// Set by [`SimCluster::shutdown`](crate::SimCluster::shutdown): the sampler stops.
+    pub(crate) over: bool,
 }
 
 pub(crate) struct Shared(Mutex<World>);

@@ -665,15 +665,16 @@ impl Driver {
     }
 
     /// Publishes the node's view at `now` to the `Cluster` handles (if it changed).
+    ///
+    /// The view is refreshed in place (`ClusterCore::refresh_status`): building a
+    /// whole new `Status` after every input, a string per member and per role, and
+    /// comparing it with the last one was most of a node's work with named roles.
     fn publish_status(&mut self, now: Instant) {
-        let status = self.core.status(now);
+        let core = &self.core;
         self.leases.publish(&self.state, &*self.clock, |s| {
-            if s.status == status {
-                false
-            } else {
-                s.status = status;
-                true
-            }
+            let changed = core.refresh_status(now, &mut s.status);
+            debug_assert_eq!(s.status, core.status(now), "refresh_status is status");
+            changed
         });
     }
 

@@ -120,7 +120,10 @@ fn run_in_this_thread(
             c.sleep_ms(100).await;
         }
         c.sleep_ms(1_000).await;
-        (c.trace(), plan, bound)
+        // The history, then free the run's tasks and world before the runtime goes
+        // (FINDINGS.md #7).
+        let trace = c.finish().await;
+        (trace, plan, bound)
     });
     let live = liveness.then(|| Liveness {
         last_fault_ns: plan.last_fault_ns,

@@ -1,10 +1,12 @@
 //! What a shell or an application may ask of the core: its view at an instant.
 
 use super::role::RaftRole;
+use super::roles::{role_status, role_status_is};
 use super::ClusterCore;
 use crate::config::Config;
 use crate::id::{ClusterId, Identity, NodeId};
 use crate::membership::Membership;
+use crate::roles::OwnedRole;
 use crate::status::{FencingToken, MemberStatus, PrimaryInfo, Role, Status};
 use crate::time::Instant;
 
@@ -48,6 +50,67 @@ impl ClusterCore {
             owned_roles: self.owned_roles(now),
             role_hold_until: self.hold_end(),
         }
+    }
+
+    /// Makes `out` this node's view at `now`, exactly what [`status`](Self::status)
+    /// returns, reusing what `out` already holds: the member and role lists are
+    /// compared in place and only rows that differ are rebuilt. Returns whether `out`
+    /// changed.
+    ///
+    /// For a shell that publishes the view after every input: with named roles, most
+    /// inputs change nothing in the lists, and building a new `Status` (a string per
+    /// role and per member) and comparing it with the last one cost more than the
+    /// input itself.
+    pub fn refresh_status(&self, now: Instant, out: &mut Status) -> bool {
+        let (lease_until, lease_valid) = match self.role.leading() {
+            Some(l) => (Some(l.lease_until), self.lease_valid(now)),
+            None => (None, false),
+        };
+        let cluster = self.hard.cluster;
+        let mut changed = false;
+        set(&mut out.id, self.me.id, &mut changed);
+        set(&mut out.cluster, cluster, &mut changed);
+        set(&mut out.role, self.app_role(now), &mut changed);
+        set(&mut out.term, self.hard.term, &mut changed);
+        set(&mut out.is_leader, self.role.is_leader(), &mut changed);
+        set(&mut out.primary, self.primary_info(now), &mut changed);
+        changed |= sync_list(
+            &mut out.members,
+            self.log.committed().members.iter(),
+            |row, (id, m)| {
+                row.id == **id && row.addr == m.addr && row.name == m.name && row.voter == m.voter
+            },
+            |(id, m)| MemberStatus::new(*id, m),
+        );
+        set(&mut out.commit_index, self.log.commit_index(), &mut changed);
+        set(&mut out.lease_valid, lease_valid, &mut changed);
+        set(&mut out.lease_until, lease_until, &mut changed);
+        set(
+            &mut out.fencing_token,
+            self.fencing_token(now),
+            &mut changed,
+        );
+        set(&mut out.recovery, self.recovery_status(now), &mut changed);
+        changed |= sync_list(
+            &mut out.roles,
+            self.log.committed().roles.iter(),
+            |row, (name, e)| role_status_is(row, cluster, name, e),
+            |(name, e)| role_status(cluster, name, e),
+        );
+        changed |= sync_list(
+            &mut out.owned_roles,
+            self.owned_role_parts(now),
+            |row, (name, token, release_by)| {
+                row.role == **name && row.token == *token && row.release_by == *release_by
+            },
+            |(name, token, release_by)| OwnedRole {
+                role: name.clone(),
+                token,
+                release_by,
+            },
+        );
+        set(&mut out.role_hold_until, self.hold_end(), &mut changed);
+        changed
     }
 
     /// Whether this node is primary at `now`: the leader, holding a lease that a
@@ -153,4 +216,44 @@ impl ClusterCore {
             _ => None,
         }
     }
+}
+
+/// Sets `*field` to `value`, noting in `changed` whether it differed.
+fn set<T: PartialEq>(field: &mut T, value: T, changed: &mut bool) {
+    if *field != value {
+        *field = value;
+        *changed = true;
+    }
+}
+
+/// Makes `out` the list `items` describes: a row equal to its item (`same`) is kept,
+/// any other is replaced by `make(item)`, surplus rows are dropped. Returns whether
+/// `out` changed.
+fn sync_list<T, I>(
+    out: &mut Vec<T>,
+    items: impl Iterator<Item = I>,
+    same: impl Fn(&T, &I) -> bool,
+    make: impl Fn(I) -> T,
+) -> bool {
+    let mut changed = false;
+    let mut n = 0;
+    for item in items {
+        match out.get_mut(n) {
+            Some(row) if same(row, &item) => {}
+            Some(row) => {
+                *row = make(item);
+                changed = true;
+            }
+            None => {
+                out.push(make(item));
+                changed = true;
+            }
+        }
+        n += 1;
+    }
+    if out.len() > n {
+        out.truncate(n);
+        changed = true;
+    }
+    changed
 }

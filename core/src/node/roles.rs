@@ -15,7 +15,7 @@
 use super::timers::Timer;
 use super::ClusterCore;
 use crate::event::Command;
-use crate::id::NodeId;
+use crate::id::{ClusterId, NodeId};
 use crate::membership::Change;
 use crate::message::{HoldGrant, Message};
 use crate::placement::{plan, Candidate, Placement, RoleInput};
@@ -252,31 +252,45 @@ impl ClusterCore {
 
     /// The roles this node holds at `now`.
     pub fn owned_roles(&self, now: Instant) -> Vec<OwnedRole> {
-        let Some(cluster) = self.hard.cluster else {
-            return Vec::new();
-        };
-        if !self.may_hold_roles() || !self.hold_valid(now) {
-            return Vec::new();
-        }
-        self.log
-            .committed()
-            .roles
-            .iter()
-            .filter(|(name, e)| self.owns_entry(now, name, e))
-            .map(|(name, e)| OwnedRole {
+        self.owned_role_parts(now)
+            .map(|(name, token, release_by)| OwnedRole {
                 role: name.clone(),
-                token: RoleToken {
-                    cluster,
-                    index: e.granted_at,
-                },
-                release_by: self
-                    .roles
-                    .draining
-                    .get(name)
-                    .filter(|_| e.releasing)
-                    .map(|(_, by)| *by),
+                token,
+                release_by,
             })
             .collect()
+    }
+
+    /// [`owned_roles`](Self::owned_roles) without the copies: name, token and
+    /// release deadline of each role held at `now`, in name order.
+    pub(super) fn owned_role_parts(
+        &self,
+        now: Instant,
+    ) -> impl Iterator<Item = (&String, RoleToken, Option<Instant>)> + '_ {
+        let cluster = self
+            .hard
+            .cluster
+            .filter(|_| self.may_hold_roles() && self.hold_valid(now));
+        cluster.into_iter().flat_map(move |cluster| {
+            self.log
+                .committed()
+                .roles
+                .iter()
+                .filter(move |(name, e)| self.owns_entry(now, name, e))
+                .map(move |(name, e)| {
+                    let token = RoleToken {
+                        cluster,
+                        index: e.granted_at,
+                    };
+                    let release_by = self
+                        .roles
+                        .draining
+                        .get(name)
+                        .filter(|_| e.releasing)
+                        .map(|(_, by)| *by);
+                    (name, token, release_by)
+                })
+        })
     }
 
     /// This node's token for `role` if it holds the role at `now`.
@@ -303,18 +317,7 @@ impl ClusterCore {
             .committed()
             .roles
             .iter()
-            .map(|(name, e)| RoleStatus {
-                role: name.clone(),
-                owner: e.owner,
-                token: cluster
-                    .filter(|_| e.owner.is_some())
-                    .map(|cluster| RoleToken {
-                        cluster,
-                        index: e.granted_at,
-                    }),
-                releasing: e.releasing,
-                placement: e.placement.clone(),
-            })
+            .map(|(name, e)| role_status(cluster, name, e))
             .collect()
     }
 
@@ -780,4 +783,40 @@ fn merge_requests(into: &mut RolesRequest, req: RolesRequest) {
             into.remove.push(name);
         }
     }
+}
+
+/// One row of the role table as [`Status::roles`](crate::Status::roles) shows it.
+pub(super) fn role_status(cluster: Option<ClusterId>, name: &str, e: &RoleEntry) -> RoleStatus {
+    RoleStatus {
+        role: name.to_string(),
+        owner: e.owner,
+        token: role_token(cluster, e),
+        releasing: e.releasing,
+        placement: e.placement.clone(),
+    }
+}
+
+/// Whether `row` is what [`role_status`] makes of `name` and `e` (compared without
+/// building it).
+pub(super) fn role_status_is(
+    row: &RoleStatus,
+    cluster: Option<ClusterId>,
+    name: &str,
+    e: &RoleEntry,
+) -> bool {
+    row.role == name
+        && row.owner == e.owner
+        && row.token == role_token(cluster, e)
+        && row.releasing == e.releasing
+        && row.placement == e.placement
+}
+
+/// The token a role row shows: the grant's, while the role has an owner.
+fn role_token(cluster: Option<ClusterId>, e: &RoleEntry) -> Option<RoleToken> {
+    cluster
+        .filter(|_| e.owner.is_some())
+        .map(|cluster| RoleToken {
+            cluster,
+            index: e.granted_at,
+        })
 }

@@ -167,6 +167,36 @@ mod cli {
             .collect()
     }
 
+    /// What a sweep keeps of one seed: nothing on the heap for a seed that passed
+    /// (a sweep of a million seeds keeps a million of these).
+    fn outcome(r: &cluster_mode_sims::RunResult) -> Outcome {
+        let violations: Vec<String> = r.violations.iter().map(|v| v.to_string()).collect();
+        let report = if violations.is_empty() {
+            String::new()
+        } else {
+            r.report()
+        };
+        (r.scenario, r.seed, violations, report)
+    }
+
+    /// The process's resident memory (`VmRSS` and its peak `VmHWM` from
+    /// `/proc/self/status`), for the progress line: a sweep must stay flat
+    /// (FINDINGS.md #7). `rss ?` where there is no procfs.
+    fn resident() -> String {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return "rss ?".into();
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or("?".to_string(), |kb| format!("{} MB", kb / 1024))
+        };
+        format!("rss {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Runs `f` over every (scenario, seed) on `jobs` threads, in a deterministic order
     /// of results.
     fn sweep<T: Send + 'static>(
@@ -233,25 +263,9 @@ mod cli {
                 let failed = Arc::new(AtomicU64::new(0));
                 let stop = fail_fast;
                 let f: fn(Scenario, u64) -> Outcome = if no_liveness {
-                    |s, k| {
-                        let r = run_seed_with(s, k, false);
-                        (
-                            s,
-                            k,
-                            r.violations.iter().map(|v| v.to_string()).collect(),
-                            r.report(),
-                        )
-                    }
+                    |s, k| outcome(&run_seed_with(s, k, false))
                 } else {
-                    |s, k| {
-                        let r = run_seed(s, k);
-                        (
-                            s,
-                            k,
-                            r.violations.iter().map(|v| v.to_string()).collect(),
-                            r.report(),
-                        )
-                    }
+                    |s, k| outcome(&run_seed(s, k))
                 };
                 let failed2 = failed.clone();
                 let progress =
@@ -266,10 +280,11 @@ mod cli {
                         if d.is_multiple_of(50) || d == total {
                             let el = start.elapsed().as_secs_f64();
                             eprintln!(
-                                "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed",
+                                "[{d}/{total}] {:.1}s elapsed, {:.1} seeds/s, {} failed, {}",
                                 el,
                                 d as f64 / el,
-                                failed2.load(Ordering::SeqCst)
+                                failed2.load(Ordering::SeqCst),
+                                resident()
                             );
                         }
                     };
