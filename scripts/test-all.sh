@@ -65,5 +65,7 @@ echo "== the 1,000-member scenario (release: about a minute; in debug it would t
 cargo test --release -p cluster-mode-core --test scenarios -- --ignored
 
 echo "== simulation suites (built with --cfg madsim into target/madsim)"
-cargo simtest -p cluster-mode
 bash sims/ci-run.sh
+# In release, like the simulation suites above: it reuses their madsim build instead
+# of compiling every dependency a second time in debug.
+cargo simtest -p cluster-mode --release
