@@ -67,38 +67,53 @@ impl ClusterCore {
             None => (None, false),
         };
         let cluster = self.hard.cluster;
+        // Every field named (no `..`): a field added to `Status` fails to compile
+        // here until it is refreshed too.
+        let Status {
+            id,
+            cluster: out_cluster,
+            role,
+            term,
+            is_leader,
+            primary,
+            members,
+            commit_index,
+            lease_valid: out_lease_valid,
+            lease_until: out_lease_until,
+            fencing_token,
+            recovery,
+            roles,
+            owned_roles,
+            role_hold_until,
+        } = out;
         let mut changed = false;
-        set(&mut out.id, self.me.id, &mut changed);
-        set(&mut out.cluster, cluster, &mut changed);
-        set(&mut out.role, self.app_role(now), &mut changed);
-        set(&mut out.term, self.hard.term, &mut changed);
-        set(&mut out.is_leader, self.role.is_leader(), &mut changed);
-        set(&mut out.primary, self.primary_info(now), &mut changed);
+        set(id, self.me.id, &mut changed);
+        set(out_cluster, cluster, &mut changed);
+        set(role, self.app_role(now), &mut changed);
+        set(term, self.hard.term, &mut changed);
+        set(is_leader, self.role.is_leader(), &mut changed);
+        set(primary, self.primary_info(now), &mut changed);
         changed |= sync_list(
-            &mut out.members,
+            members,
             self.log.committed().members.iter(),
             |row, (id, m)| {
                 row.id == **id && row.addr == m.addr && row.name == m.name && row.voter == m.voter
             },
             |(id, m)| MemberStatus::new(*id, m),
         );
-        set(&mut out.commit_index, self.log.commit_index(), &mut changed);
-        set(&mut out.lease_valid, lease_valid, &mut changed);
-        set(&mut out.lease_until, lease_until, &mut changed);
-        set(
-            &mut out.fencing_token,
-            self.fencing_token(now),
-            &mut changed,
-        );
-        set(&mut out.recovery, self.recovery_status(now), &mut changed);
+        set(commit_index, self.log.commit_index(), &mut changed);
+        set(out_lease_valid, lease_valid, &mut changed);
+        set(out_lease_until, lease_until, &mut changed);
+        set(fencing_token, self.fencing_token(now), &mut changed);
+        set(recovery, self.recovery_status(now), &mut changed);
         changed |= sync_list(
-            &mut out.roles,
+            roles,
             self.log.committed().roles.iter(),
             |row, (name, e)| role_status_is(row, cluster, name, e),
             |(name, e)| role_status(cluster, name, e),
         );
         changed |= sync_list(
-            &mut out.owned_roles,
+            owned_roles,
             self.owned_role_parts(now),
             |row, (name, token, release_by)| {
                 row.role == **name && row.token == *token && row.release_by == *release_by
@@ -109,7 +124,7 @@ impl ClusterCore {
                 release_by,
             },
         );
-        set(&mut out.role_hold_until, self.hold_end(), &mut changed);
+        set(role_hold_until, self.hold_end(), &mut changed);
         changed
     }
 
