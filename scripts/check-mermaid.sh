@@ -2,7 +2,8 @@
 # Renders every ```mermaid block of the Markdown files given (default: README.md and
 # shell-tokio/README.md) with the real mermaid library in headless Chromium, as GitHub
 # does, and fails if a diagram does not render (a syntax error shows on GitHub as an
-# error box instead of the diagram). Needs chromium (Debian package) and npm; mermaid
+# error box instead of the diagram). Needs chromium (Debian package) and npm (installed
+# with apt when missing and root); mermaid
 # is fetched once from the npm registry into target/mermaid (pinned version).
 # scripts/test-all.sh runs it.
 set -euo pipefail
@@ -17,6 +18,13 @@ if [ -z "$chromium" ]; then
   exit 1
 fi
 dir=target/mermaid
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "check-mermaid.sh: npm is missing (apt-get install npm)" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
 if [ ! -f "$dir/node_modules/mermaid/dist/mermaid.min.js" ]; then
   mkdir -p "$dir"
   npm install --prefix "$dir" --no-audit --no-fund --silent "mermaid@$MERMAID_VERSION" >/dev/null
