@@ -83,6 +83,47 @@ pub(super) struct LeaderRoles {
     /// A role entry committed since the last broadcast: the next proposal round
     /// sends the commit index at once.
     pub(super) commit_news: bool,
+    /// Bumped whenever `requests` changes (part of [`PlanKey`]: the request lists
+    /// stay long after the table shows them, too long to compare every round).
+    requests_version: u64,
+    /// The inputs of the last placement round, if it planned nothing: while they
+    /// are the same, so is the (empty) plan, and the round is skipped. The leader
+    /// runs a round every heartbeat, and planning 64 roles was the largest single
+    /// cost of a simulated run (sims/README.md, "Where the time goes").
+    quiet: Option<PlanKey>,
+}
+
+/// Everything a placement round ([`ClusterCore::plan_round`]) reads, with the clock
+/// reduced to the comparisons the round makes with it. Equal keys, equal plans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PlanKey {
+    /// The committed configuration (members, role table) and the effective one.
+    commit: u64,
+    last: u64,
+    /// Per follower: heard within `role_failover_timeout`.
+    live: Vec<(NodeId, bool)>,
+    /// Per member with a recorded hold bound: whether it passed.
+    past_bound: Vec<(NodeId, bool)>,
+    /// Whether holds of earlier terms are over (the bound of members without one).
+    past_term_bound: bool,
+    /// Per follower that released roles: which (its latest reply).
+    released: Vec<(NodeId, Vec<(String, u64)>)>,
+    /// Members leaving: this node, those that asked, those that left.
+    leaving_me: bool,
+    leaves: Vec<NodeId>,
+    left: Vec<NodeId>,
+    requests: u64,
+    /// What this node let go of (see [`ClusterCore::let_go`]): the set only grows
+    /// while the table (`commit`) stays the same.
+    let_go: (usize, u64),
+}
+
+impl LeaderRoles {
+    /// Adds a member's requests to those this leader serves (the only way they change).
+    fn merge(&mut self, req: RolesRequest) {
+        merge_requests(&mut self.requests, req);
+        self.requests_version += 1;
+    }
 }
 
 impl ClusterCore {
@@ -140,7 +181,7 @@ impl ClusterCore {
         }
         let req = p.clone();
         if let Some(l) = self.role.leading_mut() {
-            merge_requests(&mut l.roles.requests, req);
+            l.roles.merge(req);
         } else if let Some((id, addr)) = self.role.leader.clone() {
             self.send(addr, Some(id), Message::Roles(req));
         }
@@ -170,7 +211,7 @@ impl ClusterCore {
             warn!(%from, "roles request with an invalid name; ignored");
             return;
         }
-        merge_requests(&mut l.roles.requests, req);
+        l.roles.merge(req);
     }
 
     /// After a restore from the data directory: forget every grant the restored log
@@ -579,7 +620,18 @@ impl ClusterCore {
         }
         // Let go of this node's own roles asked back, so this round can grant them.
         self.refresh_roles(now);
+        let key = self.plan_key(now);
+        if key.is_some() && key == self.role.leading().and_then(|l| l.roles.quiet.clone()) {
+            debug_assert!(
+                self.plan_round(now).is_empty(),
+                "a placement round skipped as unchanged would plan something: PlanKey misses an input"
+            );
+            return false;
+        }
         let ops = self.plan_round(now);
+        if let Some(l) = self.role.leading_mut() {
+            l.roles.quiet = if ops.is_empty() { key } else { None };
+        }
         if ops.is_empty() {
             return false;
         }
@@ -587,6 +639,40 @@ impl ClusterCore {
         debug!(?ops, "role changes");
         self.log.push(self.hard.term, Change::Roles(ops));
         true
+    }
+
+    /// What [`plan_round`](Self::plan_round) reads, as of `now` (`None` unless leader).
+    fn plan_key(&self, now: Instant) -> Option<PlanKey> {
+        let l = self.role.leading()?;
+        let window = self.cfg.role_failover_timeout;
+        let since_term = l.became_at + self.cfg.lease_duration;
+        Some(PlanKey {
+            commit: self.log.commit_index(),
+            last: self.log.last_index(),
+            live: l
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.heard_within(now, window)))
+                .collect(),
+            past_bound: l
+                .roles
+                .hold_bound
+                .iter()
+                .map(|(id, b)| (*id, now >= (*b).max(since_term)))
+                .collect(),
+            past_term_bound: now >= since_term,
+            released: l
+                .progress
+                .iter()
+                .filter(|(_, p)| !p.released.is_empty())
+                .map(|(id, p)| (*id, p.released.clone()))
+                .collect(),
+            leaving_me: self.leave.leaving.is_some(),
+            leaves: self.admin.leaves.iter().copied().collect(),
+            left: l.roles.left.iter().copied().collect(),
+            requests: l.roles.requests_version,
+            let_go: (self.roles.released.len(), self.roles.restored_through),
+        })
     }
 
     /// The role operations of one round. An owner whose role it takes without its
