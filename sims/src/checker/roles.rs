@@ -75,32 +75,35 @@ pub fn role_intervals(trace: &Trace) -> Vec<RoleInterval> {
                 let mut now = BTreeMap::new();
                 for h in held {
                     let end = claim_end(v, h.release_by_ns, r.at_ns);
-                    let iv = match was.remove(&h.role) {
+                    // The running interval's key moves over (no string copied for a
+                    // hold renewed: most views of a run).
+                    let (key, iv) = match was.remove_entry(&h.role) {
                         // Still running with the same token: the same hold, renewed.
-                        Some(mut iv)
+                        Some((key, mut iv))
                             if iv.token == h.token && iv.id == v.id && iv.end >= r.at_ns =>
                         {
                             iv.end = end;
-                            iv
+                            (key, iv)
                         }
                         other => {
-                            if let Some(mut iv) = other {
+                            if let Some((_, mut iv)) = other {
                                 iv.end = iv.end.min(r.at_ns);
                                 if iv.end > iv.start {
                                     out.push(iv);
                                 }
                             }
-                            RoleInterval {
+                            let iv = RoleInterval {
                                 slot: r.slot,
                                 id: v.id,
                                 role: h.role.clone(),
                                 token: h.token,
                                 start: r.at_ns,
                                 end,
-                            }
+                            };
+                            (h.role.clone(), iv)
                         }
                     };
-                    now.insert(h.role.clone(), iv);
+                    now.insert(key, iv);
                 }
                 close(was, r.at_ns, &mut out);
                 if !now.is_empty() {
