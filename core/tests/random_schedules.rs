@@ -361,10 +361,16 @@ fn fixed_seeds_keep_every_invariant() {
 /// before `now`); 5656 (with data directories: a restore that forgot the vote gave
 /// two leaders in term 2, P12); 83599 (with data directories and roles: a leaver that
 /// confirmed its roles was restarted with its data, took a hold renewal before its
-/// table showed the roles moved, and held three roles with their new owner, P13).
+/// table showed the roles moved, and held three roles with their new owner, P13);
+/// 33688 (with data directories: a member restarted with its data after every member
+/// of its configuration had left asked only them to admit it again, and ignored the
+/// probe answers naming the leader, FINDINGS #13); 90273 (a promotion that replaced a
+/// lost voter waited for the non-voter to acknowledge a role entry, a round late, and
+/// a partition and the leader's crash in that round left two voters, one dead,
+/// FINDINGS #14).
 #[test]
 fn seeds_that_once_failed_pass() {
-    const SEEDS: &[u64] = &[46712, 5656, 83599];
+    const SEEDS: &[u64] = &[46712, 5656, 83599, 33688, 90273];
     for seed in SEEDS {
         check(*seed).unwrap_or_else(|e| panic!("{e}"));
     }

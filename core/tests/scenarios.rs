@@ -100,6 +100,7 @@ const TRACES: &[&str] = &[
     "primary_crash",
     "primary_isolated",
     "primary_leave",
+    "rejoin_with_data",
     "restart_in_place",
     "restart_with_data",
     "roles_move",
@@ -199,6 +200,11 @@ fn a_follower_cut_off_from_the_leader_alone_cannot_disrupt_it() {
 #[test]
 fn a_pod_restarted_in_place_replaces_its_previous_process() {
     run_trace("restart_in_place");
+}
+
+#[test]
+fn a_member_restarted_with_data_after_its_configuration_left_joins_again() {
+    run_trace("rejoin_with_data");
 }
 
 #[test]

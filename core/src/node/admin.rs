@@ -197,13 +197,13 @@ impl ClusterCore {
         // Promotion candidates: caught-up, responsive non-voters, while there is room
         // for another voter (P9).
         let voters = cfg.voter_count();
-        let commit = self.log.commit_index();
         let window = self.cfg.election_timeout_min;
+        let log = &self.log;
         let mut ready = cfg.members.iter().filter(|(id, m)| {
             !m.voter
                 && l.progress
                     .get(id)
-                    .is_some_and(|p| p.matched >= commit && p.heard_within(now, window))
+                    .is_some_and(|p| caught_up(log, p.matched) && p.heard_within(now, window))
         });
         let first = ready
             .next()
@@ -288,4 +288,24 @@ impl ClusterCore {
         }
         self.propose_next_change(now);
     }
+}
+
+/// Whether a member that stores the log up to `matched` is caught up enough to be
+/// promoted: it stores every committed entry except, perhaps, role entries at the end
+/// of the committed prefix. Those change no member, and while roles move one commits
+/// every heartbeat round or two, so a non-voter's acknowledgement (a round trip old)
+/// was often one role entry behind; requiring every committed entry kept the promotion
+/// that replaces a lost voter waiting a round or more, long enough for a second fault
+/// to leave the voters without a majority for good (FINDINGS #14).
+fn caught_up(log: &crate::log::Log, matched: u64) -> bool {
+    let commit = log.commit_index();
+    if matched >= commit {
+        return true;
+    }
+    // Entries folded into the snapshot are not at hand: not caught up.
+    matched >= log.base_index()
+        && log
+            .entries_after(matched, (commit - matched) as usize)
+            .iter()
+            .all(|e| matches!(e.change, Change::Roles(_)))
 }
