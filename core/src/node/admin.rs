@@ -309,3 +309,54 @@ fn caught_up(log: &crate::log::Log, matched: u64) -> bool {
             .iter()
             .all(|e| matches!(e.change, Change::Roles(_)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::caught_up;
+    use crate::id::NodeId;
+    use crate::log::Log;
+    use crate::membership::{Change, Membership, Snapshot};
+
+    fn empty_log() -> Log {
+        Log::new(Snapshot {
+            index: 0,
+            term: 0,
+            membership: Membership::default(),
+        })
+    }
+
+    /// A member that stores every committed entry but role entries at the end of the
+    /// committed prefix is ready for promotion (FINDINGS #14); one that misses a
+    /// membership change, or entries folded into the snapshot, is not.
+    #[test]
+    fn a_member_behind_only_by_role_entries_is_caught_up() {
+        let mut log = empty_log();
+        log.push(1, Change::Noop);
+        log.push(1, Change::Remove { id: NodeId(9) });
+        log.push(1, Change::Roles(Vec::new()));
+        log.push(1, Change::Roles(Vec::new()));
+        log.push(1, Change::Noop); // not committed: it does not count
+        log.commit_to(4);
+        for matched in [2, 3, 4, 5] {
+            assert!(caught_up(&log, matched), "matched {matched}");
+        }
+        assert!(!caught_up(&log, 1), "it misses the removal at 2");
+        assert!(!caught_up(&log, 0));
+
+        let mut folded = empty_log();
+        for _ in 0..300 {
+            folded.push(1, Change::Roles(Vec::new()));
+        }
+        folded.commit_to(300);
+        let base = folded.base_index();
+        assert!(
+            base > 0,
+            "the committed prefix was folded into the snapshot"
+        );
+        assert!(caught_up(&folded, base));
+        assert!(
+            !caught_up(&folded, base - 1),
+            "entries before the base are not at hand"
+        );
+    }
+}
