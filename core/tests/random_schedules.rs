@@ -11,15 +11,23 @@
 //! SCHEDULE_SEED=<seed> cargo test -p cluster-mode-core --test random_schedules replay -- --ignored --nocapture
 //! ```
 //!
-//! The fixed sweep covers seeds `0..200`; `SCHEDULE_SEEDS=N` widens it, and
-//! `SCHEDULE_KEEP_GOING=1` runs every seed and lists every failure instead of stopping
-//! at the first.
+//! `replay` runs the same checks as the sweeps (one function, `run_checked`) and fails
+//! with the same message; `SCHEDULE_MSGS=all|no-heartbeats` adds the messages to its
+//! trace.
+//!
+//! The fixed sweep covers seeds `0..200`; `SCHEDULE_SEEDS=N` widens it,
+//! `SCHEDULE_FROM=F` starts it at seed F, and `SCHEDULE_KEEP_GOING=1` runs every seed
+//! and lists every failure instead of stopping at the first:
+//!
+//! ```text
+//! SCHEDULE_KEEP_GOING=1 SCHEDULE_FROM=80000 SCHEDULE_SEEDS=20000 cargo test --release -p cluster-mode-core --test random_schedules fixed -- --nocapture
+//! ```
 
 mod common;
 
 use cluster_mode_core::Config;
 use common::net::{shards, Rng};
-use common::{Net, NetConfig};
+use common::{MsgTrace, Net, NetConfig};
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -53,9 +61,17 @@ enum Fault {
     AddNode,
 }
 
-/// Builds and runs one schedule; returns the network for inspection. `trace`: record
-/// the protocol trace (for `replay`; it changes no decision of the run, only its cost).
-fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
+/// One seed's world, built but not yet run: the network with its first nodes, and the
+/// faults to apply.
+struct Schedule {
+    net: Net,
+    faults: Vec<(u64, Fault)>,
+}
+
+/// Builds one seed's network and draws its faults. `msgs`: `Some` records the protocol
+/// trace with those messages (for `replay`; it changes no decision of the run, only its
+/// cost).
+fn build(seed: u64, msgs: Option<MsgTrace>) -> Schedule {
     let mut rng = Rng::new(seed);
     let mut cfg = Config::fast_test();
     let n = rng.range(3, 6) as usize;
@@ -68,7 +84,8 @@ fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
         discovery_interval: Duration::from_millis(100),
     };
     let mut net = Net::new(seed, cfg.clone(), netcfg);
-    net.record_trace = trace;
+    net.record_trace = msgs.is_some();
+    net.msg_trace = msgs.unwrap_or(MsgTrace::Off);
     net.random_drift_ppm = cfg.max_clock_drift_ppm as i64;
     // A third of the schedules run with data directories: there a restart keeps the
     // node's id, term, vote and log (P12). Chosen from the seed, not drawn, so that
@@ -106,7 +123,12 @@ fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
         })
         .collect();
     faults.sort_by_key(|(at, _)| *at);
-    let mut log = Vec::new();
+    Schedule { net, faults }
+}
+
+/// Applies the faults, each noted in `log` as it happens, then heals the network at
+/// the end of the fault window.
+fn apply_faults(net: &mut Net, faults: Vec<(u64, Fault)>, log: &mut Vec<String>) {
     let mut paused: Vec<(u64, usize)> = Vec::new();
     for (at, fault) in faults {
         net.run_until(at);
@@ -165,7 +187,6 @@ fn run(seed: u64, trace: bool) -> (Net, Vec<String>) {
     net.heal();
     net.net.loss_ppm = 0;
     net.net.dup_ppm = 0;
-    (net, log)
 }
 
 /// Whether liveness is owed: a majority of the voters in the configuration of the
@@ -192,31 +213,71 @@ fn liveness_owed(net: &Net) -> bool {
     }
 }
 
+/// The verdict on one seed, with the world as the checks left it.
+struct Outcome {
+    /// `Ok(settle time in ms)` (`None`: liveness was not owed and not reached), or the
+    /// failure message: what broke, the faults, and the replay command.
+    verdict: Result<Option<u64>, String>,
+    /// The network after the run (after a panic: as the panic left it).
+    net: Net,
+    /// The faults, as applied.
+    log: Vec<String>,
+    /// Whether liveness was owed when the faults stopped.
+    owed: bool,
+}
+
+/// Checks one seed: every safety invariant after every event, then liveness once the
+/// faults stop. The one check behind the sweeps, the fixed seeds and `replay`.
 fn check(seed: u64) -> Result<Option<u64>, String> {
+    run_checked(seed, None).verdict
+}
+
+/// [`check`], recording the trace when `msgs` is `Some`.
+fn run_checked(seed: u64, msgs: Option<MsgTrace>) -> Outcome {
     let replay = format!(
         "replay: SCHEDULE_SEED={seed} cargo test -p cluster-mode-core --test random_schedules replay -- --ignored --nocapture"
     );
+    let Schedule { mut net, faults } = build(seed, msgs);
+    let mut log = Vec::new();
+    let mut owed = false;
     // The harness asserts some rules as it goes (a tick moves every timer on, a
-    // refused input changes nothing): a panic is a failure of this seed too.
-    std::panic::catch_unwind(|| check_schedule(seed, &replay)).unwrap_or_else(|panic| {
+    // refused input changes nothing): a panic is a failure of this seed too. The
+    // network stays readable after one (only `replay` reads it then).
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_schedule(seed, &mut net, faults, &mut log, &mut owed, &replay)
+    }))
+    .unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
         Err(format!("seed {seed}: {what}\n{replay}"))
-    })
+    });
+    Outcome {
+        verdict,
+        net,
+        log,
+        owed,
+    }
 }
 
-fn check_schedule(seed: u64, replay: &str) -> Result<Option<u64>, String> {
-    let (mut net, log) = run(seed, false);
+fn check_schedule(
+    seed: u64,
+    net: &mut Net,
+    faults: Vec<(u64, Fault)>,
+    log: &mut Vec<String>,
+    owed: &mut bool,
+    replay: &str,
+) -> Result<Option<u64>, String> {
+    apply_faults(net, faults, log);
     if let Some(v) = net.checker.violations.first() {
         return Err(format!(
             "seed {seed}: {} at {}ms\nfaults: {log:?}\n{replay}",
             v.what, v.at_ms
         ));
     }
-    let owed = liveness_owed(&net);
+    *owed = liveness_owed(net);
     let settled = net.run_until_settled(LIVENESS_BOUND_MS);
     if let Some(v) = net.checker.violations.first() {
         return Err(format!(
@@ -226,7 +287,7 @@ fn check_schedule(seed: u64, replay: &str) -> Result<Option<u64>, String> {
     }
     // A leave requested during the faults may complete later and take the live
     // majority with it; liveness is owed only if a majority is still there.
-    if owed && liveness_owed(&net) && settled.is_none() {
+    if *owed && liveness_owed(net) && settled.is_none() {
         return Err(format!(
             "seed {seed}: no agreed primary within {LIVENESS_BOUND_MS}ms after the faults stopped\nfaults: {log:?}\n{replay}"
         ));
@@ -260,15 +321,15 @@ proptest! {
 #[test]
 fn fixed_seeds_keep_every_invariant() {
     let mut settle_times = Vec::new();
-    // SCHEDULE_SEEDS=N widens the sweep (e.g. 10000 in release mode).
-    let count = std::env::var("SCHEDULE_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200u64);
+    // SCHEDULE_SEEDS=N widens the sweep (e.g. 10000 in release mode), SCHEDULE_FROM=F
+    // starts it at seed F instead of 0.
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    let count: u64 = env("SCHEDULE_SEEDS").unwrap_or(200);
+    let from: u64 = env("SCHEDULE_FROM").unwrap_or(0);
     // SCHEDULE_KEEP_GOING=1 runs every seed and reports every failure at the end.
     let keep_going = std::env::var_os("SCHEDULE_KEEP_GOING").is_some();
     let mut failures = Vec::new();
-    for seed in 0..count {
+    for seed in from..from + count {
         match check(seed) {
             Ok(Some(t)) => settle_times.push(t),
             Ok(None) => {}
@@ -300,16 +361,25 @@ fn fixed_seeds_keep_every_invariant() {
 /// before `now`); 5656 (with data directories: a restore that forgot the vote gave
 /// two leaders in term 2, P12); 83599 (with data directories and roles: a leaver that
 /// confirmed its roles was restarted with its data, took a hold renewal before its
-/// table showed the roles moved, and held three roles with their new owner, P13).
+/// table showed the roles moved, and held three roles with their new owner, P13);
+/// 33688 (with data directories: a member restarted with its data after every member
+/// of its configuration had left asked only them to admit it again, and ignored the
+/// probe answers naming the leader, FINDINGS #13); 90273 (a promotion that replaced a
+/// lost voter waited for the non-voter to acknowledge a role entry, a round late, and
+/// a partition and the leader's crash in that round left two voters, one dead,
+/// FINDINGS #14).
 #[test]
 fn seeds_that_once_failed_pass() {
-    const SEEDS: &[u64] = &[46712, 5656, 83599];
+    const SEEDS: &[u64] = &[46712, 5656, 83599, 33688, 90273];
     for seed in SEEDS {
         check(*seed).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
-/// Replays one seed with its full trace: `SCHEDULE_SEED=N`. A tool, not a check.
+/// Replays one seed with its full trace (`SCHEDULE_SEED=N`) and runs the same checks
+/// as the sweeps: it fails with the sweep's message when the seed fails there.
+/// `SCHEDULE_MSGS=all` or `SCHEDULE_MSGS=no-heartbeats` adds the messages to the trace
+/// (as a trace file's `trace messages=...`).
 #[test]
 #[ignore = "replay tool: run with SCHEDULE_SEED=N and --ignored"]
 fn replay() {
@@ -319,11 +389,24 @@ fn replay() {
     else {
         return;
     };
-    let (mut net, log) = run(seed, true);
-    let settled = net.run_until_settled(LIVENESS_BOUND_MS);
+    let msgs = match std::env::var("SCHEDULE_MSGS").as_deref() {
+        Ok("all") => MsgTrace::All,
+        Ok("no-heartbeats") => MsgTrace::NoHeartbeats,
+        Ok(other) if !other.is_empty() => {
+            panic!("SCHEDULE_MSGS: {other:?} is neither all nor no-heartbeats")
+        }
+        _ => MsgTrace::Off,
+    };
+    let Outcome {
+        verdict,
+        net,
+        log,
+        owed,
+    } = run_checked(seed, Some(msgs));
     println!("faults: {log:#?}\n{}", net.trace_text());
     println!(
-        "settled after the faults: {settled:?} ms; liveness owed: {}",
+        "settled after the faults: {:?} ms; liveness owed when they stopped: {owed}, at the end: {}",
+        verdict.as_ref().ok().copied().flatten(),
         liveness_owed(&net)
     );
     let v = &net.checker.violations;
@@ -332,6 +415,9 @@ fn replay() {
         v.len(),
         &v[..v.len().min(5)]
     );
+    if let Err(e) = verdict {
+        panic!("{e}");
+    }
 }
 
 /// Debug aid: `SCHEDULE_SEED=N DUMP_FROM_MS=T` prints every node's state every 10 ms.
@@ -353,7 +439,8 @@ fn dump() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-    let (mut net, _) = run(seed, true);
+    let Schedule { mut net, faults } = build(seed, Some(MsgTrace::Off));
+    apply_faults(&mut net, faults, &mut Vec::new());
     net.run_until(from);
     for _ in 0..40 {
         for s in 0..net.nodes.len() {

@@ -34,8 +34,9 @@
 //! # Directives
 //!
 //! - `init seed=N [config=fast-test|datacenter] [min-nodes=N] [max-voters=N]
-//!   [removal-grace=D] [discovery-interval=D] [data=on]`: the network; must come
-//!   first. `data=on`: every node has a data directory (P12).
+//!   [removal-grace=D] [discovery-interval=D] [max-latency=D] [data=on]`: the
+//!   network; must come first. `max-latency`: message delays are drawn from 1 ms to
+//!   D (10 ms by default). `data=on`: every node has a data directory (P12).
 //! - `trace [events=on|off] [messages=on|off|no-heartbeats]`: what the outputs show
 //!   (events on, messages off at first). `no-heartbeats` hides appends that carry no
 //!   entry and no new commit index, and their successful replies.
@@ -100,6 +101,8 @@ const TRACES: &[&str] = &[
     "primary_crash",
     "primary_isolated",
     "primary_leave",
+    "promotion_after_restart",
+    "rejoin_with_data",
     "restart_in_place",
     "restart_with_data",
     "roles_move",
@@ -199,6 +202,16 @@ fn a_follower_cut_off_from_the_leader_alone_cannot_disrupt_it() {
 #[test]
 fn a_pod_restarted_in_place_replaces_its_previous_process() {
     run_trace("restart_in_place");
+}
+
+#[test]
+fn a_member_restarted_with_data_after_its_configuration_left_joins_again() {
+    run_trace("rejoin_with_data");
+}
+
+#[test]
+fn a_voter_lost_to_a_restart_is_replaced_by_a_promotion_at_once() {
+    run_trace("promotion_after_restart");
 }
 
 #[test]

@@ -197,13 +197,13 @@ impl ClusterCore {
         // Promotion candidates: caught-up, responsive non-voters, while there is room
         // for another voter (P9).
         let voters = cfg.voter_count();
-        let commit = self.log.commit_index();
         let window = self.cfg.election_timeout_min;
+        let log = &self.log;
         let mut ready = cfg.members.iter().filter(|(id, m)| {
             !m.voter
                 && l.progress
                     .get(id)
-                    .is_some_and(|p| p.matched >= commit && p.heard_within(now, window))
+                    .is_some_and(|p| caught_up(log, p.matched) && p.heard_within(now, window))
         });
         let first = ready
             .next()
@@ -287,5 +287,76 @@ impl ClusterCore {
             return;
         }
         self.propose_next_change(now);
+    }
+}
+
+/// Whether a member that stores the log up to `matched` is caught up enough to be
+/// promoted: it stores every committed entry except, perhaps, role entries at the end
+/// of the committed prefix. Those change no member, and while roles move one commits
+/// every heartbeat round or two, so a non-voter's acknowledgement (a round trip old)
+/// was often one role entry behind; requiring every committed entry kept the promotion
+/// that replaces a lost voter waiting a round or more, long enough for a second fault
+/// to leave the voters without a majority for good (FINDINGS #14).
+fn caught_up(log: &crate::log::Log, matched: u64) -> bool {
+    let commit = log.commit_index();
+    if matched >= commit {
+        return true;
+    }
+    // Entries folded into the snapshot are not at hand: not caught up.
+    matched >= log.base_index()
+        && log
+            .entries_after(matched, (commit - matched) as usize)
+            .iter()
+            .all(|e| matches!(e.change, Change::Roles(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caught_up;
+    use crate::id::NodeId;
+    use crate::log::Log;
+    use crate::membership::{Change, Membership, Snapshot};
+
+    fn empty_log() -> Log {
+        Log::new(Snapshot {
+            index: 0,
+            term: 0,
+            membership: Membership::default(),
+        })
+    }
+
+    /// A member that stores every committed entry but role entries at the end of the
+    /// committed prefix is ready for promotion (FINDINGS #14); one that misses a
+    /// membership change, or entries folded into the snapshot, is not.
+    #[test]
+    fn a_member_behind_only_by_role_entries_is_caught_up() {
+        let mut log = empty_log();
+        log.push(1, Change::Noop);
+        log.push(1, Change::Remove { id: NodeId(9) });
+        log.push(1, Change::Roles(Vec::new()));
+        log.push(1, Change::Roles(Vec::new()));
+        log.push(1, Change::Noop); // not committed: it does not count
+        log.commit_to(4);
+        for matched in [2, 3, 4, 5] {
+            assert!(caught_up(&log, matched), "matched {matched}");
+        }
+        assert!(!caught_up(&log, 1), "it misses the removal at 2");
+        assert!(!caught_up(&log, 0));
+
+        let mut folded = empty_log();
+        for _ in 0..300 {
+            folded.push(1, Change::Roles(Vec::new()));
+        }
+        folded.commit_to(300);
+        let base = folded.base_index();
+        assert!(
+            base > 0,
+            "the committed prefix was folded into the snapshot"
+        );
+        assert!(caught_up(&folded, base));
+        assert!(
+            !caught_up(&folded, base - 1),
+            "entries before the base are not at hand"
+        );
     }
 }

@@ -402,6 +402,18 @@ impl ClusterCore {
                 warn!(ours = %ours, theirs = %cluster, "this cluster has had no leader for silent_member_timeout and another cluster of the service has one; leaving it to join that one");
                 self.leave_orphaned_cluster(ours);
             }
+            Some(ours) if ours == cluster => {
+                // A member that wants to join again (removed while it was away, or
+                // quiet for long) asks the members of the configuration it knows,
+                // and they may all be gone: a member restarted with its data after
+                // every member of its last configuration left or was replaced would
+                // campaign and ask them forever (FINDINGS #13). The probed member
+                // names the leader it follows: ask that one, as a redirect.
+                if self.leave.leaving.is_none() {
+                    self.on_not_leader(now, leader);
+                }
+                return;
+            }
             Some(_) => return,
             None => {}
         }

@@ -277,6 +277,7 @@ impl Runner {
                         "max-voters" => cfg = cfg.with_max_voters(v.parse().expect("number")),
                         "removal-grace" => cfg.removal_grace = parse_duration(at, v),
                         "discovery-interval" => netcfg.discovery_interval = parse_duration(at, v),
+                        "max-latency" => netcfg.max_latency = parse_duration(at, v),
                         "data" => durable = v == "on",
                         _ => panic!("{at}: unknown init option `{k}`"),
                     }
