@@ -215,10 +215,11 @@ fn bench_leader(n: usize) -> (f64, f64) {
 }
 
 /// A leader of `n` members: nanoseconds per acknowledgement handled (an `AppendReply`
-/// echoing the round's heartbeat, no tick in the timed part), and per heartbeat sent
-/// (a tick's round divided by the `n - 1` sends it makes). Each is the median of
-/// several timed passes, so a descheduled pass does not skew it.
-fn bench_leader_per_member(n: usize) -> (f64, f64) {
+/// echoing the round's heartbeat, no tick in the timed part), the same with the view
+/// refreshed after each (`refresh_status`, as the shell does after every input), and
+/// per heartbeat sent (a tick's round divided by the `n - 1` sends it makes). Each is
+/// the median of several timed passes, so a descheduled pass does not skew it.
+fn bench_leader_per_member(n: usize) -> (f64, f64, f64) {
     let (mut core, mut now) = leader(n);
     let term = core.term();
     let commit = core.commit_index();
@@ -239,8 +240,11 @@ fn bench_leader_per_member(n: usize) -> (f64, f64) {
         .collect();
     // About 200,000 acknowledgements per pass, whatever the member count.
     let rounds = (200_000 / (n - 1)).max(4);
-    let (mut per_ack, mut per_send) = (Vec::new(), Vec::new());
-    for _pass in 0..7 {
+    let (mut per_ack, mut per_send, mut per_view) = (Vec::new(), Vec::new(), Vec::new());
+    let mut view = core.status(now);
+    for pass in 0..14 {
+        // Odd passes refresh the view after every input, as the shell does.
+        let refresh = pass % 2 == 1;
         let (mut ack_ns, mut send_ns, mut acks, mut sends) = (0u128, 0u128, 0u64, 0u64);
         for _ in 0..rounds {
             now = now + Duration::from_millis(50);
@@ -258,18 +262,27 @@ fn bench_leader_per_member(n: usize) -> (f64, f64) {
             let t = std::time::Instant::now();
             for r in batch {
                 core.handle(now, Input::Message(r)).unwrap();
+                if refresh {
+                    std::hint::black_box(core.refresh_status(now, &mut view));
+                }
                 acks += 1;
             }
             drain(&mut core);
             ack_ns += t.elapsed().as_nanos();
         }
-        per_ack.push(ack_ns as f64 / acks as f64);
-        per_send.push(send_ns as f64 / sends.max(1) as f64);
+        if refresh {
+            per_view.push(ack_ns as f64 / acks as f64);
+        } else {
+            per_ack.push(ack_ns as f64 / acks as f64);
+            per_send.push(send_ns as f64 / sends.max(1) as f64);
+        }
     }
     assert!(core.is_primary(now), "bench: the leader lost its lease");
-    per_ack.sort_by(f64::total_cmp);
-    per_send.sort_by(f64::total_cmp);
-    (per_ack[per_ack.len() / 2], per_send[per_send.len() / 2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(per_ack), median(per_view), median(per_send))
 }
 
 fn main() {
@@ -300,12 +313,12 @@ fn main() {
     }
     println!();
     println!(
-        "{:<34} {:>16} {:>18}",
-        "leader, members", "ns per ack", "ns per heartbeat"
+        "{:<18} {:>14} {:>22} {:>18}",
+        "leader, members", "ns per ack", "ns per ack + refresh", "ns per heartbeat"
     );
     for n in [5, 50, 500, 5000] {
-        let (ack, send) = bench_leader_per_member(n);
-        println!("{:<34} {:>16.0} {:>18.0}", n, ack, send);
+        let (ack, view, send) = bench_leader_per_member(n);
+        println!("{:<18} {:>14.0} {:>22.0} {:>18.0}", n, ack, view, send);
     }
     // Frame size with realistic ids: random 128-bit node and cluster ids.
     let hb = Envelope {

@@ -61,12 +61,19 @@ impl ClusterCore {
     /// inputs change nothing in the lists, and building a new `Status` (a string per
     /// role and per member) and comparing it with the last one cost more than the
     /// input itself.
+    ///
+    /// `out` must be a view of this node (from [`status`](Self::status) or an earlier
+    /// refresh, or `Status::default()`): the member and role lists are compared only
+    /// when its cluster or commit index differs from this node's, since one committed
+    /// configuration stands at each index of a cluster (P2). Otherwise a leader would
+    /// walk its whole member list after every acknowledgement.
     pub fn refresh_status(&self, now: Instant, out: &mut Status) -> bool {
         let (lease_until, lease_valid) = match self.role.leading() {
             Some(l) => (Some(l.lease_until), self.lease_valid(now)),
             None => (None, false),
         };
         let cluster = self.hard.cluster;
+        let config_moved = out.cluster != cluster || out.commit_index != self.log.commit_index();
         // Every field named (no `..`): a field added to `Status` fails to compile
         // here until it is refreshed too.
         let Status {
@@ -93,25 +100,32 @@ impl ClusterCore {
         set(term, self.hard.term, &mut changed);
         set(is_leader, self.role.is_leader(), &mut changed);
         set(primary, self.primary_info(now), &mut changed);
-        changed |= sync_list(
-            members,
-            self.log.committed().members.iter(),
-            |row, (id, m)| {
-                row.id == **id && row.addr == m.addr && row.name == m.name && row.voter == m.voter
-            },
-            |(id, m)| MemberStatus::new(*id, m),
-        );
+        if config_moved {
+            changed |= sync_list(
+                members,
+                self.log.committed().members.iter(),
+                |row, (id, m)| {
+                    row.id == **id
+                        && row.addr == m.addr
+                        && row.name == m.name
+                        && row.voter == m.voter
+                },
+                |(id, m)| MemberStatus::new(*id, m),
+            );
+        }
         set(commit_index, self.log.commit_index(), &mut changed);
         set(out_lease_valid, lease_valid, &mut changed);
         set(out_lease_until, lease_until, &mut changed);
         set(fencing_token, self.fencing_token(now), &mut changed);
         set(recovery, self.recovery_status(now), &mut changed);
-        changed |= sync_list(
-            roles,
-            self.log.committed().roles.iter(),
-            |row, (name, e)| role_status_is(row, cluster, name, e),
-            |(name, e)| role_status(cluster, name, e),
-        );
+        if config_moved {
+            changed |= sync_list(
+                roles,
+                self.log.committed().roles.iter(),
+                |row, (name, e)| role_status_is(row, cluster, name, e),
+                |(name, e)| role_status(cluster, name, e),
+            );
+        }
         changed |= sync_list(
             owned_roles,
             self.owned_role_parts(now),
