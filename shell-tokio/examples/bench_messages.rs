@@ -56,8 +56,8 @@ mod bench {
     use cluster_mode::{ClusterBuilder, Config, StaticDiscovery};
     use cluster_mode_core::message::{Append, AppendReply, SnapshotMsg};
     use cluster_mode_core::{
-        Address, ClusterId, Envelope, Instant as CoreInstant, Member, Membership, Message,
-        NodeId, Snapshot, PROTOCOL_VERSION,
+        Address, ClusterId, Envelope, Instant as CoreInstant, Member, Membership, Message, NodeId,
+        Snapshot, PROTOCOL_VERSION,
     };
     use std::io::{BufRead, BufReader, Write};
     use std::net::SocketAddr;
@@ -161,7 +161,10 @@ mod bench {
             writeln!(self.stdin).expect("node stdin");
             let mut line = String::new();
             self.stdout.read_line(&mut line).expect("ALLOC line");
-            let mut it = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0));
+            let mut it = line
+                .split_whitespace()
+                .skip(1)
+                .map(|v| v.parse().unwrap_or(0));
             (it.next().unwrap_or(0), it.next().unwrap_or(0))
         }
     }
@@ -238,7 +241,9 @@ mod bench {
                     let mut len = 0usize;
                     let mut close = false;
                     for h in head.lines().skip(1) {
-                        let Some((k, v)) = h.split_once(':') else { continue };
+                        let Some((k, v)) = h.split_once(':') else {
+                            continue;
+                        };
                         if k.eq_ignore_ascii_case("content-length") {
                             len = v.trim().parse().unwrap_or(0);
                         }
@@ -429,7 +434,8 @@ mod bench {
         if ok {
             answered.fetch_add(1, Ordering::Relaxed);
         }
-        let waited = tokio::time::timeout(Duration::from_secs(1), echo.wait_for(|v| *v >= seq)).await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(1), echo.wait_for(|v| *v >= seq)).await;
         (ok && matches!(waited, Ok(Ok(_)))).then(|| t.elapsed())
     }
 
@@ -516,7 +522,11 @@ mod bench {
         println!(
             "{} CPUs, load average at start: {}",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            load_avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            load_avg
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         if o.load {
             load(&o).await;
@@ -573,7 +583,10 @@ mod bench {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(placed, "the node did not become a follower of the benchmark");
+        assert!(
+            placed,
+            "the node did not become a follower of the benchmark"
+        );
         // The leader's own heartbeat, 20 a second, on a connection of its own.
         let hb_stop = Arc::new(AtomicBool::new(false));
         {
@@ -787,7 +800,8 @@ mod bench {
         let mut total = 0.0;
         for i in 0..5 {
             let cpu = after[i].1 - before[i].1;
-            let msgs_in = counter(&after[i].0, "messages_in") - counter(&before[i].0, "messages_in");
+            let msgs_in =
+                counter(&after[i].0, "messages_in") - counter(&before[i].0, "messages_in");
             let out = counter(&after[i].0, "messages_out") - counter(&before[i].0, "messages_out");
             total += cpu;
             println!(
@@ -812,7 +826,10 @@ mod bench {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("node") {
-        let listen = args.get(2).and_then(|a| a.parse().ok()).expect("node LISTEN PEERS");
+        let listen = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .expect("node LISTEN PEERS");
         bench::node_main(listen, args.get(3).cloned().unwrap_or_default());
         return;
     }
