@@ -670,3 +670,26 @@ mod recover {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_on_one_worker_thread_unless_asked_for_more() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cluster-node", "--peers", "127.0.0.1:7001"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        if std::env::var_os("CLUSTER_MODE_WORKER_THREADS").is_none() {
+            assert_eq!(parse(&[]).expect("parses").worker_threads.get(), 1);
+        }
+        let three = parse(&["--worker-threads", "3"]).expect("parses");
+        assert_eq!(three.worker_threads.get(), 3);
+        assert!(
+            parse(&["--worker-threads", "0"]).is_err(),
+            "0 threads refused"
+        );
+    }
+}
