@@ -1,5 +1,7 @@
 //! Messages handled per second by one core, at a follower and at a leader, with 5 and
-//! 1,000 members, and heap allocations per steady-state heartbeat.
+//! 1,000 members, and heap allocations per steady-state heartbeat; then a leader's
+//! work per acknowledgement and per heartbeat sent with 5 to 5,000 members (flat when
+//! nothing on those paths walks the member list).
 //!
 //! Run: `cargo bench -p cluster-mode-core --bench throughput`
 //! (prints a table; no timing is asserted anywhere).
@@ -212,6 +214,77 @@ fn bench_leader(n: usize) -> (f64, f64) {
     (handled as f64 / secs, allocs)
 }
 
+/// A leader of `n` members: nanoseconds per acknowledgement handled (an `AppendReply`
+/// echoing the round's heartbeat, no tick in the timed part), the same with the view
+/// refreshed after each (`refresh_status`, as the shell does after every input), and
+/// per heartbeat sent (a tick's round divided by the `n - 1` sends it makes). Each is
+/// the median of several timed passes, so a descheduled pass does not skew it.
+fn bench_leader_per_member(n: usize) -> (f64, f64, f64) {
+    let (mut core, mut now) = leader(n);
+    let term = core.term();
+    let commit = core.commit_index();
+    let mut replies: Vec<Envelope> = (1..n)
+        .map(|m| {
+            env(
+                m,
+                Message::AppendReply(AppendReply {
+                    term,
+                    success: true,
+                    index: commit,
+                    sent_at: now,
+                    at: Default::default(),
+                    released: Vec::new(),
+                }),
+            )
+        })
+        .collect();
+    // About 200,000 acknowledgements per pass, whatever the member count.
+    let rounds = (200_000 / (n - 1)).max(4);
+    let (mut per_ack, mut per_send, mut per_view) = (Vec::new(), Vec::new(), Vec::new());
+    let mut view = core.status(now);
+    for pass in 0..14 {
+        // Odd passes refresh the view after every input, as the shell does.
+        let refresh = pass % 2 == 1;
+        let (mut ack_ns, mut send_ns, mut acks, mut sends) = (0u128, 0u128, 0u64, 0u64);
+        for _ in 0..rounds {
+            now = now + Duration::from_millis(50);
+            let t = std::time::Instant::now();
+            core.handle(now, Input::Tick).unwrap();
+            sends += drain(&mut core);
+            send_ns += t.elapsed().as_nanos();
+            for r in &mut replies {
+                if let Message::AppendReply(a) = &mut r.msg {
+                    a.sent_at = now;
+                }
+            }
+            // The clones are made before the clock starts: only `handle` is timed.
+            let batch: Vec<Envelope> = replies.clone();
+            let t = std::time::Instant::now();
+            for r in batch {
+                core.handle(now, Input::Message(r)).unwrap();
+                if refresh {
+                    std::hint::black_box(core.refresh_status(now, &mut view));
+                }
+                acks += 1;
+            }
+            drain(&mut core);
+            ack_ns += t.elapsed().as_nanos();
+        }
+        if refresh {
+            per_view.push(ack_ns as f64 / acks as f64);
+        } else {
+            per_ack.push(ack_ns as f64 / acks as f64);
+            per_send.push(send_ns as f64 / sends.max(1) as f64);
+        }
+    }
+    assert!(core.is_primary(now), "bench: the leader lost its lease");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(per_ack), median(per_view), median(per_send))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list
@@ -237,6 +310,15 @@ fn main() {
             rate,
             allocs
         );
+    }
+    println!();
+    println!(
+        "{:<18} {:>14} {:>22} {:>18}",
+        "leader, members", "ns per ack", "ns per ack + refresh", "ns per heartbeat"
+    );
+    for n in [5, 50, 500, 5000] {
+        let (ack, view, send) = bench_leader_per_member(n);
+        println!("{:<18} {:>14.0} {:>22.0} {:>18.0}", n, ack, view, send);
     }
     // Frame size with realistic ids: random 128-bit node and cluster ids.
     let hb = Envelope {

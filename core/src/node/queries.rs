@@ -57,15 +57,16 @@ impl ClusterCore {
     /// compared in place and only rows that differ are rebuilt. Returns whether `out`
     /// changed.
     ///
-    /// `out` must be a view of this node (from `status` or an earlier refresh, or
-    /// [`Status::default`]): the lists of the committed configuration are compared
-    /// only when its node id, cluster or commit index differ from this node's, since
-    /// one cluster's configuration at one commit index is the same everywhere.
-    ///
     /// For a shell that publishes the view after every input: with named roles, most
     /// inputs change nothing in the lists, and building a new `Status` (a string per
     /// role and per member) and comparing it with the last one cost more than the
     /// input itself.
+    ///
+    /// `out` must be a view of this node (from [`status`](Self::status) or an earlier
+    /// refresh, or `Status::default()`): the member and role lists are compared only
+    /// when its node id, cluster or commit index differs from this node's, since one
+    /// committed configuration stands at each index of a cluster (P2). Otherwise a
+    /// leader would walk its whole member list after every acknowledgement.
     pub fn refresh_status(&self, now: Instant, out: &mut Status) -> bool {
         let (lease_until, lease_valid) = match self.role.leading() {
             Some(l) => (Some(l.lease_until), self.lease_valid(now)),

@@ -144,6 +144,18 @@ struct Args {
         global = true
     )]
     log_format: LogFormat,
+    /// Threads of the node's tokio runtime. One is plenty for a node's work (tens of
+    /// microseconds of CPU per message) and the cheapest at rest: with two, nearly
+    /// every message wakes the second thread, about a third more CPU for the same
+    /// traffic (shell-tokio/README.md, `bench_messages`). Raise it for a leader of
+    /// hundreds of members (tens of thousands of messages a second).
+    #[arg(
+        long,
+        default_value_t = NonZeroUsize::new(1).expect("1 > 0"),
+        env = "CLUSTER_MODE_WORKER_THREADS",
+        global = true
+    )]
+    worker_threads: NonZeroUsize,
 }
 
 /// The role names `--roles` and `--roles-count` declare, in order, without repeats.
@@ -273,9 +285,22 @@ async fn discovery(a: &Args) -> Result<Arc<dyn Discovery>, String> {
     Err("give one of --peers, --dns, --k8s-service, --k8s-pods".into())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.get())
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => {
+            eprintln!("cluster-node: cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: Args) {
     init_logs(args.log_format);
     if let Some(Operator::Recover {
         node,
@@ -643,5 +668,28 @@ mod recover {
             show(&v, &raw);
         }
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_on_one_worker_thread_unless_asked_for_more() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cluster-node", "--peers", "127.0.0.1:7001"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        if std::env::var_os("CLUSTER_MODE_WORKER_THREADS").is_none() {
+            assert_eq!(parse(&[]).expect("parses").worker_threads.get(), 1);
+        }
+        let three = parse(&["--worker-threads", "3"]).expect("parses");
+        assert_eq!(three.worker_threads.get(), 3);
+        assert!(
+            parse(&["--worker-threads", "0"]).is_err(),
+            "0 threads refused"
+        );
     }
 }
