@@ -407,6 +407,8 @@ mod tests {
         let t = s.total();
         assert_eq!((t.seeds, t.failed, t.unsettled), (101, 1, 1));
         assert_eq!(t.failovers_ns.len(), 102);
+        assert_eq!(t.settle_percentiles(), a.settle_percentiles());
+        assert_eq!(t.wall, Duration::from_millis(25_250));
         // 102 values 1..=100 ms, 400, 600: p99 is the 101st.
         assert_eq!(
             t.failover_percentiles(),
