@@ -19,6 +19,8 @@ pub struct SeedRecord {
     pub wall: Duration,
     /// Failover times of the seed ([`SeedStats::failovers_ns`](crate::stats::SeedStats)).
     pub failovers_ns: Vec<u64>,
+    /// Cold start times of the seed ([`SeedStats::cold_starts_ns`](crate::stats::SeedStats)).
+    pub cold_starts_ns: Vec<u64>,
     /// Time from the last fault to agreement
     /// ([`first_agreement_ns`](crate::checker::first_agreement_ns)); `None`: no
     /// agreement before the run ended.
@@ -38,6 +40,8 @@ pub struct ScenarioTally {
     pub wall: Duration,
     /// Every failover time, ns.
     pub failovers_ns: Vec<u64>,
+    /// Every cold start time, ns.
+    pub cold_starts_ns: Vec<u64>,
     /// Every settle time, ns (seeds that settled).
     pub settle_ns: Vec<u64>,
     /// Seeds that never settled within the run.
@@ -50,6 +54,7 @@ impl ScenarioTally {
         self.failed += u64::from(r.violation.is_some());
         self.wall += r.wall;
         self.failovers_ns.extend_from_slice(&r.failovers_ns);
+        self.cold_starts_ns.extend_from_slice(&r.cold_starts_ns);
         match r.settle_ns {
             Some(t) => self.settle_ns.push(t),
             None => self.unsettled += 1,
@@ -61,6 +66,7 @@ impl ScenarioTally {
         self.failed += o.failed;
         self.wall += o.wall;
         self.failovers_ns.extend_from_slice(&o.failovers_ns);
+        self.cold_starts_ns.extend_from_slice(&o.cold_starts_ns);
         self.settle_ns.extend_from_slice(&o.settle_ns);
         self.unsettled += o.unsettled;
     }
@@ -68,6 +74,11 @@ impl ScenarioTally {
     /// p50, p99 and max of the failover times (ns), if any.
     pub fn failover_percentiles(&self) -> Option<[u64; 3]> {
         percentiles(&self.failovers_ns)
+    }
+
+    /// p50, p99 and max of the cold start times (ns), if any.
+    pub fn cold_start_percentiles(&self) -> Option<[u64; 3]> {
+        percentiles(&self.cold_starts_ns)
     }
 
     /// p50, p99 and max of the settle times (ns), if any.
@@ -245,6 +256,16 @@ impl SweepSummary {
             row(&mut out, name, s);
         }
         row(&mut out, "**all**", &t);
+        for (name, _, s) in &self.scenarios {
+            if !s.cold_starts_ns.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\n{name}: {} cold start(s), from the last pod's start to a primary a majority names: p50 / p99 / max {}",
+                    s.cold_starts_ns.len(),
+                    ms3(s.cold_start_percentiles())
+                );
+            }
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "\nFailures:\n");
             for f in &self.failures {
@@ -276,13 +297,14 @@ impl SweepSummary {
         };
         let tally = |name: &str, s: &ScenarioTally| {
             format!(
-                "{{\"scenario\":{},\"seeds\":{},\"failed\":{},\"worker_s\":{:.3},\"failovers\":{},\"failover\":{},\"settle\":{},\"unsettled\":{}}}",
+                "{{\"scenario\":{},\"seeds\":{},\"failed\":{},\"worker_s\":{:.3},\"failovers\":{},\"failover\":{},\"cold_start\":{},\"settle\":{},\"unsettled\":{}}}",
                 json_str(name),
                 s.seeds,
                 s.failed,
                 s.wall.as_secs_f64(),
                 s.failovers_ns.len(),
                 pct(s.failover_percentiles()),
+                pct(s.cold_start_percentiles()),
                 pct(s.settle_percentiles()),
                 s.unsettled
             )
@@ -376,6 +398,7 @@ mod tests {
             seed,
             wall: Duration::from_millis(250),
             failovers_ns: failovers_ms.iter().map(|m| m * MS).collect(),
+            cold_starts_ns: Vec::new(),
             settle_ns: settle_ms.map(|m| m * MS),
             violation: None,
         }
@@ -463,9 +486,14 @@ mod tests {
     #[test]
     fn unplanned_scenario_gets_a_row() {
         let mut s = SweepSummary::new(&[("a", 1)], 0, 1, false);
-        s.add(&rec("z", 3, &[], Some(5)));
+        let mut r = rec("z", 3, &[], Some(5));
+        r.cold_starts_ns = vec![1_200 * MS];
+        s.add(&r);
         assert_eq!(s.scenarios.len(), 2);
         assert_eq!(s.scenarios[1].0, "z");
-        assert!(s.markdown().contains("safety only"));
+        let md = s.markdown();
+        assert!(md.contains("safety only"), "{md}");
+        assert!(md.contains("z: 1 cold start(s), from the last pod's start to a primary a majority names: p50 / p99 / max 1200 / 1200 / 1200 ms"), "{md}");
+        assert!(s.json().contains("\"cold_start\":{\"p50_ms\":1200.000"));
     }
 }

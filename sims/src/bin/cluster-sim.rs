@@ -285,14 +285,20 @@ mod cli {
         let t0 = Instant::now();
         let run = std::panic::catch_unwind(|| {
             let r = run_seed_with(s, seed, liveness);
-            let failovers_ns = seed_stats(&r.trace).failovers_ns;
+            let st = seed_stats(&r.trace);
             let last = r.plan.last_fault_ns;
             let settle_ns = first_agreement_ns(&r.trace, last).map(|t| t - last);
             let violation = r.violations.first().map(|v| v.to_string());
             let report = violation.is_some().then(|| r.report());
-            (failovers_ns, settle_ns, violation, report)
+            (
+                st.failovers_ns,
+                st.cold_starts_ns,
+                settle_ns,
+                violation,
+                report,
+            )
         });
-        let (failovers_ns, settle_ns, violation, report) = match run {
+        let (failovers_ns, cold_starts_ns, settle_ns, violation, report) = match run {
             Ok(x) => x,
             Err(panic) => {
                 let msg = panic
@@ -306,7 +312,7 @@ mod cli {
                     s.name(),
                     replay_command(s, seed)
                 );
-                (Vec::new(), None, Some(what), Some(report))
+                (Vec::new(), Vec::new(), None, Some(what), Some(report))
             }
         };
         let rec = SeedRecord {
@@ -314,6 +320,7 @@ mod cli {
             seed,
             wall: t0.elapsed(),
             failovers_ns,
+            cold_starts_ns,
             settle_ns,
             violation,
         };
