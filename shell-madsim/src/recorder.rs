@@ -16,6 +16,10 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A committed member list as views record it: ids (sorted), `true` for voters,
+/// shared between equal lists.
+pub type MemberList = Arc<[(NodeId, bool)]>;
+
 /// A named role (P13) a node holds at the instant of a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRole {
@@ -49,7 +53,7 @@ pub struct NodeView {
     /// for voters. Shared between the views
     /// that list the same members ([`Recorder::view`]): with 1,000 members a list is
     /// 24 kB, and every member records a view at every heartbeat.
-    pub members: Arc<[(NodeId, bool)]>,
+    pub members: MemberList,
     /// FNV-1a hash of the committed member list (ids, addresses, names, voter flags).
     pub members_hash: u64,
     /// Whether its primary lease is valid at this instant (by its own clock).
@@ -179,7 +183,7 @@ pub struct Recorder {
     last: Vec<Option<NodeView>>,
     /// The member list of the view recorded last (any slot), shared by the next
     /// views that list the same members.
-    members: Option<(u64, Arc<[(NodeId, bool)]>)>,
+    members: Option<(u64, MemberList)>,
     /// Messages sent, per slot.
     pub sent: Vec<u64>,
 }
