@@ -118,7 +118,7 @@ pub struct Failure {
 impl Failure {
     /// The one command that replays it.
     pub fn replay(&self) -> String {
-        format!("cargo sim replay {} --seed {}", self.scenario, self.seed)
+        crate::runner::replay_command_of(self.scenario, self.seed)
     }
 }
 
