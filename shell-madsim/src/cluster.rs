@@ -109,13 +109,38 @@ impl SimCluster {
         let shared = Arc::new(Shared::new(world));
         let sampler = shared.clone();
         let period = Duration::from_millis(opts.sample_ms.max(1));
+        // Diagnostics for long runs (`SIM_TICK_MS=1000 cargo sim run thousand-members`):
+        // simulated time and the CPU time of this thread (read from procfs: inside a
+        // simulation `std::time` is simulated) on stderr every so many simulated ms,
+        // printed by the sampler (a task of its own would change madsim's schedule,
+        // hence the run).
+        let tick_ns: Option<u64> = std::env::var("SIM_TICK_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| ms.max(1) * 1_000_000);
         madsim::task::spawn(async move {
+            let mut next_tick = tick_ns;
             loop {
                 madsim::time::sleep(period).await;
                 if sampler.lock().over {
                     return;
                 }
                 sample(&sampler);
+                if let (Some(at), Some(every)) = (next_tick, tick_ns) {
+                    let now = global_now();
+                    if now >= at {
+                        let cpu_ns: Option<u64> =
+                            std::fs::read_to_string("/proc/thread-self/schedstat")
+                                .ok()
+                                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+                        eprintln!(
+                            "[tick] simulated {:.1} s, thread CPU {}",
+                            now as f64 / 1e9,
+                            cpu_ns.map_or("?".into(), |c| format!("{:.1} s", c as f64 / 1e9))
+                        );
+                        next_tick = Some(now - now % every + every);
+                    }
+                }
             }
         });
         SimCluster {

@@ -23,6 +23,6 @@ mod world;
 
 pub use clock::Clock;
 pub use cluster::{role_names, SimCluster, SimOptions, SlotInfo};
-pub use recorder::{fnv1a, HeldRole, NodeView, Record, RecordKind, Recorder, Trace};
+pub use recorder::{fnv1a, HeldRole, MemberList, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;
 pub use world::TransportKind;

@@ -1,8 +1,9 @@
 //! The recorded history of a simulation: node views at every change, and faults.
 
 use crate::clock::Clock;
-use cluster_mode_core::{ClusterId, NodeId, Role, RoleToken, Status};
+use cluster_mode_core::{ClusterId, NodeId, OwnedRole, Role, RoleToken, Status};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// 64-bit FNV-1a: a stable hash (unlike `DefaultHasher`, fixed across Rust versions),
 /// used for member lists and trace hashes.
@@ -14,6 +15,10 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     }
     h
 }
+
+/// A committed member list as views record it: ids (sorted), `true` for voters,
+/// shared between equal lists.
+pub type MemberList = Arc<[(NodeId, bool)]>;
 
 /// A named role (P13) a node holds at the instant of a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +49,11 @@ pub struct NodeView {
     pub primary: Option<NodeId>,
     /// Committed configuration index.
     pub commit_index: u64,
-    /// The committed member ids (sorted), with `true` for voters.
-    pub members: Vec<(NodeId, bool)>,
+    /// The committed member ids (sorted by id, as the core lists them), with `true`
+    /// for voters. Shared between the views
+    /// that list the same members ([`Recorder::view`]): with 1,000 members a list is
+    /// 24 kB, and every member records a view at every heartbeat.
+    pub members: MemberList,
     /// FNV-1a hash of the committed member list (ids, addresses, names, voter flags).
     pub members_hash: u64,
     /// Whether its primary lease is valid at this instant (by its own clock).
@@ -93,21 +101,17 @@ impl NodeView {
             is_leader: s.is_leader,
             primary: s.primary.as_ref().map(|p| p.id),
             commit_index: s.commit_index,
-            members: s.members.iter().map(|m| (m.id, m.voter)).collect(),
+            members: s
+                .members
+                .iter()
+                .map(|m| (m.id, m.voter))
+                .collect::<Vec<_>>()
+                .into(),
             members_hash,
             lease_valid: s.lease_valid,
             lease_end_ns: s.lease_until.map(|l| clock.global_of(l)),
             fencing_term: s.fencing_token.map(|t| t.term),
-            roles: Some(
-                s.owned_roles
-                    .iter()
-                    .map(|o| HeldRole {
-                        role: o.role.clone(),
-                        token: o.token,
-                        release_by_ns: o.release_by.map(|b| clock.global_of(b)),
-                    })
-                    .collect(),
-            ),
+            roles: Some(held_roles(&s.owned_roles, clock)),
             role_hold_end_ns: s.role_hold_until.map(|h| clock.global_of(h)),
         }
     }
@@ -122,6 +126,18 @@ impl NodeView {
             .flatten()
             .filter(move |r| hold && r.release_by_ns.is_none_or(|b| t < b))
     }
+}
+
+/// Owned roles as a view lists them (deadlines in global time).
+pub(crate) fn held_roles(owned: &[OwnedRole], clock: &Clock) -> Vec<HeldRole> {
+    owned
+        .iter()
+        .map(|o| HeldRole {
+            role: o.role.clone(),
+            token: o.token,
+            release_by_ns: o.release_by.map(|b| clock.global_of(b)),
+        })
+        .collect()
 }
 
 /// What happened.
@@ -160,24 +176,39 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
-/// Collects records; deduplicates views per slot.
+/// Collects records; deduplicates views per slot, and member lists across views.
 #[derive(Debug, Default)]
 pub struct Recorder {
     records: Vec<Record>,
     last: Vec<Option<NodeView>>,
+    /// The member list of the view recorded last (any slot), shared by the next
+    /// views that list the same members.
+    members: Option<(u64, MemberList)>,
     /// Messages sent, per slot.
     pub sent: Vec<u64>,
 }
 
 impl Recorder {
-    /// Records `view` for `slot` if it differs from the slot's last view.
-    pub fn view(&mut self, at_ns: u64, slot: usize, view: NodeView) {
+    /// Records `view` for `slot` if it differs from the slot's last view. A member
+    /// list equal to one recorded before (the slot's last, or the last recorded by
+    /// anyone) is stored once.
+    pub fn view(&mut self, at_ns: u64, slot: usize, mut view: NodeView) {
         if self.last.len() <= slot {
             self.last.resize(slot + 1, None);
         }
         if self.last[slot].as_ref() == Some(&view) {
             return;
         }
+        let mine = self.last[slot]
+            .as_ref()
+            .map(|v| (v.members_hash, v.members.clone()));
+        for (hash, list) in mine.iter().chain(self.members.iter()) {
+            if *hash == view.members_hash && **list == *view.members {
+                view.members = list.clone();
+                break;
+            }
+        }
+        self.members = Some((view.members_hash, view.members.clone()));
         self.last[slot] = Some(view.clone());
         self.records.push(Record {
             at_ns,

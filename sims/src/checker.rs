@@ -193,7 +193,8 @@ pub fn agreed_primary<'a>(
             if v.cluster != p.cluster || v.members_hash != p.members_hash {
                 return None;
             }
-            if !p.members.iter().any(|(id, _)| *id == v.id) {
+            // Sorted by id (the core lists its members in id order).
+            if p.members.binary_search_by_key(&v.id, |m| m.0).is_err() {
                 return None;
             }
         }

@@ -12,7 +12,8 @@ pub mod log;
 pub mod runner;
 pub mod scenarios;
 pub mod stats;
+pub mod sweep;
 pub mod timeline;
 
 pub use runner::{replay_command, run_seed, RunResult};
-pub use scenarios::{Scenario, ALL};
+pub use scenarios::{Scenario, ALL, BY_NAME};

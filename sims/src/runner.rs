@@ -43,9 +43,18 @@ impl RunResult {
     }
 }
 
-/// The one-line command that replays `seed` of `scenario` and prints its trace.
+/// The one-line command that replays `seed` of `scenario` and prints its trace
+/// (with the `SIM_ROLES` of this process, if set, since it changes the run).
 pub fn replay_command(scenario: Scenario, seed: u64) -> String {
-    format!("cargo sim replay {} --seed {seed}", scenario.name())
+    replay_command_of(scenario.name(), seed)
+}
+
+/// [`replay_command`] by scenario name.
+pub fn replay_command_of(name: &str, seed: u64) -> String {
+    let roles = std::env::var("SIM_ROLES")
+        .map(|r| format!("SIM_ROLES={r} "))
+        .unwrap_or_default();
+    format!("{roles}cargo sim replay {name} --seed {seed}")
 }
 
 /// Runs `scenario` with `seed` and checks the recorded history: safety and the

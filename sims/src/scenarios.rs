@@ -47,6 +47,10 @@ pub enum Scenario {
     Chaos,
     /// 100 members with 5 voters; the primary crashes.
     HundredMembers,
+    /// 1,000 members (5 voters, 995 non-voters) over the real driving loop: they start
+    /// within about a second, a primary is agreed, then it crashes. Minutes per seed:
+    /// not in [`ALL`], run by name (`cargo sim run thousand-members`).
+    ThousandMembers,
     /// No fault for 10 s over the real hyper transport (madsim TCP).
     HttpSteady,
     /// `PrimaryCrash` over the real hyper transport (madsim TCP).
@@ -155,6 +159,9 @@ pub const ALL: [Scenario; 37] = [
     Scenario::RolesFastFailover,
 ];
 
+/// Scenarios too slow for `all` (and for CI): run only when named.
+pub const BY_NAME: [Scenario; 1] = [Scenario::ThousandMembers];
+
 impl Scenario {
     /// The scenario's command-line name.
     pub fn name(self) -> &'static str {
@@ -175,6 +182,7 @@ impl Scenario {
             Scenario::LeaveDuringElection => "leave-during-election",
             Scenario::Chaos => "chaos",
             Scenario::HundredMembers => "hundred-members",
+            Scenario::ThousandMembers => "thousand-members",
             Scenario::HttpSteady => "http-steady",
             Scenario::HttpPrimaryCrash => "http-primary-crash",
             Scenario::HttpPrimaryIsolated => "http-primary-isolated",
@@ -201,7 +209,20 @@ impl Scenario {
 
     /// Looks a scenario up by its name.
     pub fn from_name(name: &str) -> Option<Scenario> {
-        ALL.iter().copied().find(|s| s.name() == name)
+        ALL.iter()
+            .chain(BY_NAME.iter())
+            .copied()
+            .find(|s| s.name() == name)
+    }
+
+    /// Its cost relative to an ordinary scenario (a fraction of a second of wall time
+    /// per seed): a sweep runs fewer seeds of a slow one and hands them out first.
+    pub fn weight(self) -> u64 {
+        match self {
+            Scenario::HundredMembers => 20,
+            Scenario::ThousandMembers => 1_000,
+            _ => 1,
+        }
     }
 
     /// The protocol configuration it runs with (the default, `Config::datacenter`).
@@ -210,6 +231,8 @@ impl Scenario {
             // P4: min_nodes above half the replicas that can take part in bootstrap.
             Scenario::HundredMembers => Config::datacenter()
                 .with_min_nodes(std::num::NonZeroUsize::new(51).expect("51 > 0")),
+            Scenario::ThousandMembers => Config::datacenter()
+                .with_min_nodes(std::num::NonZeroUsize::new(501).expect("501 > 0")),
             Scenario::MajorityReplacedK8s => {
                 let mut cfg = Config::datacenter();
                 cfg.discovery_proves_absence = true;
@@ -225,7 +248,7 @@ impl Scenario {
     /// Recorder options.
     pub fn options(self) -> SimOptions {
         match self {
-            Scenario::HundredMembers => SimOptions {
+            Scenario::HundredMembers | Scenario::ThousandMembers => SimOptions {
                 sample_ms: 25,
                 ..SimOptions::default()
             },
@@ -278,6 +301,7 @@ impl Scenario {
             Scenario::LeaveDuringElection => leave_election(&mut s).await,
             Scenario::Chaos => chaos(&mut s).await,
             Scenario::HundredMembers => hundred(&mut s).await,
+            Scenario::ThousandMembers => thousand(&mut s).await,
             Scenario::MajorityRestartInPlace3 => {
                 recovery::majority_restart_in_place(&mut s, 3, 2).await
             }
@@ -440,6 +464,12 @@ impl Ctx {
 
     /// Waits up to `max_ms` for a primary every live node agrees on; returns its slot.
     pub async fn wait_primary(&self, max_ms: u64) -> Option<usize> {
+        self.wait_primary_every(max_ms, 10).await
+    }
+
+    /// [`Ctx::wait_primary`], looking every `step_ms` (every look reads every node's
+    /// view: with 1,000 members, a million member entries).
+    pub async fn wait_primary_every(&self, max_ms: u64, step_ms: u64) -> Option<usize> {
         let mut waited = 0;
         loop {
             let views = self.c.views();
@@ -451,8 +481,8 @@ impl Ctx {
             if waited >= max_ms {
                 return None;
             }
-            self.sleep(10).await;
-            waited += 10;
+            self.sleep(step_ms).await;
+            waited += step_ms;
         }
     }
 
@@ -792,4 +822,29 @@ async fn hundred(s: &mut Ctx) {
     s.fault(format!("failover: primary {} crashed", s.name(p)));
     s.extra_bound_ns = 5_000_000_000;
     s.sleep(8_000).await;
+}
+
+/// 1,000 pods, 10 every 10 ms (all started within a second, a parallel StatefulSet
+/// rollout), `min_nodes` 501 (P4), discovery polled every second (1,000 pods polling
+/// a registry every 200 ms would be 5,000 requests a second). Marks `cold start: 1000
+/// pods started` at the last start (`cluster-sim stats` measures the time to the first
+/// agreed primary from it), waits for a primary every live node agrees on, then
+/// crashes it.
+async fn thousand(s: &mut Ctx) {
+    s.c.registry(|r| r.interval_ms = 1_000);
+    for i in 0..1_000 {
+        s.add();
+        if i % 10 == 9 && i < 999 {
+            s.sleep(10).await;
+        }
+    }
+    s.fault("cold start: 1000 pods started");
+    let Some(p) = s.wait_primary_every(60_000, 100).await else {
+        return;
+    };
+    s.sleep_rand(0, 1_000).await;
+    s.c.kill(p, true);
+    s.fault(format!("failover: primary {} crashed", s.name(p)));
+    s.extra_bound_ns = 5_000_000_000;
+    s.sleep(5_000).await;
 }

@@ -11,6 +11,10 @@ pub struct SeedStats {
     /// For each fault marked `failover:`: ns from the fault until another node holds the
     /// lease and a majority of the live cluster nodes name it as primary.
     pub failovers_ns: Vec<u64>,
+    /// For each fault marked `cold start:` (the last pod of a cold start started): ns
+    /// from it until a node holds the lease and a majority of the live cluster nodes
+    /// name it as primary.
+    pub cold_starts_ns: Vec<u64>,
     /// ns, after the first primary appeared, during which no node held a valid lease.
     pub no_primary_ns: u64,
     /// ns from the first primary to the end of the run.
@@ -52,6 +56,7 @@ pub fn seed_stats(trace: &Trace) -> SeedStats {
     let mut paused = BTreeSet::new();
     let mut agreed: Vec<(u64, Option<NodeId>)> = Vec::new();
     let mut faults: Vec<u64> = Vec::new();
+    let mut cold: Vec<u64> = Vec::new();
     let mut started: BTreeMap<usize, u64> = BTreeMap::new();
     let mut lived_ns: u64 = 0;
     for r in &trace.records {
@@ -78,6 +83,8 @@ pub fn seed_stats(trace: &Trace) -> SeedStats {
             RecordKind::Fault(f) => {
                 if f.starts_with("failover:") {
                     faults.push(r.at_ns);
+                } else if f.starts_with("cold start:") {
+                    cold.push(r.at_ns);
                 }
             }
         }
@@ -101,6 +108,18 @@ pub fn seed_stats(trace: &Trace) -> SeedStats {
             .find(|(t, p)| *t >= tf && *t < until && p.is_some() && *p != old);
         if let Some((t, _)) = new {
             st.failovers_ns.push(t - tf);
+        }
+    }
+    for &tc in &cold {
+        if let Some((t, _)) = agreed.iter().find(|(t, p)| *t >= tc && p.is_some()) {
+            st.cold_starts_ns.push(t - tc);
+        } else if agreed
+            .iter()
+            .take_while(|(t, _)| *t <= tc)
+            .last()
+            .is_some_and(|a| a.1.is_some())
+        {
+            st.cold_starts_ns.push(0);
         }
     }
     let ivs = lease_intervals(trace);
@@ -133,6 +152,8 @@ pub fn seed_stats(trace: &Trace) -> SeedStats {
 pub struct Summary {
     /// Every failover time, ns.
     pub failovers_ns: Vec<u64>,
+    /// Every cold start time, ns.
+    pub cold_starts_ns: Vec<u64>,
     /// Seeds added.
     pub seeds: u64,
     /// Total time without a primary, ns.
@@ -150,6 +171,7 @@ impl Summary {
     pub fn add(&mut self, s: &SeedStats) {
         self.seeds += 1;
         self.failovers_ns.extend_from_slice(&s.failovers_ns);
+        self.cold_starts_ns.extend_from_slice(&s.cold_starts_ns);
         self.no_primary_ns += s.no_primary_ns;
         self.observed_ns += s.observed_ns;
         self.messages += s.messages;
@@ -173,8 +195,18 @@ impl Summary {
             self.failover_ms(q)
                 .map_or("-".to_string(), |x| format!("{x:.0} ms"))
         };
+        let cold = match crate::sweep::percentiles(&self.cold_starts_ns) {
+            Some([a, b, c]) => format!(
+                " | cold starts={} to a primary p50={} ms p99={} ms max={} ms",
+                self.cold_starts_ns.len(),
+                a / 1_000_000,
+                b / 1_000_000,
+                c / 1_000_000
+            ),
+            None => String::new(),
+        };
         format!(
-            "seeds={} failovers={} failover p50={} p99={} max={} | no-primary share={:.2}% | messages/node/s={:.1}",
+            "seeds={} failovers={} failover p50={} p99={} max={} | no-primary share={:.2}% | messages/node/s={:.1}{cold}",
             self.seeds,
             self.failovers_ns.len(),
             f(0.5),

@@ -20,10 +20,13 @@ mod cli {
     use clap::{Parser, Subcommand};
     use cluster_mode_sims::checker::first_agreement_ns;
     use cluster_mode_sims::stats::{seed_stats, Summary};
-    use cluster_mode_sims::{run_seed, runner::run_seed_with, timeline, Scenario, ALL};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use cluster_mode_sims::sweep::{SeedRecord, SweepSummary};
+    use cluster_mode_sims::{
+        replay_command, run_seed, runner::run_seed_with, timeline, Scenario, ALL, BY_NAME,
+    };
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     /// One seed's result: scenario, seed, violations, failure report.
     type Outcome = (Scenario, u64, Vec<String>, String);
@@ -149,7 +152,46 @@ mod cli {
             #[arg(long, default_value_t = 1)]
             jobs: usize,
         },
-        /// Lists the scenarios.
+        /// Runs N seeds of every scenario (or a list) on every core: a progress line,
+        /// a stop at the first failure with its replay command, and a summary (seeds,
+        /// failures, seeds/s, per scenario wall time, failover and settle percentiles).
+        Sweep {
+            /// Scenario name, a comma-separated list, or `all` (the default).
+            #[arg(default_value = "all")]
+            scenario: String,
+            /// First seed of every scenario.
+            #[arg(long, default_value_t = 0)]
+            from: u64,
+            /// Seeds per scenario (a slow scenario runs fewer: `--slow-weight`).
+            #[arg(long, default_value_t = 100)]
+            seeds: u64,
+            /// A slow scenario (`hundred-members`, `thousand-members`: seconds per
+            /// seed instead of a fraction of one) runs `ceil(seeds / weight)` seeds.
+            #[arg(long, default_value_t = 20)]
+            slow_weight: u64,
+            /// Seeds of one scenario, overriding the two options above
+            /// (`--seeds-of chaos=5000`, repeatable).
+            #[arg(long, value_name = "NAME=N")]
+            seeds_of: Vec<String>,
+            /// Worker threads (default: one per core).
+            #[arg(long)]
+            jobs: Option<usize>,
+            /// Run every planned seed even after a failure (all failures listed).
+            #[arg(long)]
+            keep_going: bool,
+            /// Check only safety, not the liveness bound.
+            #[arg(long)]
+            no_liveness: bool,
+            /// Also write the summary to this file: JSON if it ends in `.json`, else
+            /// markdown.
+            #[arg(long, value_name = "PATH")]
+            summary: Option<String>,
+            /// Seconds between two progress lines (stderr).
+            #[arg(long, default_value_t = 10)]
+            progress: u64,
+        },
+        /// Lists the scenarios (`all` runs those of the first column; the ones marked
+        /// `(by name only)` run only when named).
         List,
     }
 
@@ -157,10 +199,11 @@ mod cli {
         if name == "all" {
             return Ok(ALL.to_vec());
         }
+        let known = || ALL.iter().chain(BY_NAME.iter());
         name.split(',')
             .map(|n| {
                 Scenario::from_name(n).ok_or_else(|| {
-                    let names: Vec<_> = ALL.iter().map(|s| s.name()).collect();
+                    let names: Vec<_> = known().map(|s| s.name()).collect();
                     format!("unknown scenario {n:?}; one of: all {}", names.join(" "))
                 })
             })
@@ -235,6 +278,206 @@ mod cli {
             .collect()
     }
 
+    /// One seed of a sweep: run, check, its figures. A panic is a failure too (its
+    /// message as the violation). Returns the record and, for a failure, the full
+    /// report (violations and replay command).
+    fn sweep_seed(s: Scenario, seed: u64, liveness: bool) -> (SeedRecord, Option<String>) {
+        let t0 = Instant::now();
+        let run = std::panic::catch_unwind(|| {
+            let r = run_seed_with(s, seed, liveness);
+            let st = seed_stats(&r.trace);
+            let last = r.plan.last_fault_ns;
+            let settle_ns = first_agreement_ns(&r.trace, last).map(|t| t - last);
+            let violation = r.violations.first().map(|v| v.to_string());
+            let report = violation.is_some().then(|| r.report());
+            (
+                st.failovers_ns,
+                st.cold_starts_ns,
+                settle_ns,
+                violation,
+                report,
+            )
+        });
+        let (failovers_ns, cold_starts_ns, settle_ns, violation, report) = match run {
+            Ok(x) => x,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|m| m.to_string()))
+                    .unwrap_or_else(|| "(no message)".into());
+                let what = format!("panicked: {msg}");
+                let report = format!(
+                    "FAILED scenario={} seed={seed} (panic)\n  {what}\n  replay: {}\n",
+                    s.name(),
+                    replay_command(s, seed)
+                );
+                (Vec::new(), Vec::new(), None, Some(what), Some(report))
+            }
+        };
+        let rec = SeedRecord {
+            scenario: s.name(),
+            seed,
+            wall: t0.elapsed(),
+            failovers_ns,
+            cold_starts_ns,
+            settle_ns,
+            violation,
+        };
+        (rec, report)
+    }
+
+    /// `1h02m03s`, `4m05s` or `6s`.
+    fn hms(secs: f64) -> String {
+        let s = secs.max(0.0).round() as u64;
+        match (s / 3600, s / 60 % 60, s % 60) {
+            (0, 0, x) => format!("{x}s"),
+            (0, m, x) => format!("{m}m{x:02}s"),
+            (h, m, x) => format!("{h}h{m:02}m{x:02}s"),
+        }
+    }
+
+    /// Options of [`run_sweep`].
+    struct SweepOpts {
+        from: u64,
+        jobs: usize,
+        liveness: bool,
+        keep_going: bool,
+        progress: Duration,
+    }
+
+    /// Runs every (scenario, seed count) of `plan` from `o.from` on `o.jobs` worker
+    /// threads (each seed in its own madsim runtime, on a fresh thread: see
+    /// `run_seed_with`). Slow scenarios are handed out first so that they do not
+    /// finish alone at the end. Prints a progress line every `o.progress` and each
+    /// failure's report as it happens; unless `keep_going`, no seed starts after the
+    /// first failure.
+    fn run_sweep(plan: &[(Scenario, u64)], o: &SweepOpts) -> SweepSummary {
+        let names: Vec<(&'static str, u64)> = plan.iter().map(|(s, k)| (s.name(), *k)).collect();
+        let mut order: Vec<&(Scenario, u64)> = plan.iter().collect();
+        order.sort_by_key(|(s, _)| std::cmp::Reverse(s.weight())); // stable
+        let work: Vec<(Scenario, u64)> = order
+            .iter()
+            .flat_map(|(s, k)| (o.from..o.from + k).map(move |seed| (*s, seed)))
+            .collect();
+        let summary = Mutex::new(SweepSummary::new(&names, o.from, o.jobs, o.liveness));
+        let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let start = Instant::now();
+        let total = work.len() as u64;
+        let line = |sum: &SweepSummary| {
+            let el = start.elapsed().as_secs_f64();
+            let t = sum.total();
+            // ETA: the seeds left of each scenario at its own mean worker time so far
+            // (a scenario not started yet: its weight times the mean of a weight-1
+            // seed), over the workers.
+            let unit = {
+                let (w, k) = sum.scenarios.iter().fold((0.0, 0u64), |(w, k), (n, _, s)| {
+                    let wt = Scenario::from_name(n).map_or(1, |x| x.weight());
+                    (w + s.wall.as_secs_f64(), k + s.seeds * wt)
+                });
+                if k == 0 {
+                    0.0
+                } else {
+                    w / k as f64
+                }
+            };
+            let left: f64 = sum
+                .scenarios
+                .iter()
+                .map(|(n, planned, s)| {
+                    let wt = Scenario::from_name(n).map_or(1, |x| x.weight()) as f64;
+                    let mean = if s.seeds > 0 {
+                        s.wall.as_secs_f64() / s.seeds as f64
+                    } else {
+                        unit * wt
+                    };
+                    planned.saturating_sub(s.seeds) as f64 * mean
+                })
+                .sum::<f64>()
+                / o.jobs as f64;
+            format!(
+                "[sweep {}] {}/{} seeds ({:.1}%), {} failed, {:.1} seeds/s, ETA {}, {}",
+                hms(el),
+                t.seeds,
+                total,
+                100.0 * t.seeds as f64 / total.max(1) as f64,
+                t.failed,
+                t.seeds as f64 / el.max(1e-9),
+                if t.seeds == 0 { "?".into() } else { hms(left) },
+                resident()
+            )
+        };
+        let (tick, ticks) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|sc| {
+            let (line, summary) = (&line, &summary);
+            sc.spawn(move || loop {
+                // Wakes every `progress`; ends when every worker has dropped its sender.
+                match ticks.recv_timeout(o.progress) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    _ => eprintln!("{}", line(&summary.lock().expect("summary"))),
+                }
+            });
+            for _ in 0..o.jobs {
+                let tick = tick.clone();
+                let (work, next, stop) = (&work, &next, &stop);
+                sc.spawn(move || {
+                    let _tick = tick;
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                        let Some(&(s, seed)) = work.get(i) else { break };
+                        let (rec, report) = sweep_seed(s, seed, o.liveness);
+                        let mut sum = summary.lock().expect("summary");
+                        if let Some(report) = report {
+                            eprint!("{report}");
+                            if !o.keep_going {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        sum.add(&rec);
+                    }
+                });
+            }
+            drop(tick);
+        });
+        let mut sum = summary.into_inner().expect("summary");
+        eprintln!("{}", line(&sum));
+        sum.wall = start.elapsed();
+        sum.stopped_early = sum.total().seeds < total;
+        sum
+    }
+
+    /// The seed count of each scenario of a sweep.
+    fn sweep_plan(
+        list: &[Scenario],
+        seeds: u64,
+        slow_weight: u64,
+        seeds_of: &[String],
+    ) -> Result<Vec<(Scenario, u64)>, String> {
+        let mut plan: Vec<(Scenario, u64)> = list
+            .iter()
+            .map(|s| {
+                let k = if s.weight() > 1 {
+                    seeds.div_ceil(slow_weight.max(1))
+                } else {
+                    seeds
+                };
+                (*s, k)
+            })
+            .collect();
+        for o in seeds_of {
+            let (name, k) = o
+                .split_once('=')
+                .and_then(|(n, k)| Some((n, k.parse::<u64>().ok()?)))
+                .ok_or_else(|| format!("--seeds-of {o:?}: expected NAME=N"))?;
+            let s = scenarios(name)?;
+            for p in plan.iter_mut().filter(|p| s.contains(&p.0)) {
+                p.1 = k;
+            }
+        }
+        Ok(plan)
+    }
+
     pub fn main() -> i32 {
         let cli = Cli::parse();
         match cli.cmd {
@@ -242,7 +485,65 @@ mod cli {
                 for s in ALL {
                     println!("{}", s.name());
                 }
+                for s in BY_NAME {
+                    println!("{} (by name only)", s.name());
+                }
                 0
+            }
+            Cmd::Sweep {
+                scenario,
+                from,
+                seeds,
+                slow_weight,
+                seeds_of,
+                jobs,
+                keep_going,
+                no_liveness,
+                summary,
+                progress,
+            } => {
+                let plan = match scenarios(&scenario)
+                    .and_then(|l| sweep_plan(&l, seeds, slow_weight, &seeds_of))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return 2;
+                    }
+                };
+                let jobs = jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    .max(1);
+                let opts = SweepOpts {
+                    from,
+                    jobs,
+                    liveness: !no_liveness,
+                    keep_going,
+                    progress: Duration::from_secs(progress.max(1)),
+                };
+                let sum = run_sweep(&plan, &opts);
+                let md = sum.markdown();
+                print!("{md}");
+                if let Some(f) = sum.failures.first() {
+                    println!(
+                        "\nfirst failure: {} seed {}; replay it with:\n  {}",
+                        f.scenario,
+                        f.seed,
+                        f.replay()
+                    );
+                }
+                if let Some(path) = summary {
+                    let text = if path.ends_with(".json") {
+                        sum.json()
+                    } else {
+                        md
+                    };
+                    if let Err(e) = std::fs::write(&path, text) {
+                        eprintln!("cannot write {path}: {e}");
+                        return 2;
+                    }
+                }
+                i32::from(!sum.failures.is_empty())
             }
             Cmd::Run {
                 scenario,

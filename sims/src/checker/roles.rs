@@ -250,6 +250,7 @@ pub fn roles_timeline(
     let mut alive: BTreeMap<usize, Option<&NodeView>> = BTreeMap::new();
     let mut paused: BTreeSet<usize> = BTreeSet::new();
     let mut out: Vec<(u64, Option<String>)> = Vec::new();
+    let empty = empty_view();
     let recs = &trace.records;
     let mut i = 0;
     while i < recs.len() {
@@ -287,7 +288,7 @@ pub fn roles_timeline(
         let live = alive
             .iter()
             .filter(|(s, _)| !paused.contains(s))
-            .map(|(_, v)| v.unwrap_or(&EMPTY));
+            .map(|(_, v)| v.unwrap_or(&empty));
         let why = roles_unsettled(live, t, expected);
         if out.last().is_none_or(|l| l.1 != why) {
             out.push((t, why));
@@ -297,19 +298,21 @@ pub fn roles_timeline(
 }
 
 /// A view that holds nothing (a running node that said nothing about roles yet).
-static EMPTY: NodeView = NodeView {
-    id: cluster_mode_core::NodeId(0),
-    cluster: None,
-    role: cluster_mode_core::Role::Inactive,
-    term: 0,
-    is_leader: false,
-    primary: None,
-    commit_index: 0,
-    members: Vec::new(),
-    members_hash: 0,
-    lease_valid: false,
-    lease_end_ns: None,
-    fencing_term: None,
-    roles: None,
-    role_hold_end_ns: None,
-};
+fn empty_view() -> NodeView {
+    NodeView {
+        id: cluster_mode_core::NodeId(0),
+        cluster: None,
+        role: cluster_mode_core::Role::Inactive,
+        term: 0,
+        is_leader: false,
+        primary: None,
+        commit_index: 0,
+        members: Vec::new().into(),
+        members_hash: 0,
+        lease_valid: false,
+        lease_end_ns: None,
+        fencing_term: None,
+        roles: None,
+        role_hold_end_ns: None,
+    }
+}

@@ -131,7 +131,7 @@ fn view(id: u128, cluster: ClusterId, term: u64) -> NodeView {
         is_leader: false,
         primary: None,
         commit_index: 1,
-        members: Vec::new(),
+        members: Vec::new().into(),
         members_hash: 0,
         lease_valid: false,
         lease_end_ns: None,
