@@ -43,7 +43,19 @@ impl ClusterCore {
         a: Append,
     ) {
         if self.hard.cluster.is_some() && cluster != self.hard.cluster {
-            self.move_to_successor(cluster); // let through by dispatch
+            // The successor this node supports (let through by dispatch): ask for its
+            // snapshot as a fresh node would, and keep this cluster's state until the
+            // snapshot arrives, for its founder may die before sending it.
+            let reply = AppendReply {
+                term: a.term,
+                success: false,
+                index: 0,
+                sent_at: a.sent_at,
+                at: a.sent_at,
+                released: Vec::new(),
+            };
+            self.send_in(None, from_addr, Some(from), Message::AppendReply(reply));
+            return;
         }
         if self.hard.cluster.is_none() {
             // A fresh node has no log: ask for a snapshot, which it will judge.

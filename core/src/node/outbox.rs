@@ -35,14 +35,25 @@ impl Default for Outbox {
 
 impl ClusterCore {
     pub(super) fn send(&mut self, to: Address, to_id: Option<NodeId>, msg: Message) {
+        self.send_in(self.hard.cluster, to, to_id, msg);
+    }
+
+    /// Sends `msg` in an envelope that names `cluster` rather than this node's.
+    pub(super) fn send_in(
+        &mut self,
+        cluster: Option<crate::id::ClusterId>,
+        to: Address,
+        to_id: Option<NodeId>,
+        msg: Message,
+    ) {
         let to = match to_id.and_then(|id| self.peers.route(id)) {
             Some(route) => route.clone(),
             None => to,
         };
-        let class = Delivery::of(self.hard.cluster, to_id, &msg);
+        let class = Delivery::of(cluster, to_id, &msg);
         let env = Envelope {
             version: PROTOCOL_VERSION,
-            cluster: self.hard.cluster,
+            cluster,
             from: self.me.id,
             from_addr: self.me.addr.clone(),
             to: to_id,
