@@ -171,11 +171,10 @@ fn bench_follower(n: usize) -> (f64, f64) {
     (iters as f64 / secs, allocs)
 }
 
-fn bench_leader(n: usize) -> (f64, f64) {
-    let (mut core, mut now) = leader(n);
-    let term = core.term();
-    let commit = core.commit_index();
-    let mut replies: Vec<Envelope> = (1..n)
+/// An accepting reply to the leader's latest append from each of the `n - 1` followers.
+fn acks(core: &ClusterCore, n: usize, now: Instant) -> Vec<Envelope> {
+    let (term, commit) = (core.term(), core.commit_index());
+    (1..n)
         .map(|m| {
             env(
                 m,
@@ -189,7 +188,12 @@ fn bench_leader(n: usize) -> (f64, f64) {
                 }),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn bench_leader(n: usize) -> (f64, f64) {
+    let (mut core, mut now) = leader(n);
+    let mut replies = acks(&core, n, now);
     let rounds = (2_000_000 / n).max(20) as u64;
     let mut handled = 0u64;
     let a0 = allocations();
@@ -221,23 +225,7 @@ fn bench_leader(n: usize) -> (f64, f64) {
 /// the median of several timed passes, so a descheduled pass does not skew it.
 fn bench_leader_per_member(n: usize) -> (f64, f64, f64) {
     let (mut core, mut now) = leader(n);
-    let term = core.term();
-    let commit = core.commit_index();
-    let mut replies: Vec<Envelope> = (1..n)
-        .map(|m| {
-            env(
-                m,
-                Message::AppendReply(AppendReply {
-                    term,
-                    success: true,
-                    index: commit,
-                    sent_at: now,
-                    at: Default::default(),
-                    released: Vec::new(),
-                }),
-            )
-        })
-        .collect();
+    let mut replies = acks(&core, n, now);
     // About 200,000 acknowledgements per pass, whatever the member count.
     let rounds = (200_000 / (n - 1)).max(4);
     let (mut per_ack, mut per_send, mut per_view) = (Vec::new(), Vec::new(), Vec::new());
