@@ -134,9 +134,23 @@ async fn handovers_never_show_two_primaries_to_other_threads() {
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                // The nodes are read one after another, not at one instant: a read
+                // of the old primary, then (the sampler descheduled meanwhile) a read
+                // of its successor, is no overlap. So the nodes are read forwards and
+                // then backwards, and a node counts as primary only if both reads say
+                // so: two such nodes were primary at once, at the instant of the later
+                // one's forward read (the earlier one was primary before and after it;
+                // a primary that left is never primary again).
                 let primaries = {
                     let nodes = current.lock().unwrap();
-                    nodes.iter().filter(|n| n.is_primary()).count()
+                    let forward: Vec<bool> = nodes.iter().map(|n| n.is_primary()).collect();
+                    let mut both = 0;
+                    for (n, f) in nodes.iter().zip(&forward).rev() {
+                        if n.is_primary() && *f {
+                            both += 1;
+                        }
+                    }
+                    both
                 };
                 samples.fetch_add(1, Ordering::Relaxed);
                 if primaries >= 1 {
