@@ -133,6 +133,12 @@ pub struct Config {
     /// new pin disturbs fewer owners at a time, and rebalancing takes more rounds
     /// (one round is at least a commit). At least 1.
     pub max_role_moves: usize,
+    /// How long a member waits for the primary's answer to a key-value store request
+    /// it forwarded. Past it, a write is answered "maybe committed" (retrying it is
+    /// safe) and a read "no primary". Shorter: an application learns sooner that the
+    /// primary is gone. Longer than a failover (election timeout plus a few round
+    /// trips), or requests sent just before a crash fail rather than wait. Not 0.
+    pub store_request_timeout: Duration,
 }
 
 const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
@@ -171,6 +177,7 @@ impl Config {
             role_failover_timeout: Duration::from_millis(500),
             role_drain_timeout: Duration::ZERO,
             max_role_moves: 8,
+            store_request_timeout: Duration::from_secs(2),
         }
     }
 
@@ -197,6 +204,7 @@ impl Config {
             role_failover_timeout: Duration::from_millis(100),
             role_drain_timeout: Duration::ZERO,
             max_role_moves: 8,
+            store_request_timeout: Duration::from_millis(500),
         }
     }
 
@@ -330,6 +338,9 @@ impl Config {
         }
         if self.max_role_moves == 0 {
             return err("max_role_moves", "must be at least 1".into());
+        }
+        if self.store_request_timeout.is_zero() {
+            return err("store_request_timeout", "must be more than 0".into());
         }
         if let Some(t) = self.silent_member_timeout {
             if t < self.election_timeout_max {

@@ -74,6 +74,15 @@ pub enum Input {
     /// ([`crate::RoleEvent::Releasing`]): it lets go now. Ignored for a role it is not
     /// asked to release.
     ReleaseRole(String),
+    /// A request to the key-value store ([`crate::store`]), answered by exactly one
+    /// [`Command::StoreReply`] with the same `id`. Ids are the application's; one id
+    /// may not be waiting twice.
+    Store {
+        /// The application's id for the request.
+        id: u64,
+        /// The request.
+        request: crate::store::StoreRequest,
+    },
 }
 
 /// Something the shell must do, drained with [`crate::ClusterCore::poll_command`] in
@@ -120,6 +129,13 @@ pub enum Command {
     LeaveFinished,
     /// The roles this node holds changed (P13), one event per role and change.
     Role(RoleEvent),
+    /// The answer to [`Input::Store`] `id`.
+    StoreReply {
+        /// The request's id.
+        id: u64,
+        /// Its answer.
+        result: Result<crate::store::StoreAnswer, crate::store::StoreError>,
+    },
 }
 
 /// How a shell may treat a [`Command::Send`] that still waits in its queue. The core

@@ -46,6 +46,7 @@ mod placement;
 mod rng;
 mod roles;
 mod status;
+pub mod store;
 mod time;
 
 pub use config::{Config, ConfigError};

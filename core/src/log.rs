@@ -1,6 +1,7 @@
 //! The replicated log: a compacted base, a tail of recent entries, a commit index.
 //!
-//! The log only carries configuration changes. Committed entries are folded into the
+//! The log carries configuration changes and the key-value store's entries; the
+//! store's data is applied when an entry commits, never before. Committed entries are folded into the
 //! base once the tail grows past [`KEEP_COMMITTED`], so it stays short while lagging
 //! followers can still be caught up with ordinary appends rather than snapshots. The
 //! configuration in force is the whole log applied (a server uses the latest
@@ -8,6 +9,11 @@
 //! applications see.
 
 use crate::membership::{Change, Entry, Membership, Snapshot};
+use crate::store::{StoreAnswer, StoreData, StoreError};
+
+/// Bytes of store data one append carries at most (beyond its first entry), so an
+/// append stays well under the frame limit.
+pub(crate) const MAX_APPEND_DATA_BYTES: usize = 256 * 1024;
 
 /// Committed entries kept after compaction, for followers that are a little behind.
 pub(crate) const KEEP_COMMITTED: usize = 32;
@@ -21,6 +27,10 @@ pub(crate) struct Log {
     effective: Membership,
     /// The effective configuration's voters, cached: read on every acknowledgement.
     voters: Vec<crate::id::NodeId>,
+    /// The key-value store at the commit index.
+    data: StoreData,
+    /// Store entries applied since the node last took them: index and answer.
+    applied: Vec<(u64, Result<StoreAnswer, StoreError>)>,
 }
 
 /// Whether an append's previous entry is in this log.
@@ -36,6 +46,8 @@ impl Log {
         let m = base.membership.clone();
         let voters = m.voters().collect();
         Log {
+            data: base.data.clone(),
+            applied: Vec::new(),
             commit: base.index,
             base,
             tail: Vec::new(),
@@ -84,7 +96,23 @@ impl Log {
             index: self.commit,
             term: self.term_at(self.commit).unwrap_or(self.base.term),
             membership: self.committed.clone(),
+            data: self.data.clone(),
         }
+    }
+
+    /// The key-value store at the commit index.
+    pub(crate) fn data(&self) -> &StoreData {
+        &self.data
+    }
+
+    /// Takes the answers of the store entries applied since the last call.
+    pub(crate) fn take_applied(&mut self) -> Vec<(u64, Result<StoreAnswer, StoreError>)> {
+        std::mem::take(&mut self.applied)
+    }
+
+    /// Whether store entries were applied since [`take_applied`](Self::take_applied).
+    pub(crate) fn has_applied(&self) -> bool {
+        !self.applied.is_empty()
     }
 
     pub(crate) fn base_index(&self) -> u64 {
@@ -128,6 +156,24 @@ impl Log {
         let skip = index.saturating_sub(self.base.index) as usize;
         let rest = self.tail.get(skip..).unwrap_or(&[]);
         &rest[..rest.len().min(max)]
+    }
+
+    /// Entries after `index` for one append: at most `max` of them, and no more store
+    /// data than [`MAX_APPEND_DATA_BYTES`] beyond the first entry.
+    pub(crate) fn entries_for_append(&self, index: u64, max: usize) -> &[Entry] {
+        let rest = self.entries_after(index, max);
+        let mut bytes = 0;
+        let mut n = 0;
+        for e in rest {
+            if let Change::Data(d) = &e.change {
+                bytes += d.wire_len();
+            }
+            if n > 0 && bytes > MAX_APPEND_DATA_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        &rest[..n]
     }
 
     /// Whether a log ending at (`last_index`, `last_term`) is at least as up to date
@@ -192,7 +238,7 @@ impl Log {
         self.effective.apply(&change);
         if !matches!(
             change,
-            Change::Noop | Change::AddLearner { .. } | Change::Roles(_)
+            Change::Noop | Change::AddLearner { .. } | Change::Roles(_) | Change::Data(_)
         ) {
             self.refresh_voters();
         }
@@ -211,15 +257,26 @@ impl Log {
         if upto <= self.commit {
             return false;
         }
-        let before = self.committed.clone();
         let from = self.pos(self.commit + 1).unwrap_or(0);
         let to = self.pos(upto).unwrap_or(0);
+        // Only a configuration entry can change the configuration: a run of store
+        // entries (and no-ops) skips the copy and comparison.
+        let configures = self.tail[from..=to]
+            .iter()
+            .any(|e| !matches!(e.change, Change::Data(_) | Change::Noop));
+        let before = configures.then(|| self.committed.clone());
         for e in &self.tail[from..=to] {
-            self.committed.apply(&e.change);
+            match &e.change {
+                Change::Data(d) => {
+                    let answer = self.data.apply(e.index, d);
+                    self.applied.push((e.index, answer));
+                }
+                change => self.committed.apply(change),
+            }
         }
         self.commit = upto;
         self.compact();
-        before != self.committed
+        before.is_some_and(|b| b != self.committed)
     }
 
     fn compact(&mut self) {
@@ -229,7 +286,14 @@ impl Log {
         }
         let fold = committed_in_tail - KEEP_COMMITTED;
         for e in self.tail.drain(..fold) {
-            self.base.membership.apply(&e.change);
+            match &e.change {
+                // The base keeps the store as of its index for the durable state; the
+                // answers were given when the entry committed.
+                Change::Data(d) => {
+                    let _ = self.base.data.apply(e.index, d);
+                }
+                change => self.base.membership.apply(change),
+            }
             self.base.index = e.index;
             self.base.term = e.term;
         }
@@ -250,6 +314,7 @@ impl Log {
         self.commit = snap.index;
         self.committed = snap.membership.clone();
         self.effective = snap.membership.clone();
+        self.data = snap.data.clone();
         for e in &keep {
             self.effective.apply(&e.change);
         }
@@ -277,6 +342,7 @@ mod tests {
             index: 1,
             term: 1,
             membership: Membership::default(),
+            data: Default::default(),
         })
     }
 
@@ -356,7 +422,8 @@ mod tests {
         assert!(log.install(&Snapshot {
             index: 2,
             term: 1,
-            membership: m
+            membership: m,
+            data: Default::default(),
         }));
         assert_eq!(log.last_index(), 3);
         assert!(log.effective().contains(NodeId(6)));
@@ -365,6 +432,7 @@ mod tests {
             index: 2,
             term: 1,
             membership: Membership::default(),
+            data: Default::default(),
         };
         assert!(!log.install(&stale));
     }

@@ -84,6 +84,9 @@ impl Membership {
                 self.members.remove(id);
             }
             Change::Roles(ops) => ops.iter().for_each(|op| self.apply_role_op(op)),
+            // The data is not part of the configuration: the log applies it to its
+            // store when the entry commits.
+            Change::Data(_) => {}
         }
     }
 
@@ -146,6 +149,9 @@ pub enum Change {
     /// Edits the role table (P13): any number of role operations in one entry. It
     /// changes no member, so it is not bound by the one-change-at-a-time rule.
     Roles(Vec<RoleOp>),
+    /// A key-value store entry (a client session or a write). It changes no member
+    /// and is applied to the store when it commits.
+    Data(crate::store::DataEntry),
 }
 
 /// One entry of the replicated log.
@@ -168,4 +174,6 @@ pub struct Snapshot {
     pub term: u64,
     /// The configuration after it.
     pub membership: Membership,
+    /// The key-value store after it.
+    pub data: crate::store::StoreData,
 }

@@ -10,7 +10,7 @@ use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Frames with another version are rejected.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The largest frame [`Envelope::decode`] accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -112,6 +112,21 @@ pub enum Message {
     /// A member forwards an application's request to declare or remove roles to the
     /// leader (P13). Resent until the committed table shows it done.
     Roles(RolesRequest),
+    /// A key-value store request forwarded to the leader by the member its
+    /// application asked.
+    StoreRequest {
+        /// The asking member's id for the request.
+        id: u64,
+        /// The request.
+        request: crate::store::StoreRequest,
+    },
+    /// The leader's answer to a forwarded store request.
+    StoreReply {
+        /// The asking member's id for the request.
+        id: u64,
+        /// The answer.
+        result: Result<crate::store::StoreAnswer, crate::store::StoreError>,
+    },
 }
 
 /// The most roles one [`Message::Roles`] may name.

@@ -46,6 +46,7 @@ fn follower() -> ClusterCore {
             index: 3,
             term: 2,
             membership: membership(),
+            data: Default::default(),
         },
         entries: vec![Entry {
             term: 4,
@@ -154,6 +155,7 @@ fn a_snapshot_or_probe_answer_from_a_later_term_than_its_own_is_refused() {
         index: 8,
         term: TERM + 3,
         membership: membership(),
+        data: Default::default(),
     };
     let mut core = follower();
     let snap = Message::Snapshot(SnapshotMsg {

@@ -143,6 +143,7 @@ fn seed_envelopes() -> Vec<Envelope> {
         index: 9,
         term: 4,
         membership: m,
+        data: Default::default(),
     };
     let entries = vec![
         Entry {

@@ -32,6 +32,7 @@ fn sample_messages() -> Vec<Message> {
                     index: 9,
                     term: 4,
                     membership: m,
+                    data: Default::default(),
                 }),
             },
         }),

@@ -235,6 +235,7 @@ impl World {
                         index: 3,
                         term: 2,
                         membership: membership(),
+                        data: Default::default(),
                     },
                     entries: vec![Entry {
                         term: 4,
@@ -530,6 +531,7 @@ impl World {
             index: self.index(src),
             term: self.term(src),
             membership: m,
+            data: Default::default(),
         }
     }
 

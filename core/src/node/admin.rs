@@ -117,7 +117,7 @@ impl ClusterCore {
             .log
             .entries_after(self.log.commit_index(), usize::MAX)
             .iter()
-            .filter(|e| !matches!(e.change, Change::Roles(_)))
+            .filter(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)))
             .count() as u64;
         if in_flight == 0 {
             match self.next_change(now) {
@@ -302,12 +302,23 @@ fn caught_up(log: &crate::log::Log, matched: u64) -> bool {
     if matched >= commit {
         return true;
     }
-    // Entries folded into the snapshot are not at hand: not caught up.
-    matched >= log.base_index()
-        && log
-            .entries_after(matched, (commit - matched) as usize)
-            .iter()
-            .all(|e| matches!(e.change, Change::Roles(_)))
+    // Entries folded into the snapshot are not at hand: not caught up. Store entries
+    // change no member either, but a member far behind on data is not caught up: at
+    // most one append's worth of them may be missing.
+    if matched < log.base_index() {
+        return false;
+    }
+    let mut data = 0;
+    log.entries_after(matched, (commit - matched) as usize)
+        .iter()
+        .all(|e| match e.change {
+            Change::Roles(_) => true,
+            Change::Data(_) => {
+                data += 1;
+                data <= crate::message::MAX_ENTRIES_PER_APPEND
+            }
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -322,6 +333,7 @@ mod tests {
             index: 0,
             term: 0,
             membership: Membership::default(),
+            data: Default::default(),
         })
     }
 

@@ -358,6 +358,7 @@ impl ClusterCore {
             index: 1,
             term: 1,
             membership,
+            data: Default::default(),
         };
         self.adopt_cluster(now, cluster, 1, &snap, None);
         self.record_vote(self.me.id);

@@ -67,6 +67,10 @@ impl ClusterCore {
             Message::AppendReply(r) => self.on_append_reply(now, from, r),
             Message::TimeoutNow { term } => self.on_timeout_now(now, term),
             Message::Roles(req) => self.on_roles_request(from, req),
+            Message::StoreRequest { id, request } => {
+                self.on_store_request(now, from, from_addr, id, request)
+            }
+            Message::StoreReply { id, result } => self.on_store_reply(from, id, result),
         }
         Ok(())
     }

@@ -82,6 +82,11 @@ impl ClusterCore {
                 // A hold renewal counts only if this log has everything the leader
                 // had committed when it sent it: every grant that moved a role away
                 // from this node is then in the table (P13).
+                if self.log.commit_index() >= a.commit {
+                    // Everything the leader had committed when it sent: data this
+                    // fresh may be read locally (`Consistency::Local`).
+                    self.store.fresh_at = Some(now);
+                }
                 if let Some(grant) = a.hold.filter(|_| a.commit <= verified) {
                     self.take_hold(now, grant);
                 }

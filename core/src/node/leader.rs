@@ -70,6 +70,8 @@ pub(super) struct LeaderState {
     scratch: Vec<Instant>,
     /// Placement and hold renewals (P13, `roles.rs`).
     pub(super) roles: super::roles::LeaderRoles,
+    /// The store's waiting writes and reads.
+    pub(super) store: super::store::LeaderStore,
 }
 
 impl LeaderState {
@@ -165,6 +167,7 @@ impl ClusterCore {
             lease_revoked: self.leave.leaving.is_some(),
             scratch: Vec::with_capacity(16),
             roles: super::roles::LeaderRoles::default(),
+            store: super::store::LeaderStore::default(),
         };
         self.set_role(RaftRole::Leader(Box::new(state)));
         self.timers.set(Timer::Heartbeat, now);
@@ -274,7 +277,7 @@ impl ClusterCore {
                 prev_term,
                 entries: self
                     .log
-                    .entries_after(prev_index, MAX_ENTRIES_PER_APPEND)
+                    .entries_for_append(prev_index, MAX_ENTRIES_PER_APPEND)
                     .to_vec(),
                 commit: self.log.commit_index(),
                 sent_at: now,
@@ -284,7 +287,7 @@ impl ClusterCore {
                 let snapshot = self.log.committed_snapshot();
                 let entries = self
                     .log
-                    .entries_after(snapshot.index, MAX_ENTRIES_PER_APPEND)
+                    .entries_for_append(snapshot.index, MAX_ENTRIES_PER_APPEND)
                     .to_vec();
                 Message::Snapshot(SnapshotMsg {
                     term,

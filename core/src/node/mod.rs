@@ -19,6 +19,7 @@
 //! | `leave.rs` | `LeaveState` | graceful leave (P8) |
 //! | `recovery.rs` | `RecoveryState` | recovering a cluster whose lost voters are proven dead (P11) |
 //! | `roles.rs` | `RolesState`, `LeaderRoles` | named roles: holds, placement, role events (P13) |
+//! | `store.rs` | `StoreState`, `LeaderStore` | the key-value store's requests: forwarding, writes, reads |
 //! | `queries.rs` | | the view asked by shells and applications |
 
 mod admin;
@@ -35,6 +36,7 @@ mod queries;
 mod recovery;
 mod role;
 mod roles;
+mod store;
 mod timers;
 
 use crate::config::{Config, ConfigError};
@@ -91,6 +93,7 @@ pub struct ClusterCore {
     leave: LeaveState,
     recovery: RecoveryState,
     roles: RolesState,
+    store: store::StoreState,
     out: Outbox,
     /// For a [`durable`](Self::durable) core: the state last handed out in a
     /// `Command::Persist`. `None`: nothing is persisted.
@@ -108,6 +111,7 @@ impl ClusterCore {
             index: 0,
             term: 0,
             membership: Membership::default(),
+            data: Default::default(),
         };
         let mut core = ClusterCore {
             me,
@@ -124,6 +128,7 @@ impl ClusterCore {
             leave: LeaveState::default(),
             recovery: RecoveryState::default(),
             roles: RolesState::default(),
+            store: store::StoreState::default(),
             out: Outbox::default(),
             persisted: None,
         };
@@ -251,7 +256,10 @@ impl ClusterCore {
             Input::DeclareRoles(roles) => self.declare_roles(now, roles),
             Input::RemoveRoles(roles) => self.remove_roles(now, roles),
             Input::ReleaseRole(role) => self.release_role(now, &role),
+            Input::Store { id, request } => self.on_store_input(now, id, request),
         }
+        self.answer_committed_store_entries();
+        self.serve_store_reads();
         self.emit_changes(now);
         self.refresh_roles(now);
         self.persist_if_changed();

@@ -107,6 +107,7 @@ impl ClusterCore {
             debug!(from, to = to.name(), "raft role");
         }
         if self.role.is_leader() {
+            self.fail_store_waiters(&to);
             self.timers.stop(Timer::Heartbeat);
             self.timers.stop(Timer::LeaseEnd);
         }
@@ -200,11 +201,13 @@ impl ClusterCore {
             index: 0,
             term: 0,
             membership: Membership::default(),
+            data: Default::default(),
         };
         // Terms and votes belong to the cluster left behind; the next cluster's terms
         // start afresh for this node (it has cast no vote in them).
         self.hard = HardState::default();
         self.log = Log::new(empty);
+        self.store.fresh_at = None;
         self.set_role(RaftRole::Follower);
         self.role.leader = None;
         self.timers.stop(Timer::Election);

@@ -28,10 +28,11 @@ pub(super) enum Timer {
     /// A role hold or drain runs out, so that the change is reported when it happens
     /// (`roles.rs`).
     Roles,
+    Store,
 }
 
 impl Timer {
-    const COUNT: usize = 7;
+    const COUNT: usize = 8;
 
     fn slot(self) -> usize {
         self as usize
@@ -95,6 +96,9 @@ impl ClusterCore {
         }
         if self.timers.expired(Timer::Candidacy, now) {
             self.withdraw_candidacy(now);
+        }
+        if self.timers.expired(Timer::Store, now) {
+            self.on_store_timer(now);
         }
         if self.timers.expired(Timer::Leave, now) {
             warn!("leave timed out before the removal was committed; finishing anyway");
