@@ -72,6 +72,7 @@ fn follower(n: usize) -> ClusterCore {
             index: 1,
             term: 1,
             membership,
+            data: Default::default(),
         },
         entries: Vec::new(),
         sent_at: Instant::ZERO,

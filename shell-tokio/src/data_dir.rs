@@ -303,6 +303,7 @@ mod tests {
                 index: 3,
                 term: 2,
                 membership,
+                data: Default::default(),
             },
             entries: vec![
                 Entry {

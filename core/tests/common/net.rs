@@ -139,6 +139,21 @@ pub struct Net {
     /// When set, (from, to) -> the real time of the latest message delivered from one
     /// slot to the other (for rule tests).
     pub deliveries: Option<BTreeMap<(usize, usize), u64>>,
+    /// Every key-value store answer: real time (ns), slot, request id, result.
+    pub store_replies: Vec<StoreReplyRecord>,
+}
+
+/// One `Command::StoreReply` as the network saw it.
+#[derive(Clone, Debug)]
+pub struct StoreReplyRecord {
+    /// Real time, in nanoseconds.
+    pub at: u64,
+    /// The slot that answered its application.
+    pub slot: usize,
+    /// The request id.
+    pub id: u64,
+    /// The answer.
+    pub result: Result<cluster_mode_core::store::StoreAnswer, cluster_mode_core::store::StoreError>,
 }
 
 /// `n` roles, `shard-0` .. `shard-{n-1}`, placed anywhere.
@@ -177,6 +192,7 @@ impl Net {
             persists: 0,
             roles_on_start: Vec::new(),
             role_events: None,
+            store_replies: Vec::new(),
             deliveries: None,
         };
         n.schedule(0, Event::Discovery);
@@ -644,6 +660,18 @@ impl Net {
                     other => format!("{name} role event {other:?}"),
                 };
                 self.note(line);
+            }
+            Command::StoreReply { id, result } => {
+                if self.record_trace {
+                    let name = self.nodes[slot].name.clone();
+                    self.note(format!("{name} answers store request {id}: {result:?}"));
+                }
+                self.store_replies.push(StoreReplyRecord {
+                    at: self.now,
+                    slot,
+                    id,
+                    result,
+                });
             }
             Command::Role(_) => {}
             // The last arm is a catch-all so that a command added to the core's

@@ -1,0 +1,376 @@
+//! The key-value store through the core (issue 12): writes forwarded to the primary
+//! and answered at commit, retries applied once, reads at each consistency level,
+//! and the answers a node gives when it cannot serve.
+
+mod common;
+
+use cluster_mode_core::store::{
+    ClientId, Consistency, Read, ReadAnswer, Revision, StoreAnswer, StoreError, StoreRequest,
+    Write, WriteOp, WriteOutcome, MAX_VALUE_LEN,
+};
+use cluster_mode_core::{Config, Input};
+use common::Net;
+use std::time::Duration;
+
+type Answer = Result<StoreAnswer, StoreError>;
+
+/// A settled three-node network, its primary and the two followers.
+fn settled3(seed: u64) -> (Net, usize, [usize; 2]) {
+    let mut net = Net::with_nodes(seed, Config::fast_test(), 3);
+    net.run_until_settled(3_000).expect("settles");
+    net.run_for(100);
+    let p = net.the_primary().expect("primary");
+    let mut f = (0..3).filter(|s| *s != p);
+    (net, p, [f.next().unwrap(), f.next().unwrap()])
+}
+
+fn ask(net: &mut Net, slot: usize, id: u64, request: StoreRequest) {
+    net.input(slot, Input::Store { id, request });
+}
+
+fn answer_of(net: &Net, id: u64) -> Option<Answer> {
+    net.store_replies
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| r.result.clone())
+}
+
+/// Runs until request `id` is answered (at most `max_ms`); exactly one answer.
+fn wait(net: &mut Net, id: u64, max_ms: u64) -> Answer {
+    for _ in 0..max_ms {
+        if let Some(a) = answer_of(net, id) {
+            let n = net.store_replies.iter().filter(|r| r.id == id).count();
+            assert_eq!(n, 1, "request {id} answered {n} times");
+            return a;
+        }
+        net.run_for(1);
+    }
+    panic!("request {id} unanswered after {max_ms} ms");
+}
+
+fn register(net: &mut Net, slot: usize, id: u64) -> ClientId {
+    ask(net, slot, id, StoreRequest::Register);
+    match wait(net, id, 1_000) {
+        Ok(StoreAnswer::Registered(c)) => c,
+        other => panic!("registration: {other:?}"),
+    }
+}
+
+fn put(client: ClientId, seq: u64, key: &str, value: &str) -> StoreRequest {
+    StoreRequest::Write(Write {
+        client,
+        seq,
+        acked_below: 1,
+        op: WriteOp::Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+        },
+    })
+}
+
+fn get(key: &str, consistency: Consistency) -> StoreRequest {
+    StoreRequest::Read {
+        read: Read::Get { key: key.into() },
+        consistency,
+    }
+}
+
+fn put_revision(a: Answer) -> Revision {
+    match a {
+        Ok(StoreAnswer::Written(WriteOutcome::Put { revision })) => revision,
+        other => panic!("not a committed put: {other:?}"),
+    }
+}
+
+fn value_read(a: &Answer) -> Option<(Vec<u8>, Revision)> {
+    match a {
+        Ok(StoreAnswer::Read {
+            answer: ReadAnswer::Get(v),
+            ..
+        }) => v.as_ref().map(|v| (v.value.clone(), v.revision)),
+        other => panic!("not a read: {other:?}"),
+    }
+}
+
+#[test]
+fn a_write_through_a_follower_commits_and_every_consistency_reads_it() {
+    for seed in 1..=5 {
+        let (mut net, p, [f, g]) = settled3(seed);
+        let c = register(&mut net, f, 1);
+        ask(&mut net, f, 2, put(c, 1, "shard/7", "node-b"));
+        let rev = put_revision(wait(&mut net, 2, 1_000));
+        assert!(
+            rev > c.0,
+            "a write's revision is its log index, after the session's"
+        );
+
+        ask(&mut net, g, 3, get("shard/7", Consistency::Linearizable));
+        let a = wait(&mut net, 3, 1_000);
+        assert_eq!(
+            value_read(&a),
+            Some((b"node-b".to_vec(), rev)),
+            "seed {seed}"
+        );
+        ask(&mut net, p, 4, get("shard/7", Consistency::Lease));
+        let a = wait(&mut net, 4, 1_000);
+        assert_eq!(
+            value_read(&a),
+            Some((b"node-b".to_vec(), rev)),
+            "seed {seed}"
+        );
+        // A heartbeat round later every follower holds it.
+        net.run_for(50);
+        let local = Consistency::Local {
+            max_lag: Duration::from_millis(100),
+        };
+        ask(&mut net, g, 5, get("shard/7", local));
+        let a = wait(&mut net, 5, 10);
+        assert_eq!(
+            value_read(&a),
+            Some((b"node-b".to_vec(), rev)),
+            "seed {seed}"
+        );
+        ask(&mut net, g, 6, get("absent", Consistency::Linearizable));
+        assert_eq!(value_read(&wait(&mut net, 6, 1_000)), None);
+    }
+}
+
+#[test]
+fn a_retried_write_is_applied_once_whichever_member_forwards_it() {
+    for seed in 1..=5 {
+        let (mut net, p, [f, g]) = settled3(seed);
+        let c = register(&mut net, f, 1);
+        ask(&mut net, f, 2, put(c, 1, "k", "first"));
+        let rev = put_revision(wait(&mut net, 2, 1_000));
+        ask(&mut net, f, 3, put(c, 2, "k", "second"));
+        let rev2 = put_revision(wait(&mut net, 3, 1_000));
+        // The first write again (a client that never saw its answer), through
+        // another member and through the primary: the saved outcome, no new value.
+        ask(&mut net, g, 4, put(c, 1, "k", "first"));
+        assert_eq!(put_revision(wait(&mut net, 4, 1_000)), rev, "seed {seed}");
+        ask(&mut net, p, 5, put(c, 1, "k", "first"));
+        assert_eq!(put_revision(wait(&mut net, 5, 1_000)), rev, "seed {seed}");
+        ask(&mut net, g, 6, get("k", Consistency::Linearizable));
+        let a = wait(&mut net, 6, 1_000);
+        assert_eq!(
+            value_read(&a),
+            Some((b"second".to_vec(), rev2)),
+            "seed {seed}"
+        );
+    }
+}
+
+/// The primary is cut off from the others, which elect a new primary and commit a
+/// write. Reads asked of the old primary meanwhile (linearizable or lease) must
+/// never miss that write once it was acknowledged: they are answered from the old
+/// data only while no other primary can exist, or not at all.
+#[test]
+fn a_cut_off_primary_never_serves_a_read_that_misses_an_acknowledged_write() {
+    for seed in 1..=20 {
+        let (mut net, p, [f, _]) = settled3(seed);
+        let c = register(&mut net, f, 1);
+        ask(&mut net, f, 2, put(c, 1, "k", "old"));
+        put_revision(wait(&mut net, 2, 1_000));
+        net.isolate(p);
+        let mut id = 100;
+        let mut asked = Vec::new();
+        let mut write_acked_at = None;
+        let mut seq = 2;
+        for step in 0..400u64 {
+            // A read of each kind at the old primary every 2 ms.
+            if step % 2 == 0 {
+                for consistency in [Consistency::Linearizable, Consistency::Lease] {
+                    id += 1;
+                    asked.push((id, net.now));
+                    ask(&mut net, p, id, get("k", consistency));
+                }
+            }
+            // The majority side writes "new" until it commits.
+            if write_acked_at.is_none() && step % 20 == 0 {
+                id += 1;
+                ask(&mut net, f, id, put(c, seq, "k", "new"));
+                seq += 1;
+            }
+            net.run_for(1);
+            if write_acked_at.is_none() {
+                write_acked_at = net
+                    .store_replies
+                    .iter()
+                    .find(|r| {
+                        r.slot == f
+                            && matches!(
+                                r.result,
+                                Ok(StoreAnswer::Written(WriteOutcome::Put { .. }))
+                            )
+                            && r.id > 2
+                    })
+                    .map(|r| r.at);
+            }
+        }
+        let acked = write_acked_at.expect("the majority commits a write");
+        let mut served_old = 0;
+        for (rid, asked_at) in asked {
+            let Some(a) = answer_of(&net, rid) else {
+                continue;
+            };
+            if a.is_ok() {
+                let (value, _) = value_read(&a).expect("present");
+                if value == b"old" {
+                    served_old += 1;
+                    assert!(
+                        asked_at < acked,
+                        "seed {seed}: read {rid} asked at {asked_at} ns returned the old value \
+                         after the new one was acknowledged at {acked} ns"
+                    );
+                }
+            }
+        }
+        assert!(
+            served_old > 0,
+            "seed {seed}: the lease served reads at first"
+        );
+    }
+}
+
+#[test]
+fn a_forwarded_request_without_an_answer_ends_maybe_committed_or_no_primary() {
+    let (mut net, p, [f, _]) = settled3(7);
+    let c = register(&mut net, f, 1);
+    net.crash(p);
+    let timeout = Config::fast_test().store_request_timeout;
+    ask(&mut net, f, 2, put(c, 1, "k", "v"));
+    ask(&mut net, f, 3, get("k", Consistency::Linearizable));
+    let limit = timeout.as_millis() as u64 + 50;
+    // Either the request reached nobody and timed out, or a new primary answered.
+    let w = wait(&mut net, 2, limit);
+    let r = wait(&mut net, 3, limit);
+    assert!(
+        matches!(w, Err(StoreError::MaybeCommitted) | Ok(_)),
+        "write: {w:?}"
+    );
+    assert!(
+        matches!(r, Err(StoreError::NoPrimary) | Ok(_)),
+        "read: {r:?}"
+    );
+    assert!(
+        w.is_err() && r.is_err(),
+        "the crashed primary answers nothing"
+    );
+}
+
+#[test]
+fn bad_requests_and_nodes_outside_a_cluster_answer_at_once_with_the_reason() {
+    let (mut net, _, [f, _]) = settled3(3);
+    let c = register(&mut net, f, 1);
+    let big = "x".repeat(MAX_VALUE_LEN + 1);
+    let sent_before = net.messages;
+    ask(&mut net, f, 2, put(c, 1, "k", &big));
+    assert!(matches!(
+        answer_of(&net, 2),
+        Some(Err(StoreError::TooLarge { len, .. })) if len == MAX_VALUE_LEN + 1
+    ));
+    ask(&mut net, f, 3, put(c, 0, "k", "v"));
+    assert!(matches!(
+        answer_of(&net, 3),
+        Some(Err(StoreError::Invalid(_)))
+    ));
+    assert_eq!(net.messages, sent_before, "nothing was sent for them");
+    // An unregistered session: refused by the state machine, nothing written.
+    ask(&mut net, f, 4, put(ClientId(999_999), 1, "k", "v"));
+    assert_eq!(wait(&mut net, 4, 1_000), Err(StoreError::SessionExpired));
+    ask(&mut net, f, 5, get("k", Consistency::Linearizable));
+    assert_eq!(value_read(&wait(&mut net, 5, 1_000)), None);
+
+    let fresh = net.add_node();
+    ask(&mut net, fresh, 6, get("k", Consistency::Linearizable));
+    assert_eq!(answer_of(&net, 6), Some(Err(StoreError::NoPrimary)));
+}
+
+#[test]
+fn a_local_read_is_refused_once_the_member_lost_the_primary_for_longer_than_max_lag() {
+    let (mut net, _, [f, _]) = settled3(5);
+    let c = register(&mut net, f, 1);
+    ask(&mut net, f, 2, put(c, 1, "k", "v"));
+    wait(&mut net, 2, 1_000).expect("committed");
+    net.run_for(30);
+    let local = |ms| Consistency::Local {
+        max_lag: Duration::from_millis(ms),
+    };
+    ask(&mut net, f, 3, get("k", local(40)));
+    assert!(value_read(&wait(&mut net, 3, 1)).is_some());
+    net.isolate(f);
+    net.run_for(60);
+    ask(&mut net, f, 4, get("k", local(40)));
+    assert_eq!(wait(&mut net, 4, 1), Err(StoreError::TooStale));
+    ask(&mut net, f, 5, get("k", local(1_000)));
+    assert!(
+        value_read(&wait(&mut net, 5, 1)).is_some(),
+        "within a longer lag"
+    );
+}
+
+#[test]
+fn a_member_added_later_receives_the_data_with_its_snapshot() {
+    let (mut net, _, [f, _]) = settled3(9);
+    let c = register(&mut net, f, 1);
+    for i in 0..100u64 {
+        ask(&mut net, f, 10 + i, put(c, 1 + i, &format!("k{i:03}"), "v"));
+    }
+    for i in 0..100u64 {
+        wait(&mut net, 10 + i, 2_000).expect("committed");
+    }
+    let n = net.add_node();
+    net.run_for(2_000);
+    let local = Consistency::Local {
+        max_lag: Duration::from_millis(100),
+    };
+    ask(
+        &mut net,
+        n,
+        500,
+        StoreRequest::Read {
+            read: Read::Range {
+                prefix: "k".into(),
+                limit: 1_000,
+            },
+            consistency: local,
+        },
+    );
+    match wait(&mut net, 500, 1) {
+        Ok(StoreAnswer::Read {
+            answer: ReadAnswer::Range { entries, more },
+            ..
+        }) => assert_eq!((entries.len(), more), (100, false)),
+        other => panic!("range: {other:?}"),
+    }
+}
+
+/// A primary paused (a GC stall) while the others elect a new primary and commit a
+/// write comes back still believing it leads. A read it is asked before it hears
+/// anything must not be served from its old data: a linearizable read waits for a
+/// majority's acknowledgement, a lease read finds its lease over.
+#[test]
+fn a_resumed_primary_does_not_serve_its_old_data_to_a_read_asked_at_once() {
+    for seed in 1..=10 {
+        let (mut net, p, [f, _]) = settled3(seed);
+        let c = register(&mut net, f, 1);
+        ask(&mut net, f, 2, put(c, 1, "k", "old"));
+        put_revision(wait(&mut net, 2, 1_000));
+        net.pause(p);
+        net.run_for(400);
+        ask(&mut net, f, 3, put(c, 2, "k", "new"));
+        put_revision(wait(&mut net, 3, 1_000));
+        net.resume(p);
+        ask(&mut net, p, 4, get("k", Consistency::Linearizable));
+        ask(&mut net, p, 5, get("k", Consistency::Lease));
+        for id in [4, 5] {
+            let a = wait(&mut net, id, 1_000);
+            if a.is_ok() {
+                let (value, _) = value_read(&a).expect("present");
+                assert_eq!(value, b"new", "seed {seed}: request {id} served stale data");
+            } else {
+                assert_eq!(a, Err(StoreError::NoPrimary), "seed {seed}");
+            }
+        }
+    }
+}
