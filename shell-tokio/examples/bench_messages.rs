@@ -566,6 +566,7 @@ mod bench {
                     index: 1,
                     term: 1,
                     membership,
+                    data: Default::default(),
                 },
                 entries: Vec::new(),
                 sent_at: CoreInstant::from_nanos(1),

@@ -747,6 +747,19 @@ impl Cluster {
         self.control(Input::ReleaseRole(role.to_string())).await;
     }
 
+    /// A new client session of the replicated key-value store, with default retries
+    /// ([`StoreOptions`](crate::StoreOptions)). Each call opens its own session
+    /// (registered on its first write); clones of a [`Store`](crate::Store) share
+    /// one.
+    pub fn store(&self) -> crate::Store {
+        self.store_with(crate::StoreOptions::default())
+    }
+
+    /// [`store`](Self::store) with the given retry options.
+    pub fn store_with(&self, options: crate::StoreOptions) -> crate::Store {
+        crate::Store::new(self.inner.driver.control.clone(), options)
+    }
+
     async fn control(&self, input: Input) {
         let _ = self
             .inner

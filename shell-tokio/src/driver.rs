@@ -324,7 +324,17 @@ pub(crate) enum Control {
     Stop,
     /// Hand this input to the core (role requests).
     Input(Box<Input>),
+    /// A key-value store request; the sender gets the core's answer. Dropped
+    /// unanswered if the loop stops.
+    Store(
+        cluster_mode_core::store::StoreRequest,
+        oneshot::Sender<StoreResult>,
+    ),
 }
+
+/// The core's answer to a store request.
+pub(crate) type StoreResult =
+    Result<cluster_mode_core::store::StoreAnswer, cluster_mode_core::store::StoreError>;
 
 /// Everything the loop needs.
 pub(crate) struct DriverParts {
@@ -396,6 +406,8 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         subscribers: parts.subscribers,
         state: state_tx,
         leave_waiters: Vec::new(),
+        store_waiters: std::collections::BTreeMap::new(),
+        next_store_id: 0,
         span: info_span!("cluster", node = %id, term),
         last_term: term,
         last_now: now,
@@ -423,6 +435,9 @@ struct Driver {
     subscribers: Subscribers,
     state: watch::Sender<NodeState>,
     leave_waiters: Vec<oneshot::Sender<()>>,
+    /// Store requests handed to the core, by the id the core answers with.
+    store_waiters: std::collections::BTreeMap<u64, oneshot::Sender<StoreResult>>,
+    next_store_id: u64,
     span: tracing::Span,
     last_term: u64,
     /// The `now` of the last input handed to the core.
@@ -487,6 +502,12 @@ impl Driver {
                     Some(Control::Stop) => break,
                     Some(Control::Input(input)) => {
                         let _ = self.input(*input);
+                    }
+                    Some(Control::Store(request, reply)) => {
+                        self.next_store_id += 1;
+                        let id = self.next_store_id;
+                        self.store_waiters.insert(id, reply);
+                        let _ = self.input(Input::Store { id, request });
                     }
                     None => control_open = false,
                 },
@@ -641,6 +662,12 @@ impl Driver {
                         .publish(&ClusterEvent::LeaveFinished { at: now });
                     for w in self.leave_waiters.drain(..) {
                         let _ = w.send(());
+                    }
+                }
+                Command::StoreReply { id, result } => {
+                    if let Some(reply) = self.store_waiters.remove(&id) {
+                        // The asker may have given up (a dropped future): nothing to do.
+                        let _ = reply.send(result);
                     }
                 }
                 other => debug!(?other, "command not understood by this shell"),

@@ -147,6 +147,7 @@ fn every_message(cluster: ClusterId, from: NodeId, to: NodeId, term: u64) -> Vec
         index: 0,
         term: 0,
         membership: Membership::default(),
+        data: Default::default(),
     };
     let msgs = vec![
         Message::Probe,

@@ -302,6 +302,9 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// The store holds [`MAX_STORE_BYTES`] already: the write committed but changed
+    /// nothing. Delete keys to make room.
+    Full,
     /// The session is unknown (evicted, or never registered): the write was not
     /// applied now; an earlier attempt of it may have been. Register again, re-read and
     /// decide.
@@ -327,6 +330,10 @@ impl core::fmt::Display for StoreError {
             StoreError::TooLarge { what, len, max } => {
                 write!(f, "{what} of {len} bytes exceeds the limit of {max}")
             }
+            StoreError::Full => write!(
+                f,
+                "the store is full ({MAX_STORE_BYTES} bytes): the write changed nothing"
+            ),
             StoreError::SessionExpired => write!(
                 f,
                 "the client session is unknown or expired: the write was not applied now; \

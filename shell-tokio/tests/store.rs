@@ -1,0 +1,119 @@
+//! The replicated key-value store over real sockets on 127.0.0.1 (issue 12).
+// Real sockets: not under the madsim simulator.
+#![cfg(not(madsim))]
+
+mod common;
+
+use cluster_mode::store::{Consistency, StoreError};
+use cluster_mode::CasOutcome;
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_member_are_read_back_at_every_consistency() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let f = (p + 1) % 3;
+    let g = (p + 2) % 3;
+    let store = nodes[f].store();
+    let r1 = store.put("flags/dark-mode", b"on".to_vec()).await.expect("put");
+    let v = nodes[g]
+        .store()
+        .get("flags/dark-mode", Consistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((v.value.as_slice(), v.revision), (&b"on"[..], r1));
+    let lease = nodes[p].store().get("flags/dark-mode", Consistency::Lease).await;
+    assert_eq!(lease.expect("lease read").map(|v| v.revision), Some(r1));
+
+    assert_eq!(
+        store.compare_and_swap("flags/dark-mode", r1 + 100, "off").await,
+        Ok(CasOutcome::Mismatch { current: r1 })
+    );
+    let swapped = store.compare_and_swap("flags/dark-mode", r1, "off").await;
+    let Ok(CasOutcome::Swapped(r2)) = swapped else {
+        panic!("swap: {swapped:?}")
+    };
+    assert!(r2 > r1);
+    assert_eq!(store.delete("flags/dark-mode").await.map(|(_, e)| e), Ok(true));
+    let all = nodes[g].store().range("flags/", Consistency::Linearizable).await;
+    assert_eq!(all, Ok(Vec::new()));
+    let too_big = store.put("k", vec![0u8; cluster_mode::store::MAX_VALUE_LEN + 1]).await;
+    assert!(matches!(too_big, Err(StoreError::TooLarge { .. })), "{too_big:?}");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Writers on the two followers keep writing while the primary is shut down: every
+/// write acknowledged, before or after, is there afterwards, exactly once (a counter
+/// incremented by compare-and-swap ends at the number of acknowledged increments).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let writers: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    let stop_at = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    let mut tasks = Vec::new();
+    for (w, slot) in writers.iter().enumerate() {
+        let store = nodes[*slot].store();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut increments = 0u64;
+            let mut i = 0u64;
+            while tokio::time::Instant::now() < stop_at {
+                let key = format!("w{w}/{i:05}");
+                if store.put(key.clone(), i.to_be_bytes().to_vec()).await.is_ok() {
+                    acked.push(key);
+                }
+                // A counter shared by both writers, moved by compare-and-swap.
+                let cur = store
+                    .get("counter", Consistency::Linearizable)
+                    .await
+                    .ok()
+                    .flatten();
+                let (rev, n) = cur.map_or((0, 0), |v| {
+                    (v.revision, u64::from_be_bytes(v.value.try_into().unwrap()))
+                });
+                if let Ok(CasOutcome::Swapped(_)) = store
+                    .compare_and_swap("counter", rev, (n + 1).to_be_bytes().to_vec())
+                    .await
+                {
+                    increments += 1;
+                }
+                i += 1;
+            }
+            (acked, increments)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[p].shutdown().await;
+    let mut acked = Vec::new();
+    let mut increments = 0;
+    for t in tasks {
+        let (a, n) = t.await.expect("writer");
+        acked.extend(a);
+        increments += n;
+    }
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+    let reader = nodes[writers[0]].store();
+    let stored = reader.range("w", Consistency::Linearizable).await.expect("range");
+    let keys: std::collections::BTreeSet<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    for k in &acked {
+        assert!(keys.contains(k.as_str()), "acknowledged write {k} lost");
+    }
+    let counter = reader
+        .get("counter", Consistency::Linearizable)
+        .await
+        .expect("get")
+        .map_or(0, |v| u64::from_be_bytes(v.value.try_into().unwrap()));
+    assert_eq!(counter, increments, "acknowledged increments");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
