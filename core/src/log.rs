@@ -9,7 +9,8 @@
 //! applications see.
 
 use crate::membership::{Change, Entry, Membership, Snapshot};
-use crate::store::{StoreAnswer, StoreData, StoreError};
+use crate::store::{DataChange, StoreAnswer, StoreData, StoreError, WATCH_HISTORY};
+use std::collections::VecDeque;
 
 /// Bytes of store data one append carries at most (beyond its first entry), so an
 /// append stays well under the frame limit.
@@ -17,6 +18,11 @@ pub(crate) const MAX_APPEND_DATA_BYTES: usize = 256 * 1024;
 
 /// Committed entries kept after compaction, for followers that are a little behind.
 pub(crate) const KEEP_COMMITTED: usize = 32;
+
+/// Committed entries kept once the log has carried store entries: under a write load
+/// a follower trails by many entries, and a snapshot costs the whole store (and ends
+/// the watches on that follower), so the log keeps more (up to 16 MiB of values).
+pub(crate) const KEEP_COMMITTED_WITH_DATA: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Log {
@@ -31,6 +37,13 @@ pub(crate) struct Log {
     data: StoreData,
     /// Store entries applied since the node last took them: index and answer.
     applied: Vec<(u64, Result<StoreAnswer, StoreError>)>,
+    /// The latest changes to the data, oldest first, for watchers.
+    history: VecDeque<DataChange>,
+    /// Every change at or after this revision is in `history`.
+    history_from: u64,
+    /// Whether this log has carried a store entry (it then keeps
+    /// [`KEEP_COMMITTED_WITH_DATA`] committed entries).
+    carries_data: bool,
 }
 
 /// Whether an append's previous entry is in this log.
@@ -48,6 +61,9 @@ impl Log {
         Log {
             data: base.data.clone(),
             applied: Vec::new(),
+            history: VecDeque::new(),
+            history_from: base.index + 1,
+            carries_data: false,
             commit: base.index,
             base,
             tail: Vec::new(),
@@ -108,6 +124,19 @@ impl Log {
     /// Takes the answers of the store entries applied since the last call.
     pub(crate) fn take_applied(&mut self) -> Vec<(u64, Result<StoreAnswer, StoreError>)> {
         std::mem::take(&mut self.applied)
+    }
+
+    /// The changes to the data at or after `from`, oldest first; or, if some of them
+    /// are no longer kept, the oldest revision from which they all are.
+    pub(crate) fn changes_since(
+        &self,
+        from: u64,
+    ) -> Result<impl Iterator<Item = &DataChange>, u64> {
+        if from < self.history_from {
+            return Err(self.history_from);
+        }
+        let skip = self.history.partition_point(|c| c.revision < from);
+        Ok(self.history.range(skip..))
     }
 
     /// Whether store entries were applied since [`take_applied`](Self::take_applied).
@@ -202,6 +231,9 @@ impl Log {
     /// conflicting uncommitted suffix. Returns whether the log changed.
     pub(crate) fn append_from_leader(&mut self, entries: &[Entry]) -> bool {
         let mut changed = false;
+        // Whether the effective configuration must be recomputed: not when only store
+        // entries were added at the end (they change no member).
+        let mut reconfigure = false;
         for e in entries {
             if e.index <= self.commit {
                 continue;
@@ -213,15 +245,17 @@ impl Log {
                     self.tail.truncate(keep);
                     self.tail.push(e.clone());
                     changed = true;
+                    reconfigure = true;
                 }
                 None if e.index == self.last_index() + 1 => {
                     self.tail.push(e.clone());
                     changed = true;
+                    reconfigure |= !matches!(e.change, Change::Data(_));
                 }
                 None => break,
             }
         }
-        if changed {
+        if reconfigure {
             let mut effective = self.committed.clone();
             for e in self.entries_after(self.commit, usize::MAX) {
                 effective.apply(&e.change);
@@ -268,7 +302,18 @@ impl Log {
         for e in &self.tail[from..=to] {
             match &e.change {
                 Change::Data(d) => {
+                    self.carries_data = true;
                     let answer = self.data.apply(e.index, d);
+                    if let Ok(StoreAnswer::Written(o)) = &answer {
+                        if let Some(change) = DataChange::of(d, o) {
+                            if self.history.len() == WATCH_HISTORY {
+                                if let Some(old) = self.history.pop_front() {
+                                    self.history_from = old.revision + 1;
+                                }
+                            }
+                            self.history.push_back(change);
+                        }
+                    }
                     self.applied.push((e.index, answer));
                 }
                 change => self.committed.apply(change),
@@ -280,11 +325,16 @@ impl Log {
     }
 
     fn compact(&mut self) {
+        let keep = if self.carries_data {
+            KEEP_COMMITTED_WITH_DATA
+        } else {
+            KEEP_COMMITTED
+        };
         let committed_in_tail = (self.commit - self.base.index) as usize;
-        if committed_in_tail <= 2 * KEEP_COMMITTED {
+        if committed_in_tail <= 2 * keep {
             return;
         }
-        let fold = committed_in_tail - KEEP_COMMITTED;
+        let fold = committed_in_tail - keep;
         for e in self.tail.drain(..fold) {
             match &e.change {
                 // The base keeps the store as of its index for the durable state; the
@@ -315,6 +365,9 @@ impl Log {
         self.committed = snap.membership.clone();
         self.effective = snap.membership.clone();
         self.data = snap.data.clone();
+        // The changes folded into the snapshot are unknown here.
+        self.history.clear();
+        self.history_from = snap.index + 1;
         for e in &keep {
             self.effective.apply(&e.change);
         }

@@ -374,3 +374,90 @@ fn a_resumed_primary_does_not_serve_its_old_data_to_a_read_asked_at_once() {
         }
     }
 }
+
+/// Watchers read the changes a node applied, in revision order, without the writes
+/// that changed nothing; a node that installed a snapshot has no changes from before
+/// it, and says from which revision it has them all.
+#[test]
+fn applied_changes_are_kept_in_order_for_watchers_and_start_afresh_at_a_snapshot() {
+    use cluster_mode_core::store::{DataChange, WATCH_HISTORY};
+    let (mut net, _, [f, g]) = settled3(4);
+    let c = register(&mut net, f, 1);
+    let del = |seq| {
+        StoreRequest::Write(Write {
+            client: c,
+            seq,
+            acked_below: 1,
+            op: WriteOp::Delete { key: "a".into() },
+        })
+    };
+    let cas_wrong = StoreRequest::Write(Write {
+        client: c,
+        seq: 4,
+        acked_below: 1,
+        op: WriteOp::CompareAndSwap {
+            key: "b".into(),
+            expected: 1,
+            value: b"x".to_vec(),
+        },
+    });
+    let requests = [put(c, 1, "a", "1"), put(c, 2, "b", "2"), del(3), cas_wrong, del(5)];
+    for (i, r) in requests.into_iter().enumerate() {
+        ask(&mut net, f, 10 + i as u64, r);
+        wait(&mut net, 10 + i as u64, 1_000).expect("committed");
+    }
+    net.run_for(50);
+    let seen: Vec<DataChange> = net.nodes[g]
+        .core
+        .store_changes(c.0)
+        .expect("kept")
+        .cloned()
+        .collect();
+    let summary: Vec<(&str, Option<&[u8]>)> = seen
+        .iter()
+        .map(|c| (c.key.as_str(), c.value.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("a", Some(&b"1"[..])), ("b", Some(&b"2"[..])), ("a", None)],
+        "the mismatched swap and the delete of an absent key change nothing"
+    );
+    assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
+
+    // More changes than are kept: the oldest are gone, and said so.
+    let mut id = 100;
+    let mut seq = 6;
+    while seq < 6 + WATCH_HISTORY as u64 + 10 {
+        let batch_start = seq;
+        for _ in 0..64 {
+            let mut w = put(c, seq, "k", "v");
+            if let StoreRequest::Write(w) = &mut w {
+                // The batch before this one was answered.
+                w.acked_below = batch_start;
+            }
+            ask(&mut net, f, id, w);
+            id += 1;
+            seq += 1;
+        }
+        for i in id - 64..id {
+            wait(&mut net, i, 2_000).expect("committed");
+        }
+    }
+    net.run_for(50);
+    let oldest = match net.nodes[g].core.store_changes(c.0) {
+        Err(oldest) => oldest,
+        Ok(_) => panic!("{} changes cannot all be kept", WATCH_HISTORY + 13),
+    };
+    assert_eq!(
+        net.nodes[g].core.store_changes(oldest).expect("kept").count(),
+        WATCH_HISTORY
+    );
+    let n = net.add_node();
+    net.run_for(2_000);
+    let revision = net.nodes[n].core.store_revision();
+    assert!(revision > 0, "the new member caught up");
+    assert!(
+        net.nodes[n].core.store_changes(1).is_err(),
+        "a snapshot's changes are unknown to the member that installed it"
+    );
+}

@@ -330,6 +330,21 @@ pub(crate) enum Control {
         cluster_mode_core::store::StoreRequest,
         oneshot::Sender<StoreResult>,
     ),
+    /// Watch the store's changes to keys with this prefix from this revision (0:
+    /// from the next change).
+    Watch(String, u64, mpsc::UnboundedSender<WatchItem>),
+}
+
+/// One item of a watch: a change, or the error that ends the watch.
+pub(crate) type WatchItem =
+    Result<cluster_mode_core::store::DataChange, cluster_mode_core::store::StoreError>;
+
+/// A watcher of the store's changes.
+struct Watcher {
+    prefix: String,
+    /// The next revision it has not been sent.
+    next: u64,
+    tx: mpsc::UnboundedSender<WatchItem>,
 }
 
 /// The core's answer to a store request.
@@ -408,6 +423,8 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         leave_waiters: Vec::new(),
         store_waiters: std::collections::BTreeMap::new(),
         next_store_id: 0,
+        watchers: Vec::new(),
+        watched_revision: 0,
         span: info_span!("cluster", node = %id, term),
         last_term: term,
         last_now: now,
@@ -438,6 +455,9 @@ struct Driver {
     /// Store requests handed to the core, by the id the core answers with.
     store_waiters: std::collections::BTreeMap<u64, oneshot::Sender<StoreResult>>,
     next_store_id: u64,
+    watchers: Vec<Watcher>,
+    /// The store revision the watchers were last fed at.
+    watched_revision: u64,
     span: tracing::Span,
     last_term: u64,
     /// The `now` of the last input handed to the core.
@@ -508,6 +528,11 @@ impl Driver {
                         let id = self.next_store_id;
                         self.store_waiters.insert(id, reply);
                         let _ = self.input(Input::Store { id, request });
+                    }
+                    Some(Control::Watch(prefix, from, tx)) => {
+                        let next = if from == 0 { self.core.store_revision() + 1 } else { from };
+                        self.watchers.push(Watcher { prefix, next, tx });
+                        self.feed_watchers();
                     }
                     None => control_open = false,
                 },
@@ -676,6 +701,36 @@ impl Driver {
         if !published {
             self.publish_status(now);
         }
+        if !self.watchers.is_empty() && self.core.store_revision() != self.watched_revision {
+            self.feed_watchers();
+        }
+    }
+
+    /// Sends every watcher the changes it has not had; ends the watches whose changes
+    /// are no longer kept (or whose receiver is gone).
+    fn feed_watchers(&mut self) {
+        let revision = self.core.store_revision();
+        self.watched_revision = revision;
+        let core = &self.core;
+        self.watchers.retain_mut(|w| {
+            if w.next > revision {
+                return !w.tx.is_closed();
+            }
+            let open = match core.store_changes(w.next) {
+                Ok(changes) => changes
+                    .filter(|c| c.key.starts_with(&w.prefix))
+                    .all(|c| w.tx.send(Ok(c.clone())).is_ok()),
+                Err(oldest) => {
+                    let _ =
+                        w.tx.send(Err(cluster_mode_core::store::StoreError::Compacted {
+                            oldest,
+                        }));
+                    false
+                }
+            };
+            w.next = revision + 1;
+            open
+        });
     }
 
     /// Records the round trip of an append or heartbeat whose reply (of `term`,

@@ -53,7 +53,7 @@ pub use data_dir::{DataDir, DataDirError};
 pub use driver::{ClusterEvent, NodeState, Transport};
 pub use server::ClusterService;
 pub use shutdown::ShutdownSignal;
-pub use store::{CasOutcome, Store, StoreOptions};
+pub use store::{CasOutcome, Store, StoreOptions, Watch};
 
 /// A fresh random node id, drawn at every process start of a node without a data
 /// directory, and at the first start of one with (P1). Deterministic under

@@ -14,7 +14,8 @@ use cluster_mode_core::store::{
     ClientId, Read, ReadAnswer, StoreAnswer, StoreRequest, Write, WriteOp, WriteOutcome,
 };
 pub use cluster_mode_core::store::{
-    Consistency, Revision, StoreError, Versioned, MAX_KEY_LEN, MAX_STORE_BYTES, MAX_VALUE_LEN,
+    Consistency, DataChange, Revision, StoreError, Versioned, MAX_KEY_LEN, MAX_STORE_BYTES,
+    MAX_VALUE_LEN,
 };
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -270,6 +271,27 @@ impl Store {
         }
     }
 
+    /// Watches the changes to keys starting with `prefix`, in revision order, from
+    /// revision `from` (0: from the next change). The changes are those this member
+    /// applies (a follower's may trail the primary's by a heartbeat); each is
+    /// delivered once, none is skipped. If changes from `from` on are no longer kept
+    /// (only the last [`WATCH_HISTORY`](cluster_mode_core::store::WATCH_HISTORY)
+    /// are, and none from before a snapshot this member installed), the watch yields
+    /// [`StoreError::Compacted`] and ends: re-read with [`range`](Self::range) and
+    /// watch from the read's revision.
+    pub async fn watch(
+        &self,
+        prefix: impl Into<String>,
+        from: Revision,
+    ) -> Result<Watch, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.control
+            .send(Control::Watch(prefix.into(), from, tx))
+            .await
+            .map_err(|_| StoreError::NoPrimary)?;
+        Ok(Watch { rx })
+    }
+
     /// Every key starting with `prefix`, in key order.
     pub async fn range(
         &self,
@@ -284,6 +306,19 @@ impl Store {
             ReadAnswer::Range { entries, .. } => Ok(entries),
             other => Err(StoreError::Invalid(format!("unexpected answer: {other:?}"))),
         }
+    }
+}
+
+/// A stream of the store's changes ([`Store::watch`]).
+#[derive(Debug)]
+pub struct Watch {
+    rx: mpsc::UnboundedReceiver<crate::driver::WatchItem>,
+}
+
+impl Watch {
+    /// The next change; an error ends the watch; `None` once the node stopped.
+    pub async fn next(&mut self) -> Option<Result<DataChange, StoreError>> {
+        self.rx.recv().await
     }
 }
 

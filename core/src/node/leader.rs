@@ -33,6 +33,10 @@ pub(super) struct Progress {
     pub(super) reply_at: Option<Instant>,
     /// It replied since its last hold renewal.
     pub(super) fresh_reply: bool,
+    /// The last index sent in an append or snapshot (0: none): entries up to it are
+    /// in flight while `matched` is below it. Store writes wait for the previous
+    /// append to be acknowledged and then go together (`store.rs`).
+    pub(super) inflight_to: u64,
     /// The roles its latest reply says it released for good.
     pub(super) released: Vec<(String, u64)>,
 }
@@ -47,6 +51,7 @@ impl Progress {
             last_heard: now,
             reply_at: None,
             fresh_reply: false,
+            inflight_to: 0,
             released: Vec::new(),
         }
     }
@@ -297,6 +302,18 @@ impl ClusterCore {
                 })
             }
         };
+        let sent_to = match &msg {
+            Message::Append(a) => a.prev_index + a.entries.len() as u64,
+            Message::Snapshot(s) => s.snapshot.index + s.entries.len() as u64,
+            _ => 0,
+        };
+        if let Some(p) = self
+            .role
+            .leading_mut()
+            .and_then(|l| l.progress.get_mut(&id))
+        {
+            p.inflight_to = sent_to;
+        }
         self.send(addr, Some(id), msg);
     }
 
@@ -351,6 +368,7 @@ impl ClusterCore {
             if released_news && self.place_roles(now) {
                 self.broadcast_append(now);
             }
+            self.send_waiting_data(now, from);
         } else {
             // Step back to the follower's hint, never below what it is known to hold.
             p.next = r

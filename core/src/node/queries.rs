@@ -178,6 +178,29 @@ impl ClusterCore {
         self.hard.term
     }
 
+    /// The key-value store as this node has applied it (its committed prefix; a
+    /// follower's may lag the primary's). For reads with a guarantee, send
+    /// `Input::Store`.
+    pub fn store_data(&self) -> &crate::store::StoreData {
+        self.log.data()
+    }
+
+    /// The revision up to which this node has applied the store: its commit index.
+    pub fn store_revision(&self) -> crate::store::Revision {
+        self.log.commit_index()
+    }
+
+    /// The changes to the store this node applied at or after revision `from`,
+    /// oldest first (the last [`WATCH_HISTORY`](crate::store::WATCH_HISTORY) are
+    /// kept, and none from before a snapshot this node installed); or
+    /// `Err(oldest)`, the revision from which they are all kept, if some are not.
+    pub fn store_changes(
+        &self,
+        from: crate::store::Revision,
+    ) -> Result<impl Iterator<Item = &crate::store::DataChange>, crate::store::Revision> {
+        self.log.changes_since(from)
+    }
+
     /// The cluster this node belongs to.
     pub fn cluster(&self) -> Option<ClusterId> {
         self.hard.cluster

@@ -71,6 +71,8 @@ pub(super) struct LeaderStore {
     reads: VecDeque<PendingRead>,
     /// When the last append round was started for waiting reads.
     read_round_at: Option<Instant>,
+    /// The index of the last store entry appended in this term (0: none).
+    last_data_index: u64,
 }
 
 impl LeaderStore {
@@ -248,13 +250,43 @@ impl ClusterCore {
     fn wait_for_entry(&mut self, now: Instant, index: u64, waiter: Waiter) {
         if let Some(l) = self.role.leading_mut() {
             l.store.writes.entry(index).or_default().push(waiter);
+            l.store.last_data_index = index;
         }
-        // A single voter commits at once; otherwise replicate now rather than at the
-        // next heartbeat.
+        // A single voter commits at once.
         if self.maybe_commit() {
             self.after_commit(now);
         }
-        self.broadcast_append(now);
+        // Replicate now rather than at the next heartbeat, to every follower that has
+        // nothing in flight; the others get this entry with everything appended
+        // meanwhile as soon as they acknowledge (`send_waiting_data`): one append per
+        // round trip per follower carries a whole batch of writes.
+        let idle: Vec<NodeId> = self
+            .role
+            .leading()
+            .map(|l| {
+                l.progress
+                    .iter()
+                    .filter(|(_, p)| p.inflight_to <= p.matched)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in idle {
+            self.send_append_to(now, id);
+        }
+    }
+
+    /// After a follower's successful acknowledgement: if nothing is in flight to it
+    /// and store entries wait for it, send them now.
+    pub(super) fn send_waiting_data(&mut self, now: Instant, to: NodeId) {
+        let waiting = self.role.leading().is_some_and(|l| {
+            l.progress
+                .get(&to)
+                .is_some_and(|p| p.inflight_to <= p.matched && l.store.last_data_index > p.matched)
+        });
+        if waiting {
+            self.send_append_to(now, to);
+        }
     }
 
     /// Whether the leader has committed an entry of its own term: only then does its

@@ -47,6 +47,47 @@ pub const MAX_IN_FLIGHT: u64 = 1024;
 /// Bookkeeping bytes counted per stored key towards [`MAX_STORE_BYTES`].
 pub const PER_KEY_OVERHEAD: usize = 64;
 
+/// How many recent changes every node keeps for watchers
+/// ([`ClusterCore::store_changes`](crate::ClusterCore::store_changes)).
+pub const WATCH_HISTORY: usize = 4096;
+
+/// One change to the data, as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataChange {
+    /// The write's revision.
+    pub revision: Revision,
+    /// The key.
+    pub key: String,
+    /// The new value, or `None` if the key was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+impl DataChange {
+    /// The change a committed write made, if it changed anything (a mismatched
+    /// compare-and-swap, a delete of an absent key or a write to a full store did
+    /// not).
+    pub fn of(entry: &DataEntry, outcome: &WriteOutcome) -> Option<DataChange> {
+        let DataEntry::Write(w) = entry else {
+            return None;
+        };
+        let (revision, value) = match outcome {
+            WriteOutcome::Put { revision } | WriteOutcome::Swapped { revision } => {
+                (*revision, w.op.value().map(<[u8]>::to_vec))
+            }
+            WriteOutcome::Deleted {
+                revision,
+                existed: true,
+            } => (*revision, None),
+            _ => return None,
+        };
+        Some(DataChange {
+            revision,
+            key: w.op.key().to_owned(),
+            value,
+        })
+    }
+}
+
 /// A client session's id: the revision at which the client registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientId(pub u64);
@@ -313,6 +354,12 @@ pub enum StoreError {
     Busy,
     /// A local read: this member's data is older than the `max_lag` asked for.
     TooStale,
+    /// A watch asked for changes older than the oldest one kept: re-read the keys
+    /// (`range`) and watch from the revision of that read.
+    Compacted {
+        /// The oldest revision from which changes are still kept.
+        oldest: Revision,
+    },
     /// The request itself is invalid (the reason says how).
     Invalid(String),
 }
@@ -341,6 +388,10 @@ impl core::fmt::Display for StoreError {
             ),
             StoreError::Busy => write!(f, "too many unacknowledged writes in this session"),
             StoreError::TooStale => write!(f, "this member's data is older than max_lag"),
+            StoreError::Compacted { oldest } => write!(
+                f,
+                "changes before revision {oldest} are no longer kept: re-read and watch from there"
+            ),
             StoreError::Invalid(why) => write!(f, "invalid request: {why}"),
         }
     }
