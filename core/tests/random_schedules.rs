@@ -367,10 +367,13 @@ fn fixed_seeds_keep_every_invariant() {
 /// probe answers naming the leader, FINDINGS #13); 90273 (a promotion that replaced a
 /// lost voter waited for the non-voter to acknowledge a role entry, a round late, and
 /// a partition and the leader's crash in that round left two voters, one dead,
-/// FINDINGS #14).
+/// FINDINGS #14); 56027 (with the cold start on answers: a recovery's founder died
+/// between its first append and its snapshot, and its supporters, having dropped the
+/// old cluster on the append, cold-started an epoch-1 cluster whose fencing tokens
+/// fell below the old ones, FINDINGS #15).
 #[test]
 fn seeds_that_once_failed_pass() {
-    const SEEDS: &[u64] = &[46712, 5656, 83599, 33688, 90273];
+    const SEEDS: &[u64] = &[46712, 5656, 83599, 33688, 90273, 56027];
     for seed in SEEDS {
         check(*seed).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -894,7 +894,10 @@ fn a_leaving_primarys_roles_move_before_its_request_reaches_the_new_leader() {
         net.declare_roles(s, 12);
     }
     net.run_until_settled(10_000).expect("settles");
-    net.run_for(3_000);
+    // Roles declared before the cluster formed reach the leader at a housekeeping
+    // round (every 2 s here), and a cold start takes well under one: wait for them.
+    wait(&mut net, 10_000, |n| holders_now(n).len() == 12).expect("every role held");
+    net.run_for(1_000);
     let held = holders_now(&net);
     assert_eq!(held.len(), 12, "{held:?}");
     let p = net.the_primary().expect("a primary");

@@ -17,7 +17,7 @@ use crate::message::Message;
 use crate::time::{duration_nanos, Instant};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tracing::info;
+use tracing::{debug, info};
 
 /// The candidate a fresh node supports.
 #[derive(Clone, Debug)]
@@ -51,6 +51,16 @@ pub(super) struct Bootstrap {
     pub(super) candidacy: Option<Candidacy>,
     pub(super) rounds: u64,
     pub(super) next_eval: Instant,
+    /// The rounds in which this node founded a cluster (a cold start or a recovery),
+    /// and the cluster: a grant of such a round that arrives after the founding is
+    /// taken as a join, and is never answered with a withdrawal. Never cleared (a
+    /// node founds a handful of clusters at most in its life).
+    pub(super) founded: BTreeMap<u64, ClusterId>,
+    /// A fresh node with a smaller id than this one's has answered a probe: this node
+    /// then leaves rule 2 to its housekeeping rounds rather than evaluating it on
+    /// every answer (it could stand only once that node's answer is too old), so
+    /// that a fleet of a thousand does not pay a look at every peer per answer.
+    pub(super) heard_smaller_id: bool,
 }
 
 /// A probe answer counts towards a bootstrap view for this many probe rounds: one
@@ -239,21 +249,77 @@ impl ClusterCore {
         &mut self,
         now: Instant,
         from: NodeId,
+        from_addr: Address,
         round: u64,
         granted: bool,
     ) {
-        let Some(c) = &mut self.boot.candidacy else {
-            return;
-        };
-        if c.round != round || !granted {
+        if !granted {
             return;
         }
+        let Some(c) = self.boot.candidacy.as_mut().filter(|c| c.round == round) else {
+            self.on_grant_of_another_round(now, from, from_addr, round);
+            return;
+        };
         let Some(addr) = c.asked.get(&from).cloned() else {
             return;
         };
         let name = self.peers.get(&addr).and_then(|p| p.name.clone());
         c.grants.insert(from, (addr, name));
         self.maybe_found(now);
+    }
+
+    /// A grant for a round that is not this node's running candidacy: a late grant
+    /// of the round it founded in, or a supporter's resent grant (see
+    /// [`ClusterCore::resend_grant`]) of a round it withdrew.
+    ///
+    /// - The round founded a cluster that this node leads: the supporter is fresh
+    ///   and would join, so it is admitted as if it had asked (a non-voter first,
+    ///   like any joiner) rather than a probe round later.
+    /// - The round founded a cluster otherwise: ignored (the supporter learns of the
+    ///   cluster from a probe, as before). A founding round is never withdrawn.
+    /// - An earlier round that ended without founding: the withdrawal is sent again.
+    ///   It may have been lost, and then the supporter would hold its support as long
+    ///   as this node answers its probes, so that no other candidate could gather it
+    ///   (random schedule 25836 once stalled so).
+    fn on_grant_of_another_round(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_addr: Address,
+        round: u64,
+    ) {
+        if let Some(cluster) = self.boot.founded.get(&round).copied() {
+            if self.role.is_leader() && self.hard.cluster == Some(cluster) {
+                let name = self.peers.get(&from_addr).and_then(|p| p.name.clone());
+                info!(supporter = %from, "a grant arrived after the founding; admitting the supporter");
+                self.on_join(now, from, from_addr, name);
+            }
+            return;
+        }
+        if round <= self.boot.rounds {
+            debug!(supporter = %from, round, "a grant of a withdrawn round; withdrawing again");
+            self.send(from_addr, Some(from), Message::BootstrapWithdraw { round });
+        }
+    }
+
+    /// A fresh node that supports another node's candidacy resends its grant once
+    /// per housekeeping round: the candidate counts it if that candidacy still runs,
+    /// and withdraws again if it ended (see
+    /// `on_grant_of_another_round`), so a lost withdrawal does not hold the support
+    /// for as long as the candidate lives.
+    pub(super) fn resend_grant(&mut self) {
+        let Some(s) = self.boot.supports.as_ref().filter(|s| s.id != self.me.id) else {
+            return;
+        };
+        let (to, id, round) = (s.addr.clone(), s.id, s.round);
+        self.send(
+            to,
+            Some(id),
+            Message::BootstrapReply {
+                round,
+                granted: true,
+            },
+        );
     }
 
     pub(super) fn on_bootstrap_withdraw(&mut self, from: NodeId, round: u64) {
@@ -361,6 +427,7 @@ impl ClusterCore {
             data: Default::default(),
         };
         self.adopt_cluster(now, cluster, 1, &snap, None);
+        self.boot.founded.insert(c.round, cluster);
         self.record_vote(self.me.id);
         self.become_leader(now);
     }

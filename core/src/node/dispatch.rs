@@ -40,7 +40,7 @@ impl ClusterCore {
                 self.on_bootstrap_request(now, from, from_addr, round)
             }
             Message::BootstrapReply { round, granted } => {
-                self.on_bootstrap_reply(now, from, round, granted)
+                self.on_bootstrap_reply(now, from, from_addr, round, granted)
             }
             Message::BootstrapWithdraw { round } => self.on_bootstrap_withdraw(from, round),
             Message::RecoveryRequest {

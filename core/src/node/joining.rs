@@ -55,6 +55,7 @@ impl ClusterCore {
                 self.join.hint = None;
             }
             self.release_gone_candidate(now);
+            self.resend_grant();
             if let (Some(_), Some((id, addr))) = (self.join.joining, self.join.hint.clone()) {
                 self.send_join(id, addr);
             } else if now >= self.boot.next_eval {

@@ -245,7 +245,7 @@ impl ClusterCore {
                 debug!(%addr, "peer unreachable");
                 // During a cold start a peer often refuses the first probe because it
                 // is not listening yet: probe again soon rather than a round later.
-                if self.hard.cluster.is_none() && self.peers.is_listed(&addr) {
+                if self.peers.mark_unreachable(&addr) && self.hard.cluster.is_none() {
                     let soon = now + self.cfg.probe_interval / UNREACHABLE_RETRY_FRACTION;
                     self.timers.set_earlier(Timer::Housekeeping, soon);
                 }

@@ -41,6 +41,9 @@ pub(super) struct Peer {
     pub(super) first_probed_at: Option<Instant>,
     /// What its latest probe answer said, if it answered as a member of a cluster.
     pub(super) member: Option<MemberAnswer>,
+    /// A message to it failed (nothing listened, at a cold start) and no probe went
+    /// to it since: if it probes this node, this node probes it back at once.
+    pub(super) unreachable: bool,
 }
 
 /// A member's probe answer: what recovery (P11) needs to know of it.
@@ -71,6 +74,7 @@ impl Peer {
             answered_at: None,
             first_probed_at: None,
             member: None,
+            unreachable: false,
         }
     }
 }
@@ -218,6 +222,7 @@ impl Peers {
         }
         peer.fresh = matches!(ack.state, ProbeState::Fresh { .. });
         peer.answered_at = Some(now);
+        peer.unreachable = false;
         peer.member = match (&ack.state, cluster) {
             (
                 ProbeState::Member {
@@ -244,6 +249,19 @@ impl Peers {
     fn mark_probed(&mut self, now: Instant, addr: &Address) {
         if let Some(p) = self.map.get_mut(addr) {
             p.first_probed_at.get_or_insert(now);
+            p.unreachable = false;
+        }
+    }
+
+    /// A message to listed address `addr` could not be delivered; returns whether
+    /// it is listed.
+    pub(super) fn mark_unreachable(&mut self, addr: &Address) -> bool {
+        match self.map.get_mut(addr) {
+            Some(p) if p.listed => {
+                p.unreachable = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -358,7 +376,19 @@ impl ClusterCore {
             name: self.me.name.clone(),
             state,
         };
-        self.send(from_addr, Some(from), Message::ProbeAck(ack));
+        self.send(from_addr.clone(), Some(from), Message::ProbeAck(ack));
+        // A fresh node probed by a listed peer that could not be reached since this
+        // node last probed it (at a cold start: it was not listening yet) probes it
+        // back at once rather than at its next round, so that every node knows every
+        // other a round trip after the last one starts. At most one probe back per
+        // failed delivery, and only to a listed address: no amplification.
+        let failed = self
+            .peers
+            .get(&from_addr)
+            .is_some_and(|p| p.listed && p.unreachable);
+        if self.hard.cluster.is_none() && failed {
+            self.probe(now, from_addr);
+        }
     }
 
     pub(super) fn on_probe_ack(
@@ -376,12 +406,24 @@ impl ClusterCore {
             let protected = protected_addrs(&self.log, &self.boot);
             self.peers.make_room(&protected);
         }
+        let news = self
+            .peers
+            .get(&from_addr)
+            .is_none_or(|p| !p.fresh || p.id != Some(from));
         self.peers
             .record_answer(now, from_addr.clone(), from, cluster, &ack);
-        // Bootstrap is evaluated once per housekeeping round, not per answer: the
-        // evaluation looks at every peer. (Evaluating on every answer made cold starts
-        // faster but broke liveness in a random schedule, seed 25836.) So only an
-        // answer from a member of a cluster is acted on here.
+        if let ProbeState::Fresh { .. } = ack.state {
+            // The answer that completes a fresh node's view lets it stand at once
+            // rather than at its next housekeeping round (P4, "When rule 2 is
+            // evaluated"). Only an answer that changes the view, to a node that no
+            // smaller id has answered, is worth the look at every peer: the others
+            // could not stand anyway, and housekeeping rounds still evaluate.
+            self.boot.heard_smaller_id |= from < self.me.id;
+            if news && !self.boot.heard_smaller_id && self.hard.cluster.is_none() {
+                self.evaluate_bootstrap(now);
+            }
+            return;
+        }
         let (
             ProbeState::Member {
                 term,
