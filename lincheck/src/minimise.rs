@@ -81,6 +81,21 @@ impl Sub {
     }
 }
 
+/// `reported` less the revisions of the writes that `local` takes as unknown because
+/// a cut falls inside them (those revisions are unknown-outcome writes' now).
+fn reported_in(reported: &[u64], local: &[(usize, Role, Operation)], ops: &[Operation]) -> Vec<u64> {
+    let cut: Vec<u64> = local
+        .iter()
+        .filter(|(_, role, _)| *role == Role::CutInFlight)
+        .filter_map(|&(i, _, _)| ops[i].written_revision())
+        .collect();
+    reported
+        .iter()
+        .copied()
+        .filter(|r| !cut.contains(r))
+        .collect()
+}
+
 /// Whether the materialised sub-history `local` (checked operations first, then
 /// witnesses) has no linearization, within `max_states`; also the states explored
 /// and the positions in `local` of the checked operations the search kept.
@@ -128,7 +143,7 @@ impl Shrinker<'_> {
         let local = sub.materialise(self.ops);
         let (violates, states, _) = judge(
             &local,
-            self.reported,
+            &reported_in(self.reported, &local, self.ops),
             sub.start.is_some(),
             self.states_left,
             self.relaxed_only,
@@ -202,7 +217,8 @@ impl Shrinker<'_> {
     /// Keeps in `checked` only what the cuts and the search keep.
     fn normalise(&self, mut sub: Sub) -> Sub {
         let local = sub.materialise(self.ops);
-        let (_, _, kept) = judge(&local, self.reported, sub.start.is_some(), 0, true);
+        let reported = reported_in(self.reported, &local, self.ops);
+        let (_, _, kept) = judge(&local, &reported, sub.start.is_some(), 0, true);
         sub.checked = kept.into_iter().map(|k| local[k].0).collect();
         sub
     }
@@ -268,4 +284,44 @@ pub(crate) fn minimise(
     let sub = s.normalise(sub);
     let sub = s.drop_reads_and_witnesses(sub);
     s.normalise(sub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{linearizable_history, Config};
+    use crate::{check, CheckError};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+        /// The witness a violation shows, judged on its own (with its cuts), has no
+        /// linearization; and it is no longer than the key's history.
+        #[test]
+        fn the_witness_itself_violates(seed: u64, clients in 1usize..8, unknown in 0u32..300, pick: prop::sample::Index) {
+            let config = Config { clients, operations: 80, keys: 2, unknown_permille: unknown, ..Config::default() };
+            let mut h = linearizable_history(seed, &config);
+            let reads: Vec<usize> = (0..h.operations.len())
+                .filter(|&i| matches!(h.operations[i].outcome, Outcome::Found { .. }))
+                .collect();
+            prop_assume!(!reads.is_empty());
+            let i = reads[pick.index(reads.len())];
+            let mod_revision = h.operations[i].observed_revision();
+            h.operations[i].outcome = Outcome::Found { value: b"never".to_vec(), mod_revision };
+            let Err(CheckError::Violation(v)) = check(&h) else {
+                return Err(TestCaseError::fail("not rejected"));
+            };
+            if v.kind == crate::ViolationKind::NotLinearizable {
+                let mut reported: Vec<u64> =
+                    h.operations.iter().filter_map(Operation::written_revision).collect();
+                reported.sort_unstable();
+                let reported = reported_in(&reported, &v.operations, &h.operations);
+                let (violates, _, _) =
+                    judge(&v.operations, &reported, v.elided_before.is_some(), 1_000_000, false);
+                prop_assert!(violates, "{}", v);
+                prop_assert!(v.operations.iter().any(|(k, _, _)| *k == i), "{}", v);
+            }
+        }
+    }
 }

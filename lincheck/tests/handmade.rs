@@ -267,6 +267,22 @@ fn unknown_write_revealed_below_its_floor() {
 }
 
 #[test]
+fn unknown_write_applied_twice() {
+    // A maybe-committed put is seen at revision 5, overwritten at 6, then seen again
+    // at 8: it would have to take effect twice. (Only the exact pass of the search
+    // catches this; the relaxed pass lets unknown writes repeat.)
+    let mut b = B::default();
+    b.put_unknown(1, 0, 5, "x", "a")
+        .get(2, 10, 20, "x", "a", 5)
+        .put(3, 30, 40, "x", "b", 6)
+        .get(2, 50, 60, "x", "a", 8);
+    rejected(b.history(), ViolationKind::NotLinearizable);
+    // Two maybe-committed puts of the same value make it linearizable.
+    b.put_unknown(4, 1, 5, "x", "a");
+    accepted(b.history());
+}
+
+#[test]
 fn violation_is_shrunk_from_a_long_history() {
     // 200 correct write/read pairs on x and y, then a stale read of x at the end.
     let mut b = B::default();
