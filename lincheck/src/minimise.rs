@@ -83,7 +83,11 @@ impl Sub {
 
 /// `reported` less the revisions of the writes that `local` takes as unknown because
 /// a cut falls inside them (those revisions are unknown-outcome writes' now).
-fn reported_in(reported: &[u64], local: &[(usize, Role, Operation)], ops: &[Operation]) -> Vec<u64> {
+fn reported_in(
+    reported: &[u64],
+    local: &[(usize, Role, Operation)],
+    ops: &[Operation],
+) -> Vec<u64> {
     let cut: Vec<u64> = local
         .iter()
         .filter(|(_, role, _)| *role == Role::CutInFlight)

@@ -353,10 +353,14 @@ pub(crate) fn step(s: State, op: &KeyOp) -> Option<State> {
     let mut s = s;
     if let Rev::Between { lo, below } = s.rev {
         if s.presence != Presence::Absent && op.ceil < below {
-            if lo >= op.ceil {
+            if lo < op.ceil {
+                s.rev = Rev::Between { lo, below: op.ceil };
+            } else if s.presence == Presence::Unknown {
+                // No revision fits: the key can only be absent.
+                s = absent(s)?;
+            } else {
                 return None;
             }
-            s.rev = Rev::Between { lo, below: op.ceil };
         }
     }
     match op.step {
