@@ -138,6 +138,32 @@ fn stale_read_after_primary_change() {
 }
 
 #[test]
+fn concurrent_writes_follow_their_revisions() {
+    // Two concurrent puts commit at 5 and 6: the log says b is last. A read after
+    // both returned that sees a (at 5) is stale, though a order "b then a" would
+    // explain the value.
+    let mut b = B::default();
+    b.put(1, 0, 100, "x", "a", 5)
+        .put(2, 10, 90, "x", "b", 6)
+        .get(3, 200, 210, "x", "a", 5);
+    rejected(b.history(), ViolationKind::NotLinearizable);
+    // All concurrent, so real time orders nothing: only the revisions do. The swap
+    // expected revision 5 and committed at 7, so nothing was written at 6 between
+    // them; but a was.
+    let mut b = B::default();
+    b.put(1, 0, 100, "x", "b", 5)
+        .put(2, 0, 100, "x", "a", 6)
+        .cas(3, 0, 100, "x", 5, "c", Outcome::Swapped { revision: 7 });
+    rejected(b.history(), ViolationKind::NotLinearizable);
+    // Seeing b at 6 is fine.
+    let mut b = B::default();
+    b.put(1, 0, 100, "x", "a", 5)
+        .put(2, 10, 90, "x", "b", 6)
+        .get(3, 200, 210, "x", "b", 6);
+    accepted(b.history());
+}
+
+#[test]
 fn stale_read_shown_by_a_write_to_another_key() {
     // The write of b to x is still in flight when the read starts, but a write to y
     // at a later revision returned before the read began: the read comes after
