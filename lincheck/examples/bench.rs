@@ -2,8 +2,12 @@
 //! over 50 keys, 10% unknown outcomes (half of those writes took effect).
 //!
 //! ```text
-//! cargo run --release -p cluster-mode-lincheck --example bench [seeds]
+//! cargo run --release -p cluster-mode-lincheck --example bench [seeds] [values] [keys]
 //! ```
+//!
+//! `values` (default 1,000) is how many distinct values writes draw from: fewer
+//! values make unknown-outcome writes harder to tell apart. `keys` (default 50):
+//! fewer keys mean more operations on one key overlapping in time.
 //!
 //! For each seed it prints the check time of the linearizable history, and of the
 //! same history with one read changed to a value never written (which must be
@@ -22,8 +26,14 @@ fn main() {
     let config = Config {
         clients: 64,
         operations: 20_000,
-        keys: 50,
-        values: 1_000,
+        keys: std::env::args()
+            .nth(3)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(50),
+        values: std::env::args()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000),
         unknown_permille: 100,
         failed_permille: 20,
         max_duration: 2_000_000,

@@ -170,14 +170,17 @@ impl Operation {
                 self.ret, self.invoke
             ));
         }
-        let fits = match (&self.op, &self.outcome) {
-            (_, Outcome::Unknown | Outcome::Failed) => true,
-            (Op::Put { .. }, Outcome::Put { .. }) => true,
-            (Op::Delete { .. }, Outcome::Deleted { .. }) => true,
-            (Op::CompareAndSwap { .. }, Outcome::Swapped { .. } | Outcome::Mismatch { .. }) => true,
-            (Op::Get { .. }, Outcome::Found { .. } | Outcome::Absent) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (&self.op, &self.outcome),
+            (_, Outcome::Unknown | Outcome::Failed)
+                | (Op::Put { .. }, Outcome::Put { .. })
+                | (Op::Delete { .. }, Outcome::Deleted { .. })
+                | (
+                    Op::CompareAndSwap { .. },
+                    Outcome::Swapped { .. } | Outcome::Mismatch { .. }
+                )
+                | (Op::Get { .. }, Outcome::Found { .. } | Outcome::Absent)
+        );
         if !fits {
             return Some("the outcome belongs to another kind of operation".to_string());
         }

@@ -166,9 +166,12 @@ impl<'a> Search<'a> {
         let mut stack: Vec<(usize, State)> = Vec::new();
         let mut state = initial;
         let mut states = 0u64;
-        // At each node the candidates are tried in two passes over the entries before
-        // the first pending return: definite operations, then unknown-outcome writes.
-        let mut unknown_pass = false;
+        // At each node the candidates are tried in passes over the entries before the
+        // first pending return: 0, definite operations; 1, unknown-outcome writes not
+        // used yet on this path; 2 (relaxed only), those already used. So a relaxed
+        // linearization that uses each of them once is found first when there is one.
+        let mut phase = 0u8;
+        let mut uses = vec![0u32; self.nu];
         let mut e = self.next[HEAD];
         loop {
             if done_count == self.nd {
@@ -184,8 +187,8 @@ impl<'a> Search<'a> {
                 return (Verdict::Linearizable, states);
             }
             if e == NIL || self.is_return[e] {
-                if !unknown_pass && self.nu > 0 {
-                    unknown_pass = true;
+                if self.nu > 0 && (phase == 0 || (phase == 1 && relaxed)) {
+                    phase += 1;
                     e = self.next[HEAD];
                     continue;
                 }
@@ -205,13 +208,14 @@ impl<'a> Search<'a> {
                     done_count -= 1;
                     self.relink(self.ret_entry[i]);
                     self.relink(self.call_entry[i]);
-                    unknown_pass = false;
+                    phase = 0;
                 } else {
                     if !relaxed {
                         flip(&mut used, self.bit[i]);
                         self.relink(self.call_entry[i]);
                     }
-                    unknown_pass = true;
+                    uses[self.bit[i]] -= 1;
+                    phase = if uses[self.bit[i]] == 0 { 1 } else { 2 };
                 }
                 e = self.next[self.call_entry[i]];
                 continue;
@@ -225,7 +229,12 @@ impl<'a> Search<'a> {
             let after_unknown = stack
                 .last()
                 .is_some_and(|&(top, _)| !self.ops[top].step.definite());
-            if definite == unknown_pass || (after_unknown && self.ops[i].step.blind()) {
+            let in_phase = match phase {
+                0 => definite,
+                1 => !definite && uses[self.bit[i]] == 0,
+                _ => !definite && uses[self.bit[i]] > 0,
+            };
+            if !in_phase || (after_unknown && self.ops[i].step.blind()) {
                 e = self.next[e];
                 continue;
             }
@@ -265,10 +274,13 @@ impl<'a> Search<'a> {
                 done_count += 1;
                 self.unlink(self.call_entry[i]);
                 self.unlink(self.ret_entry[i]);
-            } else if !relaxed {
-                self.unlink(self.call_entry[i]);
+            } else {
+                uses[self.bit[i]] += 1;
+                if !relaxed {
+                    self.unlink(self.call_entry[i]);
+                }
             }
-            unknown_pass = false;
+            phase = 0;
             e = self.next[HEAD];
         }
     }
