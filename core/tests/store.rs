@@ -401,7 +401,13 @@ fn applied_changes_are_kept_in_order_for_watchers_and_start_afresh_at_a_snapshot
             value: b"x".to_vec(),
         },
     });
-    let requests = [put(c, 1, "a", "1"), put(c, 2, "b", "2"), del(3), cas_wrong, del(5)];
+    let requests = [
+        put(c, 1, "a", "1"),
+        put(c, 2, "b", "2"),
+        del(3),
+        cas_wrong,
+        del(5),
+    ];
     for (i, r) in requests.into_iter().enumerate() {
         ask(&mut net, f, 10 + i as u64, r);
         wait(&mut net, 10 + i as u64, 1_000).expect("committed");
@@ -449,7 +455,11 @@ fn applied_changes_are_kept_in_order_for_watchers_and_start_afresh_at_a_snapshot
         Ok(_) => panic!("{} changes cannot all be kept", WATCH_HISTORY + 13),
     };
     assert_eq!(
-        net.nodes[g].core.store_changes(oldest).expect("kept").count(),
+        net.nodes[g]
+            .core
+            .store_changes(oldest)
+            .expect("kept")
+            .count(),
         WATCH_HISTORY
     );
     let n = net.add_node();
