@@ -471,3 +471,115 @@ fn applied_changes_are_kept_in_order_for_watchers_and_start_afresh_at_a_snapshot
         "a snapshot's changes are unknown to the member that installed it"
     );
 }
+
+mod hostile {
+    //! Store messages with any content, from members and from strangers, to the
+    //! leader and to followers: no panic, no broken invariant, and a member's bad
+    //! request is answered with an error rather than applied.
+
+    use super::*;
+    use cluster_mode_core::store::{StoreAnswer, StoreError};
+    use cluster_mode_core::{Envelope, Message, NodeId, PROTOCOL_VERSION};
+    use proptest::prelude::*;
+
+    fn write_op() -> impl Strategy<Value = WriteOp> {
+        let key = proptest::collection::vec(any::<char>(), 0..600)
+            .prop_map(|c| c.into_iter().collect::<String>());
+        let value = (0usize..20_000).prop_map(|n| vec![7u8; n]);
+        prop_oneof![
+            (key.clone(), value.clone()).prop_map(|(key, value)| WriteOp::Put { key, value }),
+            key.clone().prop_map(|key| WriteOp::Delete { key }),
+            (key, any::<u64>(), value).prop_map(|(key, expected, value)| {
+                WriteOp::CompareAndSwap {
+                    key,
+                    expected,
+                    value,
+                }
+            }),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = StoreRequest> {
+        let consistency = prop_oneof![
+            Just(Consistency::Linearizable),
+            Just(Consistency::Lease),
+            any::<u64>().prop_map(|ns| Consistency::Local {
+                max_lag: Duration::from_nanos(ns)
+            }),
+        ];
+        prop_oneof![
+            Just(StoreRequest::Register),
+            (any::<u64>(), any::<u64>(), any::<u64>(), write_op()).prop_map(
+                |(client, seq, acked_below, op)| StoreRequest::Write(Write {
+                    client: ClientId(client),
+                    seq,
+                    acked_below,
+                    op,
+                })
+            ),
+            ("[a-z/]{0,8}", any::<u32>(), consistency).prop_map(|(prefix, limit, consistency)| {
+                StoreRequest::Read {
+                    read: Read::Range { prefix, limit },
+                    consistency,
+                }
+            }),
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Result<StoreAnswer, StoreError>> {
+        prop_oneof![
+            any::<u64>().prop_map(|c| Ok(StoreAnswer::Registered(ClientId(c)))),
+            any::<u64>().prop_map(|r| Ok(StoreAnswer::Written(WriteOutcome::Put { revision: r }))),
+            Just(Err(StoreError::MaybeCommitted)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_store_message_leaves_every_invariant_intact(
+            seed in 1u64..4,
+            requests in proptest::collection::vec((0usize..3, any::<bool>(), any::<u64>(), request()), 1..12),
+            replies in proptest::collection::vec((0usize..3, any::<u64>(), reply()), 0..6),
+        ) {
+            let (mut net, p, _) = settled3(seed);
+            for (from, stranger, id, request) in requests {
+                let to = p;
+                let f = &net.nodes[from].core;
+                let env = Envelope {
+                    version: PROTOCOL_VERSION,
+                    cluster: f.cluster(),
+                    from: if stranger { NodeId(0xdead_beef) } else { f.identity().id },
+                    from_addr: f.identity().addr.clone(),
+                    to: Some(net.nodes[to].core.identity().id),
+                    msg: Message::StoreRequest { id, request },
+                };
+                if from != to {
+                    net.input(to, Input::Message(env));
+                }
+            }
+            for (to, id, result) in replies {
+                let from = (to + 1) % 3;
+                let f = &net.nodes[from].core;
+                let env = Envelope {
+                    version: PROTOCOL_VERSION,
+                    cluster: f.cluster(),
+                    from: f.identity().id,
+                    from_addr: f.identity().addr.clone(),
+                    to: Some(net.nodes[to].core.identity().id),
+                    msg: Message::StoreReply { id, result },
+                };
+                net.input(to, Input::Message(env));
+            }
+            net.run_for(200);
+            prop_assert!(net.checker.violations.is_empty(), "{:?}", net.checker.violations);
+            // Nothing was answered to this node's application: those were not its requests.
+            prop_assert!(net.store_replies.is_empty(), "{:?}", net.store_replies);
+            // The data stays within its limits on every member.
+            for n in &net.nodes {
+                prop_assert!(n.core.store_data().bytes() <= cluster_mode_core::store::MAX_STORE_BYTES);
+            }
+            prop_assert!(net.settled(), "the cluster still has one agreed primary");
+        }
+    }
+}
