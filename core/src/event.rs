@@ -124,6 +124,13 @@ pub enum Command {
     /// commands of an input that changed its term, vote, cluster or log; heartbeats
     /// never do. See [`DurableState`](crate::DurableState).
     Persist(crate::DurableState),
+    /// Entries appended to the durable log since the last `Persist` or
+    /// `PersistAppend`: the rest of the durable state is unchanged. Only a core made
+    /// [`durable`](crate::ClusterCore::durable) emits it, at the front of the
+    /// commands like `Persist`; the shell appends them crash-safely before carrying
+    /// out the commands after it. A shell may instead persist the whole
+    /// [`durable_state`](crate::ClusterCore::durable_state).
+    PersistAppend(Vec<crate::Entry>),
     /// `leave` finished: the node is out of the configuration (or gave up waiting).
     /// The shell may stop now.
     LeaveFinished,

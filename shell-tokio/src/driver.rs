@@ -639,6 +639,17 @@ impl Driver {
                         return;
                     }
                 }
+                Command::PersistAppend(entries) => {
+                    if let Err(e) = self.persist_append(&entries) {
+                        error!(error = %e, "cannot persist the node's log; stopping the node");
+                        self.subscribers.publish(&ClusterEvent::Failed {
+                            error: e.clone(),
+                            at: now,
+                        });
+                        self.failure = Some(e);
+                        return;
+                    }
+                }
                 Command::Send { to, msg, class } => {
                     if !published {
                         self.publish_status(now);
@@ -762,6 +773,18 @@ impl Driver {
 
     /// Writes `state` to the node's storage, synchronously: it is small and written
     /// only when the term, vote, cluster or log changed, never on a heartbeat.
+    fn persist_append(&self, entries: &[cluster_mode_core::Entry]) -> Result<(), String> {
+        let Some(storage) = &self.storage else {
+            return Err(
+                "the core asked to persist its log but the node has no data directory".into(),
+            );
+        };
+        let id = self.core.identity().id;
+        storage.append(id, entries).map_err(|e| e.to_string())?;
+        bump(&self.counters.persist_writes);
+        Ok(())
+    }
+
     fn persist(&self, state: &DurableState) -> Result<(), String> {
         let Some(storage) = &self.storage else {
             // A core is made durable only together with a storage.

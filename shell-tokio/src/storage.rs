@@ -36,6 +36,19 @@ impl Storage {
     }
 
     /// The directory, for errors.
+    /// Appends entries to the stored state's log (`Command::PersistAppend`).
+    pub(crate) fn append(
+        &self,
+        state_id: cluster_mode_core::NodeId,
+        entries: &[cluster_mode_core::Entry],
+    ) -> Result<(), DataDirError> {
+        match self {
+            Storage::Dir(d) => d.append(state_id, entries),
+            #[cfg(feature = "sim")]
+            Storage::Memory(m) => m.append(entries),
+        }
+    }
+
     pub(crate) fn dir(&self) -> PathBuf {
         match self {
             Storage::Dir(d) => d.path().to_path_buf(),
@@ -76,6 +89,8 @@ mod memory {
     #[derive(Debug, Default)]
     struct Disk {
         file: Option<Vec<u8>>,
+        /// Entries appended since the file was written.
+        appended: Vec<cluster_mode_core::Entry>,
         fail_writes: bool,
     }
 
@@ -90,7 +105,10 @@ mod memory {
 
         /// The state last stored, if any and if it decodes.
         pub fn state(&self) -> Option<DurableState> {
-            self.lock().file.as_deref().and_then(|b| decode(b).ok())
+            let g = self.lock();
+            let (mut state, _) = g.file.as_deref().and_then(|b| decode(b).ok())?;
+            state.entries.extend(g.appended.iter().cloned());
+            Some(state)
         }
 
         /// Makes every later write fail (`true`) or succeed again (`false`), to test a
@@ -101,7 +119,9 @@ mod memory {
 
         /// Overwrites the stored bytes (`None`: no state file), to test damage.
         pub fn set_bytes(&self, bytes: Option<Vec<u8>>) {
-            self.lock().file = bytes;
+            let mut g = self.lock();
+            g.file = bytes;
+            g.appended.clear();
         }
 
         pub(crate) fn load(&self) -> Result<Option<DurableState>, DataDirError> {
@@ -109,13 +129,29 @@ mod memory {
             let Some(bytes) = g.file.as_deref() else {
                 return Ok(None);
             };
-            decode(bytes)
-                .map(Some)
-                .map_err(|reason| DataDirError::Damaged {
-                    dir: PathBuf::from(Self::PATH),
-                    file: PathBuf::from(Self::PATH),
-                    reason,
-                })
+            let (mut state, _) = decode(bytes).map_err(|reason| DataDirError::Damaged {
+                dir: PathBuf::from(Self::PATH),
+                file: PathBuf::from(Self::PATH),
+                reason,
+            })?;
+            state.entries.extend(g.appended.iter().cloned());
+            Ok(Some(state))
+        }
+
+        pub(crate) fn append(
+            &self,
+            entries: &[cluster_mode_core::Entry],
+        ) -> Result<(), DataDirError> {
+            let mut g = self.lock();
+            if g.fail_writes {
+                return Err(DataDirError::Io {
+                    op: "append to",
+                    path: PathBuf::from(Self::PATH),
+                    source: std::io::Error::other("simulated write failure"),
+                });
+            }
+            g.appended.extend_from_slice(entries);
+            Ok(())
         }
 
         pub(crate) fn store(&self, state: &DurableState) -> Result<(), DataDirError> {
@@ -127,7 +163,8 @@ mod memory {
                     source: std::io::Error::other("simulated write failure"),
                 });
             }
-            g.file = Some(encode(state));
+            g.file = Some(encode(state, 1));
+            g.appended.clear();
             Ok(())
         }
 

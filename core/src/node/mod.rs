@@ -211,14 +211,29 @@ impl ClusterCore {
 
     /// Queues a `Persist` ahead of this input's other commands if the durable state
     /// changed: they may announce a vote or an acknowledgement that rests on it.
+    ///
+    /// When only entries were added after the last persisted entry (a follower or
+    /// leader adding to its log, the common case under a write load), only those are
+    /// handed out (`PersistAppend`): the shell appends them to what it has.
     fn persist_if_changed(&mut self) {
         let Some(before) = self.persisted else { return };
         let now = self.fingerprint();
-        if now != before {
-            self.persisted = Some(now);
-            let state = self.durable_state();
-            self.out.commands.push_front(Command::Persist(state));
+        if now == before {
+            return;
         }
+        self.persisted = Some(now);
+        let extends = now.cluster == before.cluster
+            && now.term == before.term
+            && now.voted_for == before.voted_for
+            && now.base == before.base
+            && now.last.0 > before.last.0
+            && self.log.term_at(before.last.0) == Some(before.last.1);
+        let cmd = if extends {
+            Command::PersistAppend(self.log.entries_after(before.last.0, usize::MAX).to_vec())
+        } else {
+            Command::Persist(self.durable_state())
+        };
+        self.out.commands.push_front(cmd);
     }
 
     /// Handles one event at `now`. Afterwards drain [`poll_command`](Self::poll_command)

@@ -632,6 +632,19 @@ impl Net {
                 self.persists += 1;
                 self.nodes[slot].disk = Some(state);
             }
+            Command::PersistAppend(entries) => {
+                self.persists += 1;
+                let full = self.nodes[slot].core.durable_state();
+                let disk = self.nodes[slot]
+                    .disk
+                    .as_mut()
+                    .expect("an append follows a full state");
+                disk.entries.extend(entries);
+                assert_eq!(
+                    *disk, full,
+                    "the appended state is the node's durable state"
+                );
+            }
             Command::Role(event) if self.role_events.is_some() || self.record_trace => {
                 if let Some(events) = &mut self.role_events {
                     events.push((self.now, slot, event.clone()));
