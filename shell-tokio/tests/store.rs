@@ -18,7 +18,10 @@ async fn writes_through_any_member_are_read_back_at_every_consistency() {
     let f = (p + 1) % 3;
     let g = (p + 2) % 3;
     let store = nodes[f].store();
-    let r1 = store.put("flags/dark-mode", b"on".to_vec()).await.expect("put");
+    let r1 = store
+        .put("flags/dark-mode", b"on".to_vec())
+        .await
+        .expect("put");
     let v = nodes[g]
         .store()
         .get("flags/dark-mode", Consistency::Linearizable)
@@ -26,11 +29,16 @@ async fn writes_through_any_member_are_read_back_at_every_consistency() {
         .expect("get")
         .expect("present");
     assert_eq!((v.value.as_slice(), v.revision), (&b"on"[..], r1));
-    let lease = nodes[p].store().get("flags/dark-mode", Consistency::Lease).await;
+    let lease = nodes[p]
+        .store()
+        .get("flags/dark-mode", Consistency::Lease)
+        .await;
     assert_eq!(lease.expect("lease read").map(|v| v.revision), Some(r1));
 
     assert_eq!(
-        store.compare_and_swap("flags/dark-mode", r1 + 100, "off").await,
+        store
+            .compare_and_swap("flags/dark-mode", r1 + 100, "off")
+            .await,
         Ok(CasOutcome::Mismatch { current: r1 })
     );
     let swapped = store.compare_and_swap("flags/dark-mode", r1, "off").await;
@@ -38,11 +46,22 @@ async fn writes_through_any_member_are_read_back_at_every_consistency() {
         panic!("swap: {swapped:?}")
     };
     assert!(r2 > r1);
-    assert_eq!(store.delete("flags/dark-mode").await.map(|(_, e)| e), Ok(true));
-    let all = nodes[g].store().range("flags/", Consistency::Linearizable).await;
+    assert_eq!(
+        store.delete("flags/dark-mode").await.map(|(_, e)| e),
+        Ok(true)
+    );
+    let all = nodes[g]
+        .store()
+        .range("flags/", Consistency::Linearizable)
+        .await;
     assert_eq!(all, Ok(Vec::new()));
-    let too_big = store.put("k", vec![0u8; cluster_mode::store::MAX_VALUE_LEN + 1]).await;
-    assert!(matches!(too_big, Err(StoreError::TooLarge { .. })), "{too_big:?}");
+    let too_big = store
+        .put("k", vec![0u8; cluster_mode::store::MAX_VALUE_LEN + 1])
+        .await;
+    assert!(
+        matches!(too_big, Err(StoreError::TooLarge { .. })),
+        "{too_big:?}"
+    );
     for n in &nodes {
         n.shutdown().await;
     }
@@ -68,7 +87,11 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
             let mut i = 0u64;
             while tokio::time::Instant::now() < stop_at {
                 let key = format!("w{w}/{i:05}");
-                if store.put(key.clone(), i.to_be_bytes().to_vec()).await.is_ok() {
+                if store
+                    .put(key.clone(), i.to_be_bytes().to_vec())
+                    .await
+                    .is_ok()
+                {
                     acked.push(key);
                 }
                 // A counter shared by both writers, moved by compare-and-swap.
@@ -102,7 +125,10 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
     }
     assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
     let reader = nodes[writers[0]].store();
-    let stored = reader.range("w", Consistency::Linearizable).await.expect("range");
+    let stored = reader
+        .range("w", Consistency::Linearizable)
+        .await
+        .expect("range");
     let keys: std::collections::BTreeSet<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
     for k in &acked {
         assert!(keys.contains(k.as_str()), "acknowledged write {k} lost");
@@ -113,6 +139,49 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
         .expect("get")
         .map_or(0, |v| u64::from_be_bytes(v.value.try_into().unwrap()));
     assert_eq!(counter, increments, "acknowledged increments");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Concurrent writes of large values make the primary's appends carry several entries
+/// at once, well over 64 KiB (up to 256 KiB of store data): every follower still
+/// applies them all. With the body limit once at 64 KiB, a follower refused such an
+/// append with 413 and, sent the same append again and again, was cut off for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_keep_up_when_appends_carry_over_64_kib() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let big = cluster_mode::store::MAX_VALUE_LEN;
+    let puts: Vec<_> = (0..16u8)
+        .map(|i| {
+            let store = nodes[p].store();
+            tokio::spawn(async move { store.put(format!("big/{i:02}"), vec![i; big]).await })
+        })
+        .collect();
+    for put in puts {
+        put.await.expect("task").expect("put");
+    }
+    for f in (0..3).filter(|i| *i != p) {
+        let store = nodes[f].store();
+        let local = Consistency::Local {
+            max_lag: Duration::from_secs(1),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let held = store.range("big/", local).await.map(|v| v.len());
+            if held == Ok(16) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "follower {f} holds {held:?} of the 16 large values after 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     for n in &nodes {
         n.shutdown().await;
     }
