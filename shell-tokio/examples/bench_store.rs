@@ -56,7 +56,7 @@ mod bench {
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
@@ -486,8 +486,17 @@ mod bench {
             Ok(o) => {
                 let text = String::from_utf8_lossy(&o.stdout).to_string()
                     + &String::from_utf8_lossy(&o.stderr);
+                // The verdict lines, cut from the progress bar they may share a line with.
+                const WORDS: [&str; 6] =
+                    ["PASS", "FAIL", "Throughput", "Slowest", "Stddev", "Error"];
                 text.split(['\n', '\r'])
-                    .filter(|l| !l.trim().is_empty() && !l.contains('%') && !l.contains("[="))
+                    .filter_map(|l| {
+                        WORDS
+                            .iter()
+                            .filter_map(|w| l.find(w))
+                            .min()
+                            .map(|i| &l[i..])
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             }

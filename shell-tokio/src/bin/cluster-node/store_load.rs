@@ -26,6 +26,15 @@
 //! session), then all start together; the write phase puts until `secs` ran out; each
 //! read phase gets the client's own keys, in turn, at its consistency. A client that
 //! fails a request counts the error and goes on.
+//!
+//! The line: `STORE_LOAD {"node", "role" (primary or follower when the load started),
+//! "members", "clients", "value_bytes", "keys", "term", "primary_changed" (the term
+//! moved during the load), "writes": PHASE, "reads": {"linearizable": PHASE, "lease":
+//! PHASE, "local": PHASE}}` where PHASE is `{"ops" (answered without error), "secs",
+//! "ops_per_s", "p50_ms", "p99_ms", "max_ms" (latency, nearest rank), "errors",
+//! "first_error"}`; or `{"skipped": why}` on a node that does not run it, or
+//! `{"error": why}`. The clients run in the node's own process, as an application's
+//! would: a request does not cross the network to reach the node it is asked of.
 
 use cluster_mode::store::{Consistency, StoreError};
 use cluster_mode::Cluster;
@@ -324,6 +333,7 @@ async fn load(cluster: &Cluster, spec: &LoadSpec, min_nodes: usize) -> Result<Va
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let me = cluster.id();
+    let term = cluster.status().term;
     let members = cluster.members();
     let role = if primary.id == me {
         "primary"
@@ -394,7 +404,8 @@ async fn load(cluster: &Cluster, spec: &LoadSpec, min_nodes: usize) -> Result<Va
             reads.insert(kind.name().into(), tally.report(elapsed));
         }
     }
-    let primary_after = cluster.primary().map(|p| p.id);
+    // One leader per term: the same term at the end means the same primary throughout.
+    let term_after = cluster.status().term;
     Ok(json!({
         "node": cluster.address(),
         "role": role,
@@ -402,7 +413,8 @@ async fn load(cluster: &Cluster, spec: &LoadSpec, min_nodes: usize) -> Result<Va
         "clients": spec.clients,
         "value_bytes": spec.value,
         "keys": spec.per_client() * spec.clients,
-        "primary_changed": primary_after != Some(primary.id),
+        "term": term,
+        "primary_changed": term_after != term,
         "writes": writes,
         "reads": reads,
     }))
