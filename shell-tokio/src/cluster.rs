@@ -322,7 +322,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// The largest accepted request body (default 64 KiB).
+    /// The largest accepted request body (default
+    /// [`DEFAULT_MAX_BODY`](crate::server::DEFAULT_MAX_BODY), 1 MiB: the largest frame).
+    /// Below 1 MiB, a follower that falls behind by more than the limit in store
+    /// entries, or needs a snapshot of a larger store, never catches up.
     #[must_use]
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;

@@ -73,8 +73,12 @@ pub fn recover_body(id: cluster_mode_core::NodeId) -> String {
 /// The default most connections a node's own listener keeps open at once
 /// (`ClusterBuilder::max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-/// The default largest accepted request body (64 KiB; a heartbeat is under 100 bytes).
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// The default largest accepted request body: the largest frame the protocol sends
+/// ([`MAX_FRAME_LEN`](cluster_mode_core::message::MAX_FRAME_LEN), 1 MiB). A heartbeat is
+/// under 100 bytes, but an append carries up to 256 KiB of store entries beyond its
+/// first and a snapshot the whole store (P14): a lower limit cuts a follower off for
+/// good once it is that far behind (the primary resends the same append).
+pub const DEFAULT_MAX_BODY: usize = cluster_mode_core::message::MAX_FRAME_LEN;
 
 /// The JSON document of `GET /cluster/v1/status`.
 #[derive(Clone, Debug, Serialize)]

@@ -50,7 +50,14 @@ async fn every_rejection_is_a_4xx_and_the_node_keeps_serving() {
     let before = nodes[target].status();
 
     // 413: over the body limit.
-    let (code, _) = request(addr, "POST", PATH_MESSAGE, &[], &vec![0u8; 100_000]).await;
+    let (code, _) = request(
+        addr,
+        "POST",
+        PATH_MESSAGE,
+        &[],
+        &vec![0u8; cluster_mode::server::DEFAULT_MAX_BODY + 1],
+    )
+    .await;
     assert_eq!(code, 413);
     // 400: not a frame.
     let (code, _) = request(

@@ -100,7 +100,7 @@ fn junk(n: u64) -> (&'static str, &'static str, usize, Vec<u8>) {
         }
         _ => match r % 3 {
             // Over the body limit, declared (answered 413 without reading it).
-            0 => ("POST", PATH_MESSAGE, 1 << 20, Vec::new()),
+            0 => ("POST", PATH_MESSAGE, (1 << 20) + 1, Vec::new()),
             1 => ("POST", "/no/such/path", 0, Vec::new()),
             _ => ("PUT", PATH_STATUS, 0, Vec::new()),
         },

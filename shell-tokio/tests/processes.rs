@@ -236,3 +236,50 @@ async fn graceful_handovers_never_two_primaries() {
     );
     leases::assert_no_overlap(&recs);
 }
+
+/// `--store-load` (the load of `examples/bench_store.rs`), given to every node with
+/// `on=follower`: exactly one node, a follower, runs it and prints figures for writes
+/// and for reads at each consistency; the others say they skipped it.
+#[test]
+fn store_load_runs_on_one_follower_and_prints_its_figures() {
+    let addrs = free_addrs(3);
+    let peers = peer_list(&addrs);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spec = "clients=4,secs=0.3,read_secs=0.1,keys=64,on=follower";
+    let args = ["--fast", "--store-load", spec];
+    let _kids = Children(
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| spawn_node_lines(i, *a, &peers, &args, tx.clone()))
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut figures = Vec::new();
+    let mut skipped = 0;
+    while figures.len() + skipped < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((_, line)) = rx.recv_timeout(left) else {
+            panic!("within 20 s: figures {figures:?}, {skipped} skipped")
+        };
+        let Some(json) = line.strip_prefix("STORE_LOAD ") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).expect("one JSON line");
+        if v.get("skipped").is_some() {
+            skipped += 1;
+        } else {
+            figures.push(v);
+        }
+    }
+    assert_eq!(figures.len(), 1, "one node runs the load: {figures:?}");
+    let v = &figures[0];
+    assert_eq!(v["role"], "follower", "{v}");
+    assert_eq!(v["clients"], 4, "{v}");
+    assert!(v["writes"]["ops"].as_u64() > Some(0), "{v}");
+    assert_eq!(v["writes"]["errors"], 0, "{v}");
+    for read in ["linearizable", "lease", "local"] {
+        assert!(v["reads"][read]["ops"].as_u64() > Some(0), "{read}: {v}");
+        assert!(v["reads"][read]["p99_ms"].as_f64().is_some(), "{read}: {v}");
+    }
+}

@@ -143,3 +143,46 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
         n.shutdown().await;
     }
 }
+
+/// Concurrent writes of large values make the primary's appends carry several entries
+/// at once, well over 64 KiB (up to 256 KiB of store data): every follower still
+/// applies them all. With the body limit once at 64 KiB, a follower refused such an
+/// append with 413 and, sent the same append again and again, was cut off for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_keep_up_when_appends_carry_over_64_kib() {
+    init_tracing();
+    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let big = cluster_mode::store::MAX_VALUE_LEN;
+    let puts: Vec<_> = (0..16u8)
+        .map(|i| {
+            let store = nodes[p].store();
+            tokio::spawn(async move { store.put(format!("big/{i:02}"), vec![i; big]).await })
+        })
+        .collect();
+    for put in puts {
+        put.await.expect("task").expect("put");
+    }
+    for f in (0..3).filter(|i| *i != p) {
+        let store = nodes[f].store();
+        let local = Consistency::Local {
+            max_lag: Duration::from_secs(1),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let held = store.range("big/", local).await.map(|v| v.len());
+            if held == Ok(16) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "follower {f} holds {held:?} of the 16 large values after 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

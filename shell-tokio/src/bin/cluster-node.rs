@@ -39,6 +39,16 @@
 //! each change is printed: `EVENT <ms> acquired role=<name> token=<t>`, `EVENT <ms>
 //! releasing role=<name> token=<t>`, `EVENT <ms> lost role=<name> token=<t>`.
 //!
+//! `--store-load SPEC` runs a load on the replicated key-value store once the node sees
+//! an agreed primary and prints its figures as one line `STORE_LOAD <json>` (writes
+//! and reads per second, latency percentiles); `on=primary` or `on=follower` in SPEC
+//! lets every node be given the same option while one runs it. SPEC and the output
+//! are described in `src/bin/cluster-node/store_load.rs`:
+//!
+//! ```text
+//! cluster-node --listen 127.0.0.1:7001 --peers ... --store-load clients=64,secs=10,on=follower
+//! ```
+//!
 //! With `--data-dir PATH` (or `CLUSTER_MODE_DATA_DIR`) the node keeps its id, term,
 //! vote and log there and is the same member after a restart. It exits with status 1
 //! and a message on stderr if the directory is damaged or in use at start, or if a
@@ -51,6 +61,9 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "cluster-node/store_load.rs"]
+mod store_load;
 
 #[derive(Parser, Debug)]
 #[command(name = "cluster-node", about = "One cluster-mode node")]
@@ -156,6 +169,14 @@ struct Args {
         global = true
     )]
     worker_threads: NonZeroUsize,
+    /// Once a primary is agreed, run a load on the replicated store and print its
+    /// figures as one line `STORE_LOAD <json>`: comma-separated `name=value` among
+    /// clients (1), secs (10), read_secs (3), value (100 bytes), keys (1024: the key
+    /// space), prefix (load/), reads (linearizable+lease+local, or none), max_lag_ms
+    /// (1000, of local reads), on (any, primary or follower: which node of those given
+    /// the option runs it). Example: `clients=64,secs=10,on=follower`.
+    #[arg(long, value_parser = store_load::LoadSpec::parse)]
+    store_load: Option<store_load::LoadSpec>,
 }
 
 /// The role names `--roles` and `--roles-count` declare, in order, without repeats.
@@ -359,6 +380,10 @@ async fn run(args: Args) {
         cluster.id(),
         cluster.address()
     );
+    if let Some(spec) = args.store_load.clone() {
+        let (c, min) = (cluster.clone(), args.min_nodes.get());
+        tokio::spawn(store_load::run(c, spec, min));
+    }
     let mut events = cluster.subscribe();
     let mut printer = tokio::spawn(async move {
         while let Some(ev) = events.next().await {

@@ -133,6 +133,44 @@ pub fn spawn_node<S: AsRef<std::ffi::OsStr>>(addr: SocketAddr, peers: &str, extr
         .expect("spawn cluster-node")
 }
 
+/// Child processes, killed on drop.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A node process whose stdout lines are sent to `lines` as `(i, line)` as they come
+/// (by a thread, so the pipe never fills). The caller kills it (see [`Children`]).
+pub fn spawn_node_lines<S: AsRef<std::ffi::OsStr>>(
+    i: usize,
+    addr: SocketAddr,
+    peers: &str,
+    extra: &[S],
+    lines: std::sync::mpsc::Sender<(usize, String)>,
+) -> Child {
+    let mut child = node_command(addr, peers, extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cluster-node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send((i, line)).is_err() {
+                break;
+            }
+        }
+    });
+    child
+}
+
 /// A node process whose stdout is collected (by a thread, so the pipe never fills),
 /// for the `LEASES` line it prints when it exits gracefully. Killed on drop.
 pub struct Piped {
