@@ -471,6 +471,18 @@ struct Driver {
     last_primary: Option<NodeId>,
 }
 
+/// The most store requests handed to the core before their commands are carried
+/// out (and their entries persisted with one fsync).
+const STORE_BATCH: usize = 256;
+
+/// What woke the loop.
+enum Step {
+    Tick,
+    Control(Option<Control>),
+    Discovery(Option<Input>),
+    Inbound(Option<Inbound>),
+}
+
 impl Driver {
     async fn run(
         mut self,
@@ -486,6 +498,7 @@ impl Driver {
         }
         let mut control_open = true;
         let mut discovery_open = true;
+        let mut prefer_inbox = false;
         loop {
             if self.failure.is_some() {
                 break;
@@ -497,9 +510,31 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                biased;
-                _ = sleep => {
+            // Peer messages and the application's requests take turns when both
+            // wait: a flood of either (a thousand reads a millisecond from local
+            // tasks, say) must not starve the other, or a primary that never reads its
+            // followers' acknowledgements loses its lease and is deposed.
+            prefer_inbox = !prefer_inbox;
+            let step = if prefer_inbox {
+                tokio::select! {
+                    biased;
+                    _ = sleep => Step::Tick,
+                    // Discovery before messages: a flood of messages must not starve it.
+                    d = discovery.recv(), if discovery_open => Step::Discovery(d),
+                    msg = inbox.recv() => Step::Inbound(msg),
+                    ctl = control.recv(), if control_open => Step::Control(ctl),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = sleep => Step::Tick,
+                    d = discovery.recv(), if discovery_open => Step::Discovery(d),
+                    ctl = control.recv(), if control_open => Step::Control(ctl),
+                    msg = inbox.recv() => Step::Inbound(msg),
+                }
+            };
+            match step {
+                Step::Tick => {
                     let _ = self.input(Input::Tick);
                     // The core guarantees that a tick moves its next timeout past the
                     // `now` it was given; were it not so, this loop would spin on
@@ -510,40 +545,42 @@ impl Driver {
                         debug_assert!(false, "the core's next timeout did not move past a tick");
                     }
                 }
-                ctl = control.recv(), if control_open => match ctl {
-                    Some(Control::Leave(done)) => {
-                        if self.core.has_left() {
-                            let _ = done.send(());
-                        } else {
-                            self.leave_waiters.push(done);
-                            let _ = self.input(Input::Leave);
+                Step::Control(ctl) => match ctl {
+                    Some(Control::Stop) => break,
+                    Some(Control::Store(request, reply)) => {
+                        // Every store request already waiting goes in with this one, and
+                        // their commands are carried out together (one fsync for all
+                        // their entries with a data directory).
+                        let mut queued = vec![(request, reply)];
+                        let mut other = None;
+                        while queued.len() < STORE_BATCH {
+                            match control.try_recv() {
+                                Ok(Control::Store(r, tx)) => queued.push((r, tx)),
+                                Ok(c) => {
+                                    other = Some(c);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.store_batch(queued);
+                        // Anything else taken off the channel: after the batch, as it came.
+                        match other {
+                            Some(Control::Stop) => break,
+                            Some(c) => self.control(c),
+                            None => {}
                         }
                     }
-                    Some(Control::Stop) => break,
-                    Some(Control::Input(input)) => {
-                        let _ = self.input(*input);
-                    }
-                    Some(Control::Store(request, reply)) => {
-                        self.next_store_id += 1;
-                        let id = self.next_store_id;
-                        self.store_waiters.insert(id, reply);
-                        let _ = self.input(Input::Store { id, request });
-                    }
-                    Some(Control::Watch(prefix, from, tx)) => {
-                        let next = if from == 0 { self.core.store_revision() + 1 } else { from };
-                        self.watchers.push(Watcher { prefix, next, tx });
-                        self.feed_watchers();
-                    }
+                    Some(c) => self.control(c),
                     None => control_open = false,
                 },
-                // Discovery before messages: a flood of messages must not starve it.
-                d = discovery.recv(), if discovery_open => match d {
+                Step::Discovery(d) => match d {
                     Some(input) => {
                         let _ = self.input(input);
                     }
                     None => discovery_open = false,
                 },
-                msg = inbox.recv() => match msg {
+                Step::Inbound(msg) => match msg {
                     Some(Inbound::Message { env, reply }) => {
                         bump(&self.counters.messages_in);
                         self.counters.detail.count_in(&env.msg);
@@ -589,6 +626,57 @@ impl Driver {
     }
 
     /// Hands one input to the core, applies its commands, publishes the view.
+    /// Hands a batch of store requests to the core, then carries out their commands
+    /// together.
+    fn store_batch(
+        &mut self,
+        batch: Vec<(
+            cluster_mode_core::store::StoreRequest,
+            oneshot::Sender<StoreResult>,
+        )>,
+    ) {
+        let span = self.span.clone();
+        let _e = span.enter();
+        let now = self.clock.now();
+        self.last_now = now;
+        for (request, reply) in batch {
+            self.next_store_id += 1;
+            let id = self.next_store_id;
+            self.store_waiters.insert(id, reply);
+            let _ = self.core.handle(now, Input::Store { id, request });
+        }
+        self.after_input();
+    }
+
+    /// A control request other than a stop.
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Leave(done) => {
+                if self.core.has_left() {
+                    let _ = done.send(());
+                } else {
+                    self.leave_waiters.push(done);
+                    let _ = self.input(Input::Leave);
+                }
+            }
+            Control::Input(input) => {
+                let _ = self.input(*input);
+            }
+            Control::Watch(prefix, from, tx) => {
+                let next = if from == 0 {
+                    self.core.store_revision() + 1
+                } else {
+                    from
+                };
+                self.watchers.push(Watcher { prefix, next, tx });
+                self.feed_watchers();
+            }
+            Control::Store(request, reply) => self.store_batch(vec![(request, reply)]),
+            // The caller handles a stop itself.
+            Control::Stop => {}
+        }
+    }
+
     fn input(&mut self, input: Input) -> Result<(), Rejected> {
         // Entered only around synchronous work, never across an await.
         let span = self.span.clone();
@@ -625,7 +713,27 @@ impl Driver {
         // over (TimeoutNow) in one input, and `is_primary()` on another thread must
         // already answer `false` when the successor can be elected (issue 10).
         let mut published = false;
-        while let Some(cmd) = self.core.poll_command() {
+        let mut commands: Vec<Command> = std::iter::from_fn(|| self.core.poll_command()).collect();
+        // Group commit: the appends of several inputs handled together (a batch of
+        // store requests) are written with one fsync, ahead of all their commands.
+        // Persisting sooner is always safe; without a full `Persist` among them the
+        // appends follow one another, so they concatenate.
+        let appends = commands
+            .iter()
+            .filter(|c| matches!(c, Command::PersistAppend(_)))
+            .count();
+        if appends > 1 && !commands.iter().any(|c| matches!(c, Command::Persist(_))) {
+            let mut entries = Vec::new();
+            commands.retain_mut(|c| match c {
+                Command::PersistAppend(e) => {
+                    entries.append(e);
+                    false
+                }
+                _ => true,
+            });
+            commands.insert(0, Command::PersistAppend(entries));
+        }
+        for cmd in commands {
             match cmd {
                 Command::Persist(state) => {
                     if let Err(e) = self.persist(&state) {
