@@ -142,18 +142,7 @@ impl World {
                 };
                 (write(client, op), Some(Op::Put { key: kb, value }))
             }
-            8..=13 => {
-                let consistency = if self.rng.chance(300_000) {
-                    Consistency::Lease
-                } else {
-                    Consistency::Linearizable
-                };
-                let req = StoreRequest::Read {
-                    read: Read::Get { key: key.into() },
-                    consistency,
-                };
-                (req, Some(Op::Get { key: kb }))
-            }
+            8..=13 => read_of(&mut self.rng, key),
             14..=16 => {
                 let expected = client.seen.get(key).copied().unwrap_or(0);
                 let op = WriteOp::CompareAndSwap {
@@ -305,6 +294,25 @@ impl World {
         };
         self.history.push(c as u64, p.invoked_ns, ret, op, outcome);
     }
+}
+
+/// A linearizable read of `key` (or, three times in ten, a lease read).
+fn read_of(rng: &mut Rng, key: &str) -> (StoreRequest, Option<Op>) {
+    let consistency = if rng.chance(300_000) {
+        Consistency::Lease
+    } else {
+        Consistency::Linearizable
+    };
+    let req = StoreRequest::Read {
+        read: Read::Get { key: key.into() },
+        consistency,
+    };
+    (
+        req,
+        Some(Op::Get {
+            key: key.as_bytes().to_vec(),
+        }),
+    )
 }
 
 fn build(seed: u64, trace: bool) -> (World, Vec<(u64, Fault)>) {
