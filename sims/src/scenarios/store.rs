@@ -1,0 +1,189 @@
+//! Scenarios of the replicated key-value store (issue 12, P14): store clients
+//! ([`crate::store`]) write and read through the shell's own store handle of every
+//! pod while faults hit the cluster; the recorded history must be linearizable
+//! (`cluster-mode-lincheck`), besides the checker's usual invariants. Every pod has a
+//! data directory ([`cluster_mode_madsim::SimOptions::data_dirs`]), so a restarted
+//! process is the same member with its log, and no named roles (the store is the
+//! subject; `SIM_ROLES=64` adds them).
+//!
+//! Each scenario forms a 5-pod cluster, starts 4 writers and 2 readers (one or two
+//! per pod), injects its faults, heals, lets the clients run 2 more seconds and stops
+//! them.
+
+use super::Ctx;
+use crate::store::{LoadOptions, StoreLoad};
+use std::time::Duration;
+
+impl Ctx {
+    /// Starts the store clients on the current pods.
+    fn start_store(&mut self) -> StoreLoad {
+        let seed = self.rng.next_u64();
+        let pods = self.pods.clone();
+        StoreLoad::start(&self.c, &pods, &LoadOptions::default(), seed)
+    }
+
+    /// Stops the clients and keeps their history for the checker.
+    async fn stop_store(&mut self, load: StoreLoad) {
+        self.store = Some(load.stop(&self.c).await);
+    }
+
+    /// Sleeps 2 s after the heal with the clients still running, then stops them.
+    async fn finish_store(&mut self, load: StoreLoad) {
+        self.sleep(2_000).await;
+        self.stop_store(load).await;
+    }
+}
+
+/// The primary crashes (SIGKILL, its pod stays) and is restarted with its data
+/// directory after 0.3-3 s, twice; writes in flight at the crash end unknown.
+pub(super) async fn primary_crash(s: &mut Ctx) {
+    if s.start(5).await.is_none() {
+        return;
+    }
+    let load = s.start_store();
+    s.sleep_rand(500, 1_500).await;
+    for _ in 0..2 {
+        let Some(p) = s.wait_primary(10_000).await else {
+            break;
+        };
+        s.c.kill(p, false);
+        s.fault(format!("failover: primary {} crashed", s.name(p)));
+        s.sleep_rand(300, 3_000).await;
+        s.c.restart(p);
+        s.fault(format!("{} restarted with its data", s.name(p)));
+        s.sleep_rand(1_000, 2_500).await;
+    }
+    s.finish_store(load).await;
+}
+
+/// The primary and one follower are split from the other three for 2-4 s; healed;
+/// then the (new) primary is cut off one way (it cannot send, or cannot receive) for
+/// 2-3 s; healed.
+pub(super) async fn partition(s: &mut Ctx) {
+    let Some(p) = s.start(5).await else { return };
+    let load = s.start_store();
+    s.sleep_rand(500, 1_500).await;
+    let others = s.others(p);
+    s.c.partition(&[vec![p, others[0]], others[1..].to_vec()]);
+    s.fault(format!(
+        "failover: partition, primary {} in the minority",
+        s.name(p)
+    ));
+    s.sleep_rand(2_000, 4_000).await;
+    s.c.heal();
+    s.fault("healed");
+    s.sleep_rand(500, 1_500).await;
+    if let Some(q) = s.wait_primary(10_000).await {
+        let inbound_only = s.range(0, 2) == 0;
+        for o in s.others(q) {
+            if inbound_only {
+                s.c.cut_one_way(q, o);
+            } else {
+                s.c.cut_one_way(o, q);
+            }
+        }
+        s.fault(format!(
+            "failover: primary {} cannot {} (one-way cut)",
+            s.name(q),
+            if inbound_only { "send" } else { "receive" }
+        ));
+        s.sleep_rand(2_000, 3_000).await;
+        s.c.heal();
+        s.fault("healed");
+    }
+    s.finish_store(load).await;
+}
+
+/// Clocks at the drift bound, alternately fast and slow; three times the primary is
+/// paused (SIGSTOP) for longer than the election timeout and resumed: it wakes up
+/// believing it leads, with clients' reads (linearizable and lease) waiting for it.
+pub(super) async fn paused_primary(s: &mut Ctx) {
+    for i in 0..5 {
+        let b = s.drift_bound;
+        s.add_with_drift(if i % 2 == 0 { b } else { -b });
+    }
+    if s.wait_primary(30_000).await.is_none() {
+        return;
+    }
+    let load = s.start_store();
+    s.sleep_rand(500, 1_500).await;
+    let et = s.c.config().election_timeout_max.as_millis() as u64;
+    for _ in 0..3 {
+        let Some(p) = s.wait_primary(10_000).await else {
+            break;
+        };
+        s.c.pause(p);
+        s.fault(format!("failover: primary {} paused", s.name(p)));
+        s.sleep_rand(et + 100, 3 * et).await;
+        s.c.resume(p);
+        s.fault(format!("{} resumed", s.name(p)));
+        s.sleep_rand(500, 2_000).await;
+    }
+    s.finish_store(load).await;
+}
+
+/// 20 simulated seconds of random faults under store load: isolation, one-way cuts,
+/// pauses, crashes with a restart (with data) at once or after up to 2 s, a lossy
+/// and slow network, clock rates changed within the drift bound, heals.
+pub(super) async fn chaos(s: &mut Ctx) {
+    if s.start(5).await.is_none() {
+        return;
+    }
+    let load = s.start_store();
+    let end = s.c.now_ns() + 20_000_000_000;
+    while s.c.now_ns() < end {
+        let pods = s.pods.clone();
+        let victim = pods[s.range(0, pods.len() as u64) as usize];
+        match s.range(0, 7) {
+            0 => {
+                s.c.isolate(victim);
+                s.fault(format!("isolate {}", s.name(victim)));
+            }
+            1 => {
+                let other = pods[s.range(0, pods.len() as u64) as usize];
+                if other != victim {
+                    s.c.cut_one_way(victim, other);
+                    s.fault(format!(
+                        "one-way cut {} -> {}",
+                        s.name(victim),
+                        s.name(other)
+                    ));
+                }
+            }
+            2 => {
+                s.c.pause(victim);
+                s.fault(format!("pause {}", s.name(victim)));
+                s.sleep_rand(100, 1_500).await;
+                s.c.resume(victim);
+                s.fault(format!("resume {}", s.name(victim)));
+            }
+            3 => {
+                s.c.kill(victim, false);
+                s.fault(format!("crash {}", s.name(victim)));
+                s.sleep_rand(0, 2_000).await;
+                s.c.restart(victim);
+                s.fault(format!("restart {} with its data", s.name(victim)));
+            }
+            4 => {
+                s.c.set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
+                s.fault("lossy network");
+            }
+            5 => {
+                let b = s.drift_bound;
+                let ppm = s.range(0, 2 * b as u64 + 1) as i64 - b;
+                s.c.set_drift(victim, ppm);
+                s.fault(format!("clock of {} at {ppm} ppm", s.name(victim)));
+            }
+            _ => {
+                s.c.heal();
+                s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+                s.fault("heal");
+            }
+        }
+        s.sleep_rand(200, 2_500).await;
+    }
+    s.c.heal();
+    s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+    s.fault("heal all");
+    s.finish_store(load).await;
+}
