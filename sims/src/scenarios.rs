@@ -121,8 +121,9 @@ pub enum Scenario {
     /// with its data, twice; the history must be linearizable
     /// (`scenarios/store.rs`, `primary_crash`).
     StorePrimaryCrash,
-    /// The store under load through a partition with the primary in the minority,
-    /// then a one-way cut of the new primary (`scenarios/store.rs`, `partition`).
+    /// The store under load, the config and clocks of `LeaseAtBound`; the primary
+    /// split off with a follower, cut off one way, isolated (`scenarios/store.rs`,
+    /// `partition`).
     StorePartition,
     /// The store under load, clocks at the drift bound, the primary paused past the
     /// election timeout three times (`scenarios/store.rs`, `paused_primary`).
@@ -262,7 +263,7 @@ impl Scenario {
                 cfg
             }
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
-            Scenario::LeaseAtBound => lease::lease_at_bound_config(),
+            Scenario::LeaseAtBound | Scenario::StorePartition => lease::lease_at_bound_config(),
             Scenario::RolesFastFailover => roles::fast_failover_config(),
             _ => Config::datacenter(),
         }
