@@ -263,7 +263,8 @@ impl Scenario {
                 cfg
             }
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
-            Scenario::LeaseAtBound | Scenario::StorePartition => lease::lease_at_bound_config(),
+            Scenario::LeaseAtBound => lease::lease_at_bound_config(),
+            Scenario::StorePartition => store::partition_config(),
             Scenario::RolesFastFailover => roles::fast_failover_config(),
             _ => Config::datacenter(),
         }

@@ -109,8 +109,9 @@ impl StoreRecord {
             out.push(Violation {
                 at_ms: at_ns / 1_000_000,
                 what: format!(
-                    "the store's history is not linearizable ({}):\n{e}",
-                    self.summary()
+                    "the store's history is not linearizable ({}):\n    {}",
+                    self.summary(),
+                    e.to_string().trim_end().replace('\n', "\n    ")
                 ),
             });
         }
