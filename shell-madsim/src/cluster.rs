@@ -367,7 +367,11 @@ impl SimCluster {
     /// is not running. The handle stays bound to that process: once it is killed, the
     /// handle's requests fail (or hang, while madsim has not dropped the killed
     /// tasks yet), so a client takes a new one after a failure.
-    pub fn store(&self, slot: usize, options: cluster_mode::StoreOptions) -> Option<cluster_mode::Store> {
+    pub fn store(
+        &self,
+        slot: usize,
+        options: cluster_mode::StoreOptions,
+    ) -> Option<cluster_mode::Store> {
         let g = self.shared.lock();
         let s = g.slots.get(slot)?;
         if !s.alive || s.left {
