@@ -361,6 +361,25 @@ impl SimCluster {
         }
     }
 
+    /// A new client session of the replicated key-value store through the running
+    /// node in `slot`: the shell's own [`Store`](cluster_mode::Store) handle
+    /// (`Cluster::store_with`), with its session and its retries. `None` if the node
+    /// is not running. The handle stays bound to that process: once it is killed, the
+    /// handle's requests fail (or hang, while madsim has not dropped the killed
+    /// tasks yet), so a client takes a new one after a failure.
+    pub fn store(
+        &self,
+        slot: usize,
+        options: cluster_mode::StoreOptions,
+    ) -> Option<cluster_mode::Store> {
+        let g = self.shared.lock();
+        let s = g.slots.get(slot)?;
+        if !s.alive || s.left {
+            return None;
+        }
+        s.handle.as_ref().map(|c| c.store_with(options))
+    }
+
     /// The role names in the committed role table of the node in `slot`, as it last
     /// published it (empty if it is not running).
     pub fn committed_roles(&self, slot: usize) -> Vec<String> {

@@ -23,6 +23,8 @@ mod world;
 
 pub use clock::Clock;
 pub use cluster::{role_names, SimCluster, SimOptions, SlotInfo};
+/// The shell's store handle and its options, as [`SimCluster::store`] hands them out.
+pub use cluster_mode::{CasOutcome, Store, StoreOptions};
 pub use recorder::{fnv1a, HeldRole, MemberList, NodeView, Record, RecordKind, Recorder, Trace};
 pub use registry::Registry;
 pub use world::TransportKind;

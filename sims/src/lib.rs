@@ -12,6 +12,7 @@ pub mod log;
 pub mod runner;
 pub mod scenarios;
 pub mod stats;
+pub mod store;
 pub mod sweep;
 pub mod timeline;
 

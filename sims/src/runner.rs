@@ -141,6 +141,9 @@ fn run_in_this_thread(
     });
     let mut violations = checker::check(&trace, live);
     violations.extend(plan.violations.iter().cloned());
+    if let Some(store) = &plan.store {
+        violations.extend(store.check(liveness));
+    }
     RunResult {
         scenario,
         seed,

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod lease;
 pub mod recovery;
 pub mod roles;
+pub mod store;
 
 /// A scenario of the catalogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -116,10 +117,25 @@ pub enum Scenario {
     /// isolated or paused, failed over while their last hold may still run
     /// (`scenarios/roles.rs`, `fast_failover`).
     RolesFastFailover,
+    /// The key-value store (P14) under load while the primary crashes and restarts
+    /// with its data, twice; the history must be linearizable
+    /// (`scenarios/store.rs`, `primary_crash`).
+    StorePrimaryCrash,
+    /// The store under load, the config and clocks of `LeaseAtBound`; the primary
+    /// split off with a follower, cut off one way, isolated (`scenarios/store.rs`,
+    /// `partition`).
+    StorePartition,
+    /// The store under load, clocks at the drift bound, the primary paused past the
+    /// election timeout three times (`scenarios/store.rs`, `paused_primary`).
+    StorePausedPrimary,
+    /// The store under load through 20 s of random faults: isolation, one-way cuts,
+    /// pauses, crashes and restarts with data, loss, clock rate changes
+    /// (`scenarios/store.rs`, `chaos`).
+    StoreChaos,
 }
 
 /// Every scenario, in catalogue order.
-pub const ALL: [Scenario; 37] = [
+pub const ALL: [Scenario; 41] = [
     Scenario::ColdStart,
     Scenario::PrimaryCrash,
     Scenario::PrimaryIsolated,
@@ -157,6 +173,10 @@ pub const ALL: [Scenario; 37] = [
     Scenario::RolesCrashDuringHandover,
     Scenario::RolesChurn,
     Scenario::RolesFastFailover,
+    Scenario::StorePrimaryCrash,
+    Scenario::StorePartition,
+    Scenario::StorePausedPrimary,
+    Scenario::StoreChaos,
 ];
 
 /// Scenarios too slow for `all` (and for CI): run only when named.
@@ -204,6 +224,10 @@ impl Scenario {
             Scenario::RolesCrashDuringHandover => "roles-crash-during-handover",
             Scenario::RolesChurn => "roles-churn",
             Scenario::RolesFastFailover => "roles-fast-failover",
+            Scenario::StorePrimaryCrash => "store-primary-crash",
+            Scenario::StorePartition => "store-partition",
+            Scenario::StorePausedPrimary => "store-paused-primary",
+            Scenario::StoreChaos => "store-chaos",
         }
     }
 
@@ -240,6 +264,7 @@ impl Scenario {
             }
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
             Scenario::LeaseAtBound => lease::lease_at_bound_config(),
+            Scenario::StorePartition => store::partition_config(),
             Scenario::RolesFastFailover => roles::fast_failover_config(),
             _ => Config::datacenter(),
         }
@@ -272,6 +297,16 @@ impl Scenario {
             | Scenario::WholeFleetRestartWithData
             | Scenario::RollingKillWithData => SimOptions {
                 data_dirs: true,
+                ..SimOptions::default()
+            },
+            // The store scenarios: restarts keep the member and its log; no roles
+            // (`SIM_ROLES` adds them).
+            Scenario::StorePrimaryCrash
+            | Scenario::StorePartition
+            | Scenario::StorePausedPrimary
+            | Scenario::StoreChaos => SimOptions {
+                data_dirs: true,
+                roles: 0,
                 ..SimOptions::default()
             },
             _ => SimOptions::default(),
@@ -337,6 +372,10 @@ impl Scenario {
             Scenario::RolesCrashDuringHandover => roles::crash_during_handover(&mut s).await,
             Scenario::RolesChurn => roles::churn(&mut s).await,
             Scenario::RolesFastFailover => roles::fast_failover(&mut s).await,
+            Scenario::StorePrimaryCrash => store::primary_crash(&mut s).await,
+            Scenario::StorePartition => store::partition(&mut s).await,
+            Scenario::StorePausedPrimary => store::paused_primary(&mut s).await,
+            Scenario::StoreChaos => store::chaos(&mut s).await,
         }
         s.plan()
     }
@@ -358,6 +397,9 @@ pub struct Plan {
     /// fault (within the liveness bound) and at the end: those declared at start
     /// ([`SimOptions::roles`]), with the scenario's run-time additions and removals.
     pub roles: BTreeSet<String>,
+    /// The store clients' record (the store scenarios), judged by
+    /// `cluster-mode-lincheck` in the runner.
+    pub store: Option<crate::store::StoreRecord>,
 }
 
 /// Scenario state: the cluster, a deterministic RNG, the pods created.
@@ -375,6 +417,8 @@ pub struct Ctx {
     violations: Vec<Violation>,
     /// The roles that must be owned at the end (see [`Plan::roles`]).
     pub roles: BTreeSet<String>,
+    /// What the store clients recorded, if the scenario ran any.
+    store: Option<crate::store::StoreRecord>,
 }
 
 impl Ctx {
@@ -392,6 +436,7 @@ impl Ctx {
             extra_bound_ns: 0,
             bound_ns: None,
             violations: Vec::new(),
+            store: None,
         }
     }
 
@@ -402,6 +447,7 @@ impl Ctx {
             bound_ns: self.bound_ns,
             violations: std::mem::take(&mut self.violations),
             roles: self.roles.clone(),
+            store: self.store.take(),
         }
     }
 

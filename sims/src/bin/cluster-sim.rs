@@ -111,6 +111,10 @@ mod cli {
             /// `info`), stamped with simulated time like the trace.
             #[arg(long)]
             log: bool,
+            /// The store scenarios: also print every store operation the clients
+            /// recorded (client, invoke and return in ns, operation, outcome).
+            #[arg(long)]
+            history: bool,
         },
         /// Writes an SVG timeline of one seed.
         Timeline {
@@ -614,6 +618,7 @@ mod cli {
                 scenario,
                 seed,
                 log,
+                history,
             } => {
                 let Some(s) = Scenario::from_name(&scenario) else {
                     eprintln!("unknown scenario {scenario:?}");
@@ -625,6 +630,14 @@ mod cli {
                 let r = run_seed(s, seed);
                 print!("{}", r.trace.text());
                 println!("trace hash {:016x}", r.trace.hash());
+                if let Some(st) = &r.plan.store {
+                    if history {
+                        for (i, o) in st.history.operations.iter().enumerate() {
+                            println!("#{i} {o:?}");
+                        }
+                    }
+                    println!("store: {}", st.summary());
+                }
                 if r.violations.is_empty() {
                     println!("no violation");
                     0
