@@ -606,15 +606,17 @@ fn a_recovered_cluster_keeps_the_data_and_its_revisions_go_on_rising() {
     }
     net.run_until_settled(net.now / 1_000_000 + 10_000)
         .expect("the survivor recovers with the new processes");
-    ask(
-        &mut net,
-        survivor,
-        3,
-        get("k", Consistency::Linearizable),
-    );
+    ask(&mut net, survivor, 3, get("k", Consistency::Linearizable));
     let a = wait(&mut net, 3, 2_000);
-    assert_eq!(value_read(&a).map(|(v, _)| v), Some(b"before".to_vec()), "the data survives");
+    assert_eq!(
+        value_read(&a).map(|(v, _)| v),
+        Some(b"before".to_vec()),
+        "the data survives"
+    );
     let c2 = register(&mut net, survivor, 4);
     ask(&mut net, survivor, 5, put(c2, 1, "k", "after"));
-    assert!(put_revision(wait(&mut net, 5, 2_000)) > rev, "revisions keep rising");
+    assert!(
+        put_revision(wait(&mut net, 5, 2_000)) > rev,
+        "revisions keep rising"
+    );
 }
