@@ -101,21 +101,7 @@ impl World {
         let key = KEYS[self.rng.range(0, KEYS.len() as u64) as usize];
         let client = &mut self.clients[c];
         if client.reader {
-            let consistency = if self.rng.chance(300_000) {
-                Consistency::Lease
-            } else {
-                Consistency::Linearizable
-            };
-            let req = StoreRequest::Read {
-                read: Read::Get { key: key.into() },
-                consistency,
-            };
-            return (
-                req,
-                Some(Op::Get {
-                    key: key.as_bytes().to_vec(),
-                }),
-            );
+            return read_of(&mut self.rng, key);
         }
         let Some(session) = client.session else {
             return (StoreRequest::Register, None);
