@@ -425,6 +425,7 @@ pub(crate) fn spawn_driver(parts: DriverParts) -> DriverHandle {
         next_store_id: 0,
         watchers: Vec::new(),
         watched_revision: 0,
+        queued: Vec::new(),
         span: info_span!("cluster", node = %id, term),
         last_term: term,
         last_now: now,
@@ -458,6 +459,8 @@ struct Driver {
     watchers: Vec<Watcher>,
     /// The store revision the watchers were last fed at.
     watched_revision: u64,
+    /// Commands of a batch's earlier inputs, in order, not yet carried out.
+    queued: Vec<Command>,
     span: tracing::Span,
     last_term: u64,
     /// The `now` of the last input handed to the core.
@@ -644,6 +647,11 @@ impl Driver {
             let id = self.next_store_id;
             self.store_waiters.insert(id, reply);
             let _ = self.core.handle(now, Input::Store { id, request });
+            // Each input's commands are taken right after it, as the core requires
+            // (it puts a `Persist` at the front of the queue); they are carried out
+            // together below.
+            self.queued
+                .extend(std::iter::from_fn(|| self.core.poll_command()));
         }
         self.after_input();
     }
@@ -713,7 +721,8 @@ impl Driver {
         // over (TimeoutNow) in one input, and `is_primary()` on another thread must
         // already answer `false` when the successor can be elected (issue 10).
         let mut published = false;
-        let mut commands: Vec<Command> = std::iter::from_fn(|| self.core.poll_command()).collect();
+        let mut commands = std::mem::take(&mut self.queued);
+        commands.extend(std::iter::from_fn(|| self.core.poll_command()));
         // Group commit: the appends of several inputs handled together (a batch of
         // store requests) are written with one fsync, ahead of all their commands.
         // Persisting sooner is always safe; without a full `Persist` among them the
