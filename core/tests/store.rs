@@ -258,6 +258,50 @@ fn a_forwarded_request_without_an_answer_ends_maybe_committed_or_no_primary() {
     );
 }
 
+/// FINDINGS #17: a member restarted with its data knows only its base membership until
+/// a leader tells it the commit; a request forwarded to it meanwhile by a member
+/// added later must be answered "no primary" (ask the next one), never "not
+/// committed" (which would also hide an earlier "maybe committed" from the shell).
+#[test]
+fn a_restarted_member_that_does_not_lead_answers_forwarded_requests_no_primary() {
+    let mut answered = 0;
+    for seed in 1..=10 {
+        let mut net = Net::with_nodes(seed, Config::fast_test(), 0);
+        net.durable = true;
+        for _ in 0..3 {
+            net.add_node();
+        }
+        net.run_until_settled(3_000).expect("settles");
+        let late = net.add_node();
+        net.run_until_settled(net.now / 1_000_000 + 3_000)
+            .expect("the fourth member joins");
+        net.run_for(100);
+        let p = net.the_primary().expect("primary");
+        if p == late {
+            continue;
+        }
+        let c = register(&mut net, late, 1);
+        // The primary's process restarts with its data; the late member still
+        // forwards to it.
+        net.crash(p);
+        net.restart_with_data(p);
+        ask(&mut net, late, 2, put(c, 1, "k", "v"));
+        ask(&mut net, late, 3, get("k", Consistency::Linearizable));
+        for id in [2, 3] {
+            let a = wait(&mut net, id, 3_000);
+            assert!(
+                !matches!(a, Err(StoreError::NotCommitted(_))),
+                "seed {seed}: request {id} answered {a:?}"
+            );
+        }
+        answered += 1;
+    }
+    assert!(
+        answered >= 5,
+        "only {answered} seeds had a follower primary"
+    );
+}
+
 #[test]
 fn bad_requests_and_nodes_outside_a_cluster_answer_at_once_with_the_reason() {
     let (mut net, _, [f, _]) = settled3(3);

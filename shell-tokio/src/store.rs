@@ -170,7 +170,9 @@ impl Store {
                     }
                     break Err(StoreError::SessionExpired);
                 }
-                Some(Err(e)) => break Err(e),
+                // After an attempt that may have committed, any later refusal
+                // still leaves the write's outcome unknown (FINDINGS #17).
+                Some(Err(e)) => break Err(if maybe { StoreError::MaybeCommitted } else { e }),
                 Some(Ok(other)) => {
                     break Err(StoreError::Invalid(format!(
                         "unexpected answer to a write: {other:?}"
@@ -324,4 +326,64 @@ impl Watch {
 
 fn unexpected(o: WriteOutcome) -> StoreError {
     StoreError::Invalid(format!("unexpected outcome for this write: {o:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The (client, sequence) of each write attempt the loop received.
+    type Attempts = Arc<Mutex<Vec<(u64, u64)>>>;
+
+    /// A loop that answers each request with the next scripted answer, and records
+    /// the writes' attempts.
+    fn scripted(answers: Vec<StoreResult>) -> (Store, Attempts) {
+        let (tx, mut rx) = mpsc::channel(8);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            while let Some(Control::Store(request, reply)) = rx.recv().await {
+                if let StoreRequest::Write(w) = &request {
+                    log.lock().unwrap().push((w.client.0, w.seq));
+                }
+                let Some(a) = answers.next() else { return };
+                let _ = reply.send(a);
+            }
+        });
+        let options = StoreOptions {
+            retry_for: Duration::from_secs(5),
+            retry_pause: Duration::from_millis(1),
+        };
+        (Store::new(tx, options), seen)
+    }
+
+    /// FINDINGS #17: once an attempt may have committed, a later refusal of the same
+    /// write does not make it "not committed": the application must not re-issue it
+    /// as a new write.
+    #[tokio::test]
+    async fn a_write_that_may_have_committed_stays_maybe_committed_whatever_the_retry_hears() {
+        let registered = Ok(StoreAnswer::Registered(ClientId(7)));
+        let not_member = Err(StoreError::NotCommitted(
+            "the sender is not a member".into(),
+        ));
+        let (store, seen) = scripted(vec![
+            registered.clone(),
+            Err(StoreError::MaybeCommitted),
+            Err(StoreError::NoPrimary),
+            not_member.clone(),
+        ]);
+        assert_eq!(store.put("k", "v").await, Err(StoreError::MaybeCommitted));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(7, 1); 3],
+            "every attempt is the same numbered write"
+        );
+        // Without an earlier "maybe", a refusal is reported as it is.
+        let (store, _) = scripted(vec![registered, Err(StoreError::NoPrimary), not_member]);
+        assert!(matches!(
+            store.put("k", "v").await,
+            Err(StoreError::NotCommitted(_))
+        ));
+    }
 }

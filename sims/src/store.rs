@@ -283,8 +283,9 @@ impl Client {
     }
 
     fn read_error(&self, e: StoreError) -> Done {
-        // `NotCommitted`: a member restarted with its data refuses forwarded requests
-        // as from "not a member" until it learns the commit (FINDINGS.md #17).
+        // `NotCommitted`: the primary refuses a member its committed configuration
+        // does not hold (one being removed). Up to FINDINGS.md #17's fix a member
+        // restarted with its data also answered so; it now answers `NoPrimary`.
         if !matches!(e, StoreError::NoPrimary | StoreError::NotCommitted(_)) {
             self.unexpected(format!("unexpected answer to a read: {e:?}"));
         }

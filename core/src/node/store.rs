@@ -158,14 +158,17 @@ impl ClusterCore {
             addr: from_addr,
             id,
         };
+        if !self.role.is_leader() {
+            // Nothing was appended here: the sender may retry with the next leader.
+            // Checked before membership: only a leader's committed membership is
+            // current (a member restarted with its data knows only its base's until
+            // a leader tells it the commit: FINDINGS #17).
+            return self.answer_store(waiter, Err(StoreError::NoPrimary));
+        }
         if !self.log.committed().contains(from) {
             debug!(%from, "store request from a non-member; refused");
             let e = StoreError::NotCommitted("the sender is not a member".into());
             return self.answer_store(waiter, Err(e));
-        }
-        if !self.role.is_leader() {
-            // Nothing was appended here: the sender may retry with the next leader.
-            return self.answer_store(waiter, Err(StoreError::NoPrimary));
         }
         if matches!(
             request,
