@@ -139,6 +139,21 @@ pub struct Config {
     /// primary is gone. Longer than a failover (election timeout plus a few round
     /// trips), or requests sent just before a crash fail rather than wait. Not 0.
     pub store_request_timeout: Duration,
+    /// The most bytes of an encoded snapshot the leader sends in one message. A
+    /// snapshot that fits goes whole with the entries after it; a larger one (a big
+    /// key-value store) goes in pieces of this size, one in flight per follower, the
+    /// next sent when the previous is acknowledged. Larger: fewer round trips to
+    /// catch a follower up. Smaller: a smaller burst per message on a slow link, and
+    /// heartbeats to that follower wait behind less. From 64 bytes (tests use tiny
+    /// pieces to exercise the transfer) to `message::MAX_SNAPSHOT_CHUNK_LEN`.
+    pub snapshot_chunk_len: usize,
+    /// How many committed entries a log that carries key-value store entries keeps
+    /// after compaction, for followers a little behind. More: a follower further
+    /// behind (a slow one under a write load, one back from a short partition)
+    /// still catches up with ordinary appends and its watches go on, at the cost of
+    /// memory (each entry holds up to 16 KiB of value). Fewer: less memory, more
+    /// whole-store snapshots. From 32 (what a log without store entries keeps).
+    pub store_log_entries: usize,
 }
 
 const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
@@ -147,6 +162,9 @@ const FIVE: NonZeroUsize = NonZeroUsize::new(5).unwrap();
 /// `validate` requires the minimum election timeout to exceed this many heartbeats, so
 /// that one lost heartbeat never triggers an election.
 const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u32 = 2;
+
+/// The smallest `snapshot_chunk_len`.
+const MIN_SNAPSHOT_CHUNK_LEN: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -178,6 +196,8 @@ impl Config {
             role_drain_timeout: Duration::ZERO,
             max_role_moves: 8,
             store_request_timeout: Duration::from_secs(2),
+            snapshot_chunk_len: 256 * 1024,
+            store_log_entries: 1024,
         }
     }
 
@@ -205,6 +225,8 @@ impl Config {
             role_drain_timeout: Duration::ZERO,
             max_role_moves: 8,
             store_request_timeout: Duration::from_millis(500),
+            snapshot_chunk_len: 256 * 1024,
+            store_log_entries: 1024,
         }
     }
 
@@ -342,6 +364,22 @@ impl Config {
         if self.store_request_timeout.is_zero() {
             return err("store_request_timeout", "must be more than 0".into());
         }
+        if self.store_log_entries < 32 {
+            return err(
+                "store_log_entries",
+                format!("{} must be at least 32", self.store_log_entries),
+            );
+        }
+        let chunk = crate::message::MAX_SNAPSHOT_CHUNK_LEN;
+        if !(MIN_SNAPSHOT_CHUNK_LEN..=chunk).contains(&self.snapshot_chunk_len) {
+            return err(
+                "snapshot_chunk_len",
+                format!(
+                    "{} must be from {MIN_SNAPSHOT_CHUNK_LEN} to {chunk} bytes",
+                    self.snapshot_chunk_len
+                ),
+            );
+        }
         if let Some(t) = self.silent_member_timeout {
             if t < self.election_timeout_max {
                 return err(
@@ -430,6 +468,9 @@ mod tests {
                 |c| c.silent_member_timeout = Some(Duration::from_millis(1)),
                 "silent_member_timeout",
             ),
+            (|c| c.snapshot_chunk_len = 63, "snapshot_chunk_len"),
+            (|c| c.snapshot_chunk_len = 1 << 20, "snapshot_chunk_len"),
+            (|c| c.store_log_entries = 31, "store_log_entries"),
         ];
         for (mutate, field) in cases {
             let mut c = Config::datacenter();

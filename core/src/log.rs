@@ -19,9 +19,10 @@ pub(crate) const MAX_APPEND_DATA_BYTES: usize = 256 * 1024;
 /// Committed entries kept after compaction, for followers that are a little behind.
 pub(crate) const KEEP_COMMITTED: usize = 32;
 
-/// Committed entries kept once the log has carried store entries: under a write load
-/// a follower trails by many entries, and a snapshot costs the whole store (and ends
-/// the watches on that follower), so the log keeps more (up to 16 MiB of values).
+/// Committed entries kept once the log has carried store entries, unless the node
+/// says otherwise (`Config::store_log_entries`): under a write load a follower trails
+/// by many entries, and a snapshot costs the whole store (and ends the watches on
+/// that follower), so the log keeps more (up to 16 MiB of values).
 pub(crate) const KEEP_COMMITTED_WITH_DATA: usize = 1024;
 
 #[derive(Clone, Debug)]
@@ -42,8 +43,10 @@ pub(crate) struct Log {
     /// Every change at or after this revision is in `history`.
     history_from: u64,
     /// Whether this log has carried a store entry (it then keeps
-    /// [`KEEP_COMMITTED_WITH_DATA`] committed entries).
+    /// `keep_with_data` committed entries).
     carries_data: bool,
+    /// Committed entries kept once the log carries data.
+    keep_with_data: usize,
 }
 
 /// Whether an append's previous entry is in this log.
@@ -64,6 +67,7 @@ impl Log {
             history: VecDeque::new(),
             history_from: base.index + 1,
             carries_data: false,
+            keep_with_data: KEEP_COMMITTED_WITH_DATA,
             commit: base.index,
             base,
             tail: Vec::new(),
@@ -79,6 +83,13 @@ impl Log {
         let mut log = Log::new(base);
         log.append_from_leader(&entries);
         log
+    }
+
+    /// Keeps `n` committed entries (at least [`KEEP_COMMITTED`]) once the log carries
+    /// store data.
+    pub(crate) fn keep_with_data(mut self, n: usize) -> Self {
+        self.keep_with_data = n.max(KEEP_COMMITTED);
+        self
     }
 
     /// The compacted base.
@@ -326,7 +337,7 @@ impl Log {
 
     fn compact(&mut self) {
         let keep = if self.carries_data {
-            KEEP_COMMITTED_WITH_DATA
+            self.keep_with_data
         } else {
             KEEP_COMMITTED
         };

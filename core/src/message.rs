@@ -10,13 +10,24 @@ use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Frames with another version are rejected.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The largest frame [`Envelope::decode`] accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 /// The most entries one append may carry.
 pub const MAX_ENTRIES_PER_APPEND: usize = 64;
+
+/// The most bytes one [`SnapshotChunk`] may carry (half a frame, so the envelope
+/// around it always fits).
+pub const MAX_SNAPSHOT_CHUNK_LEN: usize = MAX_FRAME_LEN / 2;
+
+/// The largest encoded snapshot a follower assembles from chunks: eight times the
+/// store's limit ([`crate::store::MAX_STORE_BYTES`]), room for the data, the sessions'
+/// saved outcomes (up to [`crate::store::MAX_SESSIONS`] times
+/// [`crate::store::MAX_IN_FLIGHT`]), the members and the roles. A transfer announcing
+/// more is refused, so a peer cannot make a follower buffer without bound.
+pub const MAX_SNAPSHOT_LEN: u64 = 8 * crate::store::MAX_STORE_BYTES as u64;
 
 /// The largest term or log index a message may carry (2^62). Real values never come
 /// near it (a term a second for 10^11 years); refusing larger ones keeps every `+ 1`
@@ -102,6 +113,11 @@ pub enum Message {
     Append(Append),
     /// The committed configuration plus the tail, for a follower too far behind.
     Snapshot(SnapshotMsg),
+    /// A piece of a snapshot too large for one message (`Config::snapshot_chunk_len`),
+    /// sent one at a time; the follower installs it when it has every byte.
+    SnapshotChunk(SnapshotChunk),
+    /// A follower has the first `received` bytes of the snapshot being sent.
+    SnapshotChunkAck(SnapshotChunkAck),
     /// The answer to an append or a snapshot.
     AppendReply(AppendReply),
     /// The leader tells an up-to-date voter to start an election at once (P8).
@@ -237,6 +253,61 @@ pub struct SnapshotMsg {
     pub sent_at: Instant,
 }
 
+/// A piece of an encoded [`Snapshot`] (postcard, as [`Snapshot`] serialises on its
+/// own). The pieces of one snapshot share `term`, `index`, `snapshot_term` and `total`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The leader's term.
+    pub term: u64,
+    /// The snapshot's index.
+    pub index: u64,
+    /// The snapshot's term.
+    pub snapshot_term: u64,
+    /// Where `bytes` start in the encoded snapshot.
+    pub offset: u64,
+    /// The encoded snapshot's length, at most [`MAX_SNAPSHOT_LEN`].
+    pub total: u64,
+    /// The piece, not empty, at most [`MAX_SNAPSHOT_CHUNK_LEN`] bytes.
+    pub bytes: Vec<u8>,
+    /// As in [`Append::sent_at`].
+    pub sent_at: Instant,
+}
+
+impl SnapshotChunk {
+    /// Whether the piece is well-formed: not empty, not over its limits, inside its
+    /// snapshot, which is not from a term after the leader's.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let end = self.offset.checked_add(self.bytes.len() as u64);
+        if self.bytes.is_empty() {
+            Err("empty snapshot chunk")
+        } else if self.bytes.len() > MAX_SNAPSHOT_CHUNK_LEN {
+            Err("snapshot chunk over its limit")
+        } else if self.total > MAX_SNAPSHOT_LEN {
+            Err("snapshot over its limit")
+        } else if end.is_none_or(|end| end > self.total) {
+            Err("snapshot chunk beyond the snapshot's end")
+        } else if self.snapshot_term > self.term {
+            Err("snapshot from a later term than the leader's")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The answer to a [`SnapshotChunk`] that did not complete its snapshot (the last one
+/// is answered with an [`AppendReply`] once installed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunkAck {
+    /// The follower's term.
+    pub term: u64,
+    /// The snapshot's index.
+    pub index: u64,
+    /// How many bytes of it the follower holds: the next chunk starts there.
+    pub received: u64,
+    /// The `sent_at` of the chunk answered.
+    pub sent_at: Instant,
+}
+
 /// The answer to an append or snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendReply {
@@ -326,6 +397,9 @@ impl Envelope {
         if entries > MAX_ENTRIES_PER_APPEND {
             return Err(DecodeError::Invalid("too many entries in one append"));
         }
+        if let Message::SnapshotChunk(c) = &self.msg {
+            c.check().map_err(DecodeError::Invalid)?;
+        }
         let roles = match &self.msg {
             Message::Roles(r) => r.add.len() + r.remove.len(),
             Message::AppendReply(r) => r.released.len(),
@@ -357,6 +431,8 @@ impl Envelope {
                 .max(s.snapshot.index)
                 .max(s.snapshot.term)
                 .max(entries(&s.entries)),
+            Message::SnapshotChunk(c) => c.term.max(c.index).max(c.snapshot_term),
+            Message::SnapshotChunkAck(a) => a.term.max(a.index),
             Message::AppendReply(r) => r.term.max(r.index),
             Message::TimeoutNow { term } => *term,
             Message::ProbeAck(ProbeAck {

@@ -389,6 +389,64 @@ fn a_member_added_later_receives_the_data_with_its_snapshot() {
     }
 }
 
+/// A snapshot larger than `snapshot_chunk_len` travels in pieces, one in flight at
+/// a time; the newcomer installs it whole. Here the pieces are 256 bytes and the
+/// store about 20 KiB, so a joiner needs some eighty of them; the same happens with
+/// the default 256 KiB pieces and a store of up to `MAX_STORE_BYTES`.
+#[test]
+fn a_member_added_later_receives_a_large_store_in_pieces() {
+    for seed in [9, 10, 11] {
+        let mut cfg = Config::fast_test();
+        cfg.snapshot_chunk_len = 256;
+        let mut net = Net::with_nodes(seed, cfg, 3);
+        net.run_until_settled(3_000).expect("settles");
+        let f = (0..3).find(|s| Some(*s) != net.the_primary()).unwrap();
+        let c = register(&mut net, f, 1);
+        // Enough writes for the log to fold its oldest entries into its base: a
+        // newcomer then needs the snapshot.
+        let writes = 2_200u64;
+        let value = "v".repeat(64);
+        for wave in (0..writes).collect::<Vec<_>>().chunks(500) {
+            for &i in wave {
+                let mut w = put(c, 1 + i, &format!("k{:03}", i % 300), &value);
+                if let StoreRequest::Write(w) = &mut w {
+                    w.acked_below = 1 + wave[0];
+                }
+                ask(&mut net, f, 10 + i, w);
+            }
+            for &i in wave {
+                wait(&mut net, 10 + i, 5_000).expect("committed");
+            }
+        }
+        let before = net.snapshot_pieces;
+        let n = net.add_node();
+        net.run_for(3_000);
+        let pieces = net.snapshot_pieces - before;
+        assert!(pieces >= 50, "seed {seed}: {pieces} pieces");
+        let local = Consistency::Local {
+            max_lag: Duration::from_millis(100),
+        };
+        let range = StoreRequest::Read {
+            read: Read::Range {
+                prefix: "k".into(),
+                limit: 1_000,
+            },
+            consistency: local,
+        };
+        ask(&mut net, n, 50_000, range);
+        match wait(&mut net, 50_000, 1) {
+            Ok(StoreAnswer::Read {
+                answer: ReadAnswer::Range { entries, more },
+                ..
+            }) => {
+                assert_eq!((entries.len(), more), (300, false), "seed {seed}");
+                assert!(entries.iter().all(|(_, v)| v.value == value.as_bytes()));
+            }
+            other => panic!("seed {seed}: range: {other:?}"),
+        }
+    }
+}
+
 /// A primary paused (a GC stall) while the others elect a new primary and commit a
 /// write comes back still believing it leads. A read it is asked before it hears
 /// anything must not be served from its old data: a linearizable read waits for a
@@ -623,6 +681,61 @@ mod hostile {
             for n in &net.nodes {
                 prop_assert!(n.core.store_data().bytes() <= cluster_mode_core::store::MAX_STORE_BYTES);
             }
+            prop_assert!(net.settled(), "the cluster still has one agreed primary");
+        }
+
+        /// Snapshot pieces with any offsets, lengths and bytes from the leader, and
+        /// acknowledgements with any positions from the followers: refused or
+        /// dropped with a reason, never a panic, and the cluster keeps its primary.
+        #[test]
+        fn any_snapshot_piece_or_acknowledgement_leaves_every_invariant_intact(
+            seed in 1u64..4,
+            pieces in proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    0u64..3,
+                    0u64..2,
+                    prop_oneof![Just(0u64), Just(300), Just(600), 0u64..4_000],
+                    prop_oneof![Just(600u64), Just(1_200), 0u64..5_000],
+                    proptest::collection::vec(any::<u8>(), 0..600),
+                ),
+                1..16,
+            ),
+            acks in proptest::collection::vec((any::<bool>(), 0u64..4, 0u64..5_000), 0..8),
+        ) {
+            use cluster_mode_core::message::{SnapshotChunk, SnapshotChunkAck};
+            let (mut net, p, fs) = settled3(seed);
+            let term = net.nodes[p].core.term();
+            let envelope = |net: &Net, from: usize, to: usize, msg: Message| Envelope {
+                version: PROTOCOL_VERSION,
+                cluster: net.nodes[from].core.cluster(),
+                from: net.nodes[from].core.identity().id,
+                from_addr: net.nodes[from].core.identity().addr.clone(),
+                to: Some(net.nodes[to].core.identity().id),
+                msg,
+            };
+            for (which, index, back, offset, total, bytes) in pieces {
+                let to = fs[usize::from(which)];
+                let c = SnapshotChunk {
+                    term,
+                    index,
+                    snapshot_term: term.saturating_sub(back),
+                    offset,
+                    total,
+                    bytes,
+                    sent_at: cluster_mode_core::Instant::ZERO,
+                };
+                let env = envelope(&net, p, to, Message::SnapshotChunk(c));
+                net.input(to, Input::Message(env));
+            }
+            for (which, index, received) in acks {
+                let from = fs[usize::from(which)];
+                let a = SnapshotChunkAck { term, index, received, sent_at: cluster_mode_core::Instant::ZERO };
+                let env = envelope(&net, from, p, Message::SnapshotChunkAck(a));
+                net.input(p, Input::Message(env));
+            }
+            net.run_for(300);
+            prop_assert!(net.checker.violations.is_empty(), "{:?}", net.checker.violations);
             prop_assert!(net.settled(), "the cluster still has one agreed primary");
         }
     }

@@ -2,7 +2,9 @@
 //! panic; valid frames round-trip; mutated frames are either rejected or decode to
 //! something the core then judges on its own.
 
-use cluster_mode_core::message::{Append, AppendReply, ProbeAck, ProbeState, VoteRequest};
+use cluster_mode_core::message::{
+    Append, AppendReply, ProbeAck, ProbeState, SnapshotChunk, SnapshotChunkAck, VoteRequest,
+};
 use cluster_mode_core::{
     Address, Change, ClusterId, DecodeError, Entry, Envelope, Instant, Member, Membership, Message,
     NodeId, Snapshot, PROTOCOL_VERSION,
@@ -65,7 +67,71 @@ fn sample_messages() -> Vec<Message> {
         }),
         Message::TimeoutNow { term: 5 },
         Message::Join { name: None },
+        Message::SnapshotChunk(piece()),
+        Message::SnapshotChunkAck(SnapshotChunkAck {
+            term: 5,
+            index: 9,
+            received: 300,
+            sent_at: Instant::from_millis(1234),
+        }),
     ]
+}
+
+fn piece() -> SnapshotChunk {
+    SnapshotChunk {
+        term: 5,
+        index: 9,
+        snapshot_term: 4,
+        offset: 300,
+        total: 1_000,
+        bytes: vec![7; 300],
+        sent_at: Instant::from_millis(1234),
+    }
+}
+
+#[test]
+fn a_snapshot_piece_outside_its_limits_is_refused_with_the_reason() {
+    use cluster_mode_core::message::{MAX_SNAPSHOT_CHUNK_LEN, MAX_SNAPSHOT_LEN};
+    type Case = (fn(&mut SnapshotChunk), &'static str);
+    let cases: Vec<Case> = vec![
+        (|c| c.bytes.clear(), "empty snapshot chunk"),
+        (
+            |c| c.offset = 701,
+            "snapshot chunk beyond the snapshot's end",
+        ),
+        (
+            |c| c.offset = u64::MAX - 10,
+            "snapshot chunk beyond the snapshot's end",
+        ),
+        (
+            |c| c.total = MAX_SNAPSHOT_LEN + 1,
+            "snapshot over its limit",
+        ),
+        (
+            |c| c.snapshot_term = 6,
+            "snapshot from a later term than the leader's",
+        ),
+        (
+            |c| {
+                c.bytes = vec![0; MAX_SNAPSHOT_CHUNK_LEN + 1];
+                c.total = MAX_SNAPSHOT_LEN;
+            },
+            "snapshot chunk over its limit",
+        ),
+    ];
+    for (mutate, why) in cases {
+        let mut c = piece();
+        mutate(&mut c);
+        assert_eq!(
+            Envelope::decode(&envelope(Message::SnapshotChunk(c)).encode()),
+            Err(DecodeError::Invalid(why))
+        );
+    }
+    // The last piece of a snapshot ends at its end.
+    let mut c = piece();
+    c.offset = 700;
+    let env = envelope(Message::SnapshotChunk(c));
+    assert_eq!(Envelope::decode(&env.encode()), Ok(env));
 }
 
 fn envelope(msg: Message) -> Envelope {

@@ -57,7 +57,7 @@ const ROUND_TRIP_BUCKETS: [f64; 13] = [
 /// The values of the `kind` label: one per protocol message, with `append` split
 /// into `heartbeat` (no entries) and `append` (entries), as the core's delivery
 /// classes do. `other` is for a message kind a newer core may add.
-pub const KINDS: [&str; 20] = [
+pub const KINDS: [&str; 22] = [
     "probe",
     "probe_ack",
     "bootstrap_request",
@@ -77,6 +77,8 @@ pub const KINDS: [&str; 20] = [
     "append_reply",
     "timeout_now",
     "roles",
+    "snapshot_chunk",
+    "snapshot_chunk_ack",
     "other",
 ];
 
@@ -102,7 +104,9 @@ fn kind_index(msg: &Message) -> usize {
         Message::AppendReply(_) => 16,
         Message::TimeoutNow { .. } => 17,
         Message::Roles(_) => 18,
-        _ => 19,
+        Message::SnapshotChunk(_) => 19,
+        Message::SnapshotChunkAck(_) => 20,
+        _ => 21,
     }
 }
 

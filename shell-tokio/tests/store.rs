@@ -186,3 +186,104 @@ async fn followers_keep_up_when_appends_carry_over_64_kib() {
         n.shutdown().await;
     }
 }
+
+/// A store of several MiB (more than one 1 MiB message) reaches a member that joins
+/// later: more writes than the log keeps follow, so the newcomer needs the whole
+/// store, and it arrives as a snapshot in pieces of `snapshot_chunk_len` bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_receives_a_store_larger_than_one_message_in_pieces() {
+    init_tracing();
+    let mut cfg = test_config();
+    cfg.min_nodes = std::num::NonZeroUsize::new(3).unwrap();
+    let ls = listeners(4).await;
+    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    let disc = discovery(&addrs);
+    let mut ls = ls.into_iter();
+    let mut nodes = Vec::new();
+    for l in ls.by_ref().take(3) {
+        let b = cluster_mode::ClusterBuilder::new(disc.clone())
+            .listener(l)
+            .config(cfg.clone());
+        nodes.push(b.start().await.unwrap());
+    }
+    let refs: Vec<_> = nodes.iter().collect();
+    let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
+    let big = cluster_mode::store::MAX_VALUE_LEN;
+    let keys = 80u32; // 1.25 MiB of values: more than one message holds
+    for wave in 0..keys / 16 {
+        let puts: Vec<_> = (0..16)
+            .map(|i| {
+                let store = nodes[p].store();
+                let k = wave * 16 + i;
+                tokio::spawn(
+                    async move { store.put(format!("big/{k:03}"), vec![k as u8; big]).await },
+                )
+            })
+            .collect();
+        for put in puts {
+            put.await.expect("task").expect("put");
+        }
+    }
+    // The log keeps `store_log_entries` (1,024) committed entries and folds the
+    // rest into its base once it holds twice that: small writes push the large
+    // values out of it.
+    let ticks = 2 * cfg.store_log_entries + 100;
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let store = nodes[p].store();
+            tokio::spawn(async move {
+                for i in (w..ticks).step_by(64) {
+                    store
+                        .put(format!("tick/{}", i % 8), vec![1])
+                        .await
+                        .expect("put");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("task");
+    }
+    let newcomer = cluster_mode::ClusterBuilder::new(disc.clone())
+        .listener(ls.next().unwrap())
+        .config(cfg.clone())
+        .start()
+        .await
+        .unwrap();
+    let local = Consistency::Local {
+        max_lag: Duration::from_secs(1),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = newcomer.store().range("big/", local).await;
+        if let Ok(v) = &held {
+            if v.len() == keys as usize {
+                assert!(v.iter().all(|(k, v)| {
+                    let n: u32 = k["big/".len()..].parse().unwrap();
+                    v.value == vec![n as u8; big]
+                }));
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newcomer holds {:?} of {keys} values after 20 s",
+            held.map(|v| v.len())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It came in pieces (no single message could carry it).
+    let text = cluster_mode::prometheus::encode(&newcomer.service()).expect("encoded");
+    let pieces: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("cluster_mode_messages_in") && l.contains("kind=\"snapshot_chunk\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(pieces >= 5.0, "{pieces} snapshot pieces received:\n{text}");
+    newcomer.shutdown().await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

@@ -7,7 +7,7 @@
 use super::ClusterCore;
 use crate::id::{Address, NodeId};
 use crate::membership::Change;
-use crate::message::{Message, SnapshotMsg};
+use crate::message::Message;
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
@@ -88,14 +88,9 @@ impl ClusterCore {
     }
 
     fn send_final_snapshot(&mut self, now: Instant, id: NodeId, addr: Address) {
-        let snapshot = self.log.committed_snapshot();
-        let msg = SnapshotMsg {
-            term: self.hard.term,
-            snapshot,
-            entries: Vec::new(),
-            sent_at: now,
-        };
-        self.send(addr, Some(id), Message::Snapshot(msg));
+        // Whole, or the next piece (the node resends its request until it sees
+        // its removal).
+        self.send_snapshot_to(now, id, addr, false);
     }
 
     /// Proposes the most urgent change if the log is fully committed. While entries

@@ -64,6 +64,8 @@ impl ClusterCore {
             Message::VoteReply(r) => self.on_vote_reply(now, from, r, false),
             Message::Append(a) => self.on_append(now, from, from_addr, cluster, a),
             Message::Snapshot(s) => self.on_snapshot(now, from, from_addr, cluster, s),
+            Message::SnapshotChunk(c) => self.on_snapshot_chunk(now, from, from_addr, cluster, c),
+            Message::SnapshotChunkAck(a) => self.on_snapshot_chunk_ack(now, from, a),
             Message::AppendReply(r) => self.on_append_reply(now, from, r),
             Message::TimeoutNow { term } => self.on_timeout_now(now, term),
             Message::Roles(req) => self.on_roles_request(from, req),
@@ -128,6 +130,13 @@ impl ClusterCore {
             Message::Snapshot(s) if !ordered(s.snapshot.term, &s.entries, s.term) => Err(
                 Rejected::Invalid("snapshot terms decrease or exceed the leader's term"),
             ),
+            Message::SnapshotChunk(c) => match c.check() {
+                Err(why) => Err(Rejected::Invalid(why)),
+                Ok(()) if env.cluster.is_none() => Err(Rejected::Invalid(
+                    "replication message without a cluster id",
+                )),
+                Ok(()) => Ok(()),
+            },
             Message::ProbeAck(ProbeAck {
                 state:
                     ProbeState::Member {

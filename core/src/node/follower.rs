@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 impl ClusterCore {
     /// Common acceptance of a leader's message; `false` when it is stale.
-    fn accept_leader(
+    pub(super) fn accept_leader(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -122,7 +122,7 @@ impl ClusterCore {
 
     /// Answers an append or snapshot it will not store, asking the sender to start
     /// over from the beginning (or, with a higher term, to step down).
-    fn refuse_append(&mut self, to: NodeId, addr: Address, term: u64, sent_at: Instant) {
+    pub(super) fn refuse_append(&mut self, to: NodeId, addr: Address, term: u64, sent_at: Instant) {
         let reply = AppendReply {
             term,
             success: false,
@@ -134,7 +134,7 @@ impl ClusterCore {
         self.send(addr, Some(to), Message::AppendReply(reply));
     }
 
-    fn may_adopt(&self, cluster: Option<ClusterId>) -> bool {
+    pub(super) fn may_adopt(&self, cluster: Option<ClusterId>) -> bool {
         cluster.is_some() && (self.join.joining == cluster || self.boot.supports.is_some())
     }
 

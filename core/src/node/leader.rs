@@ -9,7 +9,7 @@ use super::timers::Timer;
 use super::ClusterCore;
 use crate::id::{Address, NodeId};
 use crate::membership::Change;
-use crate::message::{Append, AppendReply, Message, SnapshotMsg, MAX_ENTRIES_PER_APPEND};
+use crate::message::{Append, AppendReply, Message, MAX_ENTRIES_PER_APPEND};
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -77,6 +77,8 @@ pub(super) struct LeaderState {
     pub(super) roles: super::roles::LeaderRoles,
     /// The store's waiting writes and reads.
     pub(super) store: super::store::LeaderStore,
+    /// Snapshots being sent in pieces.
+    pub(super) transfers: super::snapshot::Transfers,
 }
 
 impl LeaderState {
@@ -173,6 +175,7 @@ impl ClusterCore {
             scratch: Vec::with_capacity(16),
             roles: super::roles::LeaderRoles::default(),
             store: super::store::LeaderStore::default(),
+            transfers: Default::default(),
         };
         self.set_role(RaftRole::Leader(Box::new(state)));
         self.timers.set(Timer::Heartbeat, now);
@@ -243,6 +246,7 @@ impl ClusterCore {
         }
         self.update_lease(now);
         self.propose_next_change(now);
+        self.prune_transfers(now);
         self.broadcast_append(now);
     }
 
@@ -275,37 +279,25 @@ impl ClusterCore {
         let prev_index = p.next.saturating_sub(1);
         let term = self.hard.term;
         let hold = self.hold_grant_for(now, id);
-        let msg = match self.log.term_at(prev_index) {
-            Some(prev_term) if prev_index >= self.log.base_index() => Message::Append(Append {
-                term,
-                prev_index,
-                prev_term,
-                entries: self
-                    .log
-                    .entries_for_append(prev_index, MAX_ENTRIES_PER_APPEND)
-                    .to_vec(),
-                commit: self.log.commit_index(),
-                sent_at: now,
-                hold,
-            }),
-            _ => {
-                let snapshot = self.log.committed_snapshot();
-                let entries = self
-                    .log
-                    .entries_for_append(snapshot.index, MAX_ENTRIES_PER_APPEND)
-                    .to_vec();
-                Message::Snapshot(SnapshotMsg {
+        let sent_to = match self.log.term_at(prev_index) {
+            Some(prev_term) if prev_index >= self.log.base_index() => {
+                let append = Append {
                     term,
-                    snapshot,
-                    entries,
+                    prev_index,
+                    prev_term,
+                    entries: self
+                        .log
+                        .entries_for_append(prev_index, MAX_ENTRIES_PER_APPEND)
+                        .to_vec(),
+                    commit: self.log.commit_index(),
                     sent_at: now,
-                })
+                    hold,
+                };
+                let sent_to = prev_index + append.entries.len() as u64;
+                self.send(addr, Some(id), Message::Append(append));
+                sent_to
             }
-        };
-        let sent_to = match &msg {
-            Message::Append(a) => a.prev_index + a.entries.len() as u64,
-            Message::Snapshot(s) => s.snapshot.index + s.entries.len() as u64,
-            _ => 0,
+            _ => self.send_snapshot_to(now, id, addr, true),
         };
         if let Some(p) = self
             .role
@@ -314,7 +306,6 @@ impl ClusterCore {
         {
             p.inflight_to = sent_to;
         }
-        self.send(addr, Some(id), msg);
     }
 
     pub(super) fn on_append_reply(&mut self, now: Instant, from: NodeId, r: AppendReply) {
@@ -323,13 +314,15 @@ impl ClusterCore {
             return;
         }
         let last = self.log.last_index();
-        let term = self.hard.term;
+        if r.term < self.hard.term || !self.role.is_leader() {
+            return;
+        }
+        if r.success {
+            self.end_transfer(from, r.index);
+        }
         let Some(l) = self.role.leading_mut() else {
             return;
         };
-        if r.term < term {
-            return;
-        }
         let became_at = l.became_at;
         let Some(p) = l.progress.get_mut(&from) else {
             return;

@@ -15,6 +15,7 @@
 //! | `election.rs` | | pre-votes and votes (P5), handover (P8) |
 //! | `leader.rs` | `LeaderState` (in the leader role) | heartbeats, commit, lease (P6), CheckQuorum |
 //! | `follower.rs` | | storing what the leader sends |
+//! | `snapshot.rs` | `Transfers` (in `LeaderState`), `Incoming` | snapshots sent whole or in pieces |
 //! | `admin.rs` | `AdminQueue` | who joins, is promoted or removed (P2, P3, P9) |
 //! | `leave.rs` | `LeaveState` | graceful leave (P8) |
 //! | `recovery.rs` | `RecoveryState` | recovering a cluster whose lost voters are proven dead (P11) |
@@ -36,6 +37,7 @@ mod queries;
 mod recovery;
 mod role;
 mod roles;
+mod snapshot;
 mod store;
 mod timers;
 
@@ -94,6 +96,8 @@ pub struct ClusterCore {
     recovery: RecoveryState,
     roles: RolesState,
     store: store::StoreState,
+    /// A snapshot arriving in pieces.
+    snap_in: snapshot::Incoming,
     out: Outbox,
     /// For a [`durable`](Self::durable) core: the state last handed out in a
     /// `Command::Persist`. `None`: nothing is persisted.
@@ -107,6 +111,7 @@ impl ClusterCore {
     /// Fails, changing nothing, if `config` does not [`validate`](Config::validate).
     pub fn new(me: Identity, config: Config, seed: u64, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
+        let keep = config.store_log_entries;
         let empty = Snapshot {
             index: 0,
             term: 0,
@@ -118,7 +123,7 @@ impl ClusterCore {
             cfg: config,
             rng: Rng::new(seed),
             hard: HardState::default(),
-            log: Log::new(empty),
+            log: Log::new(empty).keep_with_data(keep),
             role: RoleState::default(),
             timers: TimerTable::default(),
             peers: Peers::default(),
@@ -129,6 +134,7 @@ impl ClusterCore {
             recovery: RecoveryState::default(),
             roles: RolesState::default(),
             store: store::StoreState::default(),
+            snap_in: snapshot::Incoming::default(),
             out: Outbox::default(),
             persisted: None,
         };
@@ -175,7 +181,8 @@ impl ClusterCore {
                 term: state.term,
                 voted_for: state.voted_for,
             };
-            core.log = Log::restore(state.base, state.entries);
+            core.log =
+                Log::restore(state.base, state.entries).keep_with_data(core.cfg.store_log_entries);
             core.role.last_leader_contact = Some(now);
             core.role.refuse_votes_until = Some(now + core.cfg.election_timeout_min);
             core.reset_election_timer(now);

@@ -4,6 +4,7 @@
 use super::ClusterCore;
 use crate::event::Discovered;
 use crate::id::{Address, ClusterId, NodeId};
+use crate::membership::Snapshot;
 use crate::message::{Message, ProbeAck, ProbeState};
 use crate::rng::SplitMix64 as Rng;
 use crate::time::Instant;
@@ -355,6 +356,21 @@ impl ClusterCore {
         }
     }
 
+    /// The committed configuration for a prober that is in it, if it fits one
+    /// message; a larger one (a big store) it gets from the leader in pieces, once
+    /// it asks to join.
+    fn your_config(&self, prober: NodeId) -> Option<Snapshot> {
+        // The store's own count tells a large one without copying or encoding it.
+        if !self.log.committed().contains(prober)
+            || self.log.data().bytes() > self.cfg.snapshot_chunk_len
+        {
+            return None;
+        }
+        let snapshot = self.log.committed_snapshot();
+        let len = postcard::to_allocvec(&snapshot).map_or(usize::MAX, |b| b.len());
+        (len <= self.cfg.snapshot_chunk_len).then_some(snapshot)
+    }
+
     pub(super) fn on_probe(&mut self, now: Instant, from: NodeId, from_addr: Address) {
         let state = match self.hard.cluster {
             None => ProbeState::Fresh {
@@ -365,11 +381,7 @@ impl ClusterCore {
                 leader: self.live_leader(now),
                 last_index: self.log.last_index(),
                 last_term: self.log.last_term(),
-                your_config: self
-                    .log
-                    .committed()
-                    .contains(from)
-                    .then(|| self.log.committed_snapshot()),
+                your_config: self.your_config(from),
             },
         };
         let ack = ProbeAck {

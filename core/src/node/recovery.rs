@@ -386,8 +386,10 @@ impl ClusterCore {
         theirs: ClusterId,
         msg: &Message,
     ) -> bool {
-        matches!(msg, Message::Append(_) | Message::Snapshot(_))
-            && self.boot.supports.as_ref().is_some_and(|s| s.id == from)
+        matches!(
+            msg,
+            Message::Append(_) | Message::Snapshot(_) | Message::SnapshotChunk(_)
+        ) && self.boot.supports.as_ref().is_some_and(|s| s.id == from)
             && self
                 .hard
                 .cluster

@@ -206,8 +206,9 @@ impl ClusterCore {
         // Terms and votes belong to the cluster left behind; the next cluster's terms
         // start afresh for this node (it has cast no vote in them).
         self.hard = HardState::default();
-        self.log = Log::new(empty);
+        self.log = Log::new(empty).keep_with_data(self.cfg.store_log_entries);
         self.store.fresh_at = None;
+        self.snap_in.clear();
         self.set_role(RaftRole::Follower);
         self.role.leader = None;
         self.timers.stop(Timer::Election);

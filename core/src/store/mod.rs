@@ -17,8 +17,8 @@
 //!
 //! Limits are protocol constants, not configuration, because the state machine must
 //! reject the same writes on every member: keys up to [`MAX_KEY_LEN`] bytes, values up
-//! to [`MAX_VALUE_LEN`], all keys and values together up to [`MAX_STORE_BYTES`] (the
-//! whole store travels in one snapshot message for now).
+//! to [`MAX_VALUE_LEN`], all keys and values together up to [`MAX_STORE_BYTES`] (a
+//! follower far behind receives the whole store in pieces, `Message::SnapshotChunk`).
 
 mod data;
 
@@ -36,9 +36,10 @@ pub const MAX_KEY_LEN: usize = 512;
 /// The longest value, in bytes.
 pub const MAX_VALUE_LEN: usize = 16 * 1024;
 /// The most bytes all keys and values may hold together (with 64 bytes counted per
-/// key for bookkeeping). Kept under the 1 MiB frame so the whole store fits one
-/// snapshot message.
-pub const MAX_STORE_BYTES: usize = 512 * 1024;
+/// key for bookkeeping). The store lives in memory on every member (twice: the data
+/// at the commit index and the log's base), and a follower far behind receives it
+/// as a snapshot in pieces of `Config::snapshot_chunk_len` bytes.
+pub const MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
 /// The most client sessions the store remembers; the least recently active one is
 /// evicted past it.
 pub const MAX_SESSIONS: usize = 1024;

@@ -139,6 +139,10 @@ pub struct Net {
     /// When set, (from, to) -> the real time of the latest message delivered from one
     /// slot to the other (for rule tests).
     pub deliveries: Option<BTreeMap<(usize, usize), u64>>,
+    /// Snapshot pieces (`Message::SnapshotChunk`) delivered.
+    pub snapshot_pieces: u64,
+    /// Whole snapshots (`Message::Snapshot`) delivered.
+    pub snapshots: u64,
     /// Every key-value store answer: real time (ns), slot, request id, result.
     pub store_replies: Vec<StoreReplyRecord>,
 }
@@ -194,6 +198,8 @@ impl Net {
             role_events: None,
             store_replies: Vec::new(),
             deliveries: None,
+            snapshot_pieces: 0,
+            snapshots: 0,
         };
         n.schedule(0, Event::Discovery);
         n
@@ -907,6 +913,19 @@ impl Net {
                 if r.success { "ok" } else { "reject, retry at" },
                 r.index
             ),
+            Message::SnapshotChunk(c) => format!(
+                "SnapshotChunk t{} at {}/{} bytes {}..{} of {}",
+                c.term,
+                c.snapshot_term,
+                c.index,
+                c.offset,
+                c.offset + c.bytes.len() as u64,
+                c.total
+            ),
+            Message::SnapshotChunkAck(a) => format!(
+                "SnapshotChunkAck t{} at {} has {}",
+                a.term, a.index, a.received
+            ),
             // A catch-all last arm, so that a message added to the core's
             // (non-exhaustive) enum still renders.
             other => match other {
@@ -1000,6 +1019,11 @@ impl Net {
                     if let Some(&from) = self.by_addr.get(&env.from_addr) {
                         d.insert((from, to), self.now);
                     }
+                }
+                match env.msg {
+                    Message::SnapshotChunk(_) => self.snapshot_pieces += 1,
+                    Message::Snapshot(_) => self.snapshots += 1,
+                    _ => {}
                 }
                 self.input(to, Input::Message(*env));
             }
