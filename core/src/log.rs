@@ -132,6 +132,25 @@ impl Log {
         &self.data
     }
 
+    /// The data a successor cluster founded by this node starts from (P11 x P14): the
+    /// committed store with every later store entry of this log applied too, in order,
+    /// up to [`last_index`](Self::last_index). The founder holds the most up-to-date
+    /// log of the survivors, so an entry the old majority committed (and perhaps
+    /// acknowledged) is in it; one that was never committed takes effect late, as a
+    /// pending write may. The answers are dropped: the leader that appended an entry
+    /// is gone, so its client is told "maybe committed" (by that leader stepping down
+    /// or by a forwarding member's timeout), and a retry finds the outcome in its
+    /// session.
+    pub(crate) fn data_through_last(&self) -> StoreData {
+        let mut data = self.data.clone();
+        for e in self.entries_after(self.commit, usize::MAX) {
+            if let Change::Data(d) = &e.change {
+                let _ = data.apply(e.index, d);
+            }
+        }
+        data
+    }
+
     /// Takes the answers of the store entries applied since the last call.
     pub(crate) fn take_applied(&mut self) -> Vec<(u64, Result<StoreAnswer, StoreError>)> {
         std::mem::take(&mut self.applied)

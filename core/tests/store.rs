@@ -741,13 +741,12 @@ mod hostile {
     }
 }
 
-/// FINDINGS #16 (open): a recovery (P11) founds the successor cluster with an empty
-/// store, so the data of a cluster that lost most of its voters is lost with them,
-/// and the successor's log (its revisions) starts again at 1. Expected: the founder
+/// FINDINGS #16 (fixed): a recovery (P11) founded the successor cluster with an
+/// empty store, so the data of a cluster that lost most of its voters was lost with
+/// them, and the successor's log (its revisions) started again at 1. The founder now
 /// carries its data (its whole log's store entries) and the successor's revisions
-/// continue above the old ones. Ignored until fixed; it fails today.
+/// continue above the old ones.
 #[test]
-#[ignore = "FINDINGS #16: recovery drops the store"]
 fn a_recovered_cluster_keeps_the_data_and_its_revisions_go_on_rising() {
     let (mut net, p, [f, g]) = settled3(2);
     let c = register(&mut net, f, 1);
@@ -776,4 +775,165 @@ fn a_recovered_cluster_keeps_the_data_and_its_revisions_go_on_rising() {
         put_revision(wait(&mut net, 5, 2_000)) > rev,
         "revisions keep rising"
     );
+}
+
+fn cas(client: ClientId, seq: u64, key: &str, expected: Revision, value: &str) -> StoreRequest {
+    StoreRequest::Write(Write {
+        client,
+        seq,
+        acked_below: 1,
+        op: WriteOp::CompareAndSwap {
+            key: key.into(),
+            expected,
+            value: value.as_bytes().to_vec(),
+        },
+    })
+}
+
+/// A write's outcome, whatever it is.
+fn outcome(a: Answer) -> WriteOutcome {
+    match a {
+        Ok(StoreAnswer::Written(o)) => o,
+        other => panic!("not a write outcome: {other:?}"),
+    }
+}
+
+/// Two of three voters lost without data (new processes at their addresses): the
+/// third recovers with them (P11).
+fn lose_the_majority(net: &mut Net, lost: [usize; 2]) {
+    for s in lost {
+        net.crash(s);
+    }
+    net.heal();
+    for s in lost {
+        net.restart(s);
+    }
+    net.run_until_settled(net.now / 1_000_000 + 10_000)
+        .expect("the survivor recovers with the new processes");
+}
+
+/// FINDINGS #16: after a recovery every revision is above every revision seen before
+/// it (registrations and writes), so a compare-and-swap expecting a pre-recovery
+/// revision matches only if the key was not written since. "j" is written again after
+/// the recovery until a write of it reaches j's old revision: with revisions starting
+/// again at 1 that write takes the old number and a swap expecting it matches; here it
+/// is refused. "k", untouched since, swaps. The pre-recovery session survives too: a
+/// retry of its first write is answered with the saved outcome, not applied again.
+#[test]
+fn revisions_after_a_recovery_rise_above_every_earlier_one_and_old_compare_and_swaps_hold() {
+    for seed in [2, 3, 4] {
+        let (mut net, p, [f, g]) = settled3(seed);
+        let mut seen = Vec::new();
+        let c = register(&mut net, f, 1);
+        seen.push(c.0);
+        let mut id = 10;
+        let mut seq = 0;
+        // Several writes of "k" first, so that "j"'s revision is well above 1.
+        let mut k_revs = Vec::new();
+        for _ in 0..8 {
+            id += 1;
+            seq += 1;
+            ask(&mut net, f, id, put(c, seq, "k", &format!("k{seq}")));
+            k_revs.push(put_revision(wait(&mut net, id, 1_000)));
+        }
+        seen.extend(&k_revs);
+        id += 1;
+        seq += 1;
+        ask(&mut net, f, id, put(c, seq, "j", "j-before"));
+        let j_rev = put_revision(wait(&mut net, id, 1_000));
+        seen.push(j_rev);
+        net.run_for(100);
+        let before = *seen.iter().max().expect("revisions");
+
+        lose_the_majority(&mut net, [p, f]);
+        let s = g;
+        // The session came through: the retry of write 1 is answered as before.
+        id += 1;
+        ask(&mut net, s, id, put(c, 1, "k", "k1"));
+        assert_eq!(
+            outcome(wait(&mut net, id, 2_000)),
+            WriteOutcome::Put {
+                revision: k_revs[0]
+            },
+            "seed {seed}: the retried write is answered with its saved outcome"
+        );
+        let mut after = Vec::new();
+        loop {
+            id += 1;
+            seq += 1;
+            ask(&mut net, s, id, put(c, seq, "j", &format!("j{seq}")));
+            after.push(put_revision(wait(&mut net, id, 2_000)));
+            if after.last() >= Some(&j_rev) || after.len() > 2 * j_rev as usize {
+                break;
+            }
+        }
+        let j_last = *after.last().expect("writes");
+        id += 1;
+        seq += 1;
+        ask(&mut net, s, id, cas(c, seq, "j", j_rev, "j-stale"));
+        assert_eq!(
+            outcome(wait(&mut net, id, 2_000)),
+            WriteOutcome::Mismatch { current: j_last },
+            "seed {seed}: a swap expecting j's pre-recovery revision {j_rev}, after j was written again"
+        );
+        // A swap expecting "k"'s pre-recovery revision: "k" was not written since.
+        let k_rev = *k_revs.last().expect("writes");
+        id += 1;
+        seq += 1;
+        ask(&mut net, s, id, cas(c, seq, "k", k_rev, "k-swapped"));
+        let swapped = outcome(wait(&mut net, id, 2_000));
+        let WriteOutcome::Swapped { revision } = swapped else {
+            panic!("seed {seed}: the swap expecting k's revision {k_rev}: {swapped:?}");
+        };
+        after.push(revision);
+        after.push(register(&mut net, s, 1_000).0);
+        for r in &after {
+            assert!(
+                *r > before,
+                "seed {seed}: revision {r} after the recovery is not above {before}, the last before it"
+            );
+        }
+        assert!(
+            after.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: revisions rise: {after:?}"
+        );
+        assert!(
+            net.checker.violations.is_empty(),
+            "{:?}",
+            net.checker.violations
+        );
+    }
+}
+
+/// FINDINGS #16: a write the old primary committed and acknowledged, which the
+/// survivor holds but had not yet learnt was committed when the primary died, is in
+/// the successor's data: the founder applies every store entry of its log, not only
+/// the committed ones.
+#[test]
+fn a_write_acknowledged_before_the_survivor_knew_it_committed_survives_the_recovery() {
+    for seed in [2, 3, 4] {
+        let (mut net, p, [f, g]) = settled3(seed);
+        let c = register(&mut net, g, 1);
+        net.run_for(100);
+        // f never sees the write: only p and g hold it, and p crashes as soon as it
+        // answered, before its next append tells g the write committed.
+        net.cut_link(p, f);
+        ask(&mut net, p, 2, put(c, 1, "u", "acknowledged"));
+        let rev = put_revision(wait(&mut net, 2, 1_000));
+        assert!(
+            net.nodes[g].core.commit_index() < rev,
+            "seed {seed}: the survivor already knew the write committed; the test needs it not to"
+        );
+        assert!(
+            net.nodes[g].core.last_log_id().1 >= rev,
+            "seed {seed}: the survivor holds the write"
+        );
+        lose_the_majority(&mut net, [p, f]);
+        ask(&mut net, g, 3, get("u", Consistency::Linearizable));
+        assert_eq!(
+            value_read(&wait(&mut net, 3, 2_000)),
+            Some((b"acknowledged".to_vec(), rev)),
+            "seed {seed}: an acknowledged write is lost"
+        );
+    }
 }

@@ -396,12 +396,21 @@ impl ClusterCore {
             return;
         };
         let mut roles = Default::default();
+        // A cold start begins at index 1 with no data.
+        let mut index = 1;
+        let mut data = Default::default();
         let epoch = match c.replaces {
             None => 1,
             Some(old) => {
-                // The roles outlive the cluster replaced (P13); terms, votes and the
-                // log belong to it.
+                // The roles outlive the cluster replaced (P13), and so does the data,
+                // with every store entry of this log applied, client sessions
+                // included (P14). The successor's log goes on above this one's last
+                // index, so revisions keep rising: a compare-and-swap expecting an
+                // old revision cannot match a newer write. Terms, votes and the log
+                // itself belong to the cluster replaced.
                 roles = self.roles_for_successor();
+                data = self.log.data_through_last();
+                index = self.log.last_index().max(index);
                 self.become_fresh();
                 self.founded_successor_of(old);
                 old.epoch().saturating_add(1)
@@ -419,12 +428,12 @@ impl ClusterCore {
             membership.members.insert(id, Member { addr, name, voter });
         }
         membership.roles = roles;
-        info!(%cluster, epoch, replaces = ?c.replaces, members = membership.members.len(), "founded the cluster");
+        info!(%cluster, epoch, replaces = ?c.replaces, members = membership.members.len(), index, "founded the cluster");
         let snap = Snapshot {
-            index: 1,
+            index,
             term: 1,
             membership,
-            data: Default::default(),
+            data,
         };
         self.adopt_cluster(now, cluster, 1, &snap, None);
         self.boot.founded.insert(c.round, cluster);
