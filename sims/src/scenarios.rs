@@ -265,6 +265,7 @@ impl Scenario {
             Scenario::StaleSurvivor => recovery::stale_survivor_config(),
             Scenario::LeaseAtBound => lease::lease_at_bound_config(),
             Scenario::StorePartition => store::partition_config(),
+            Scenario::StoreChaos => store::chaos_config(),
             Scenario::RolesFastFailover => roles::fast_failover_config(),
             _ => Config::datacenter(),
         }

@@ -37,6 +37,16 @@ pub fn partition_config() -> Config {
     cfg
 }
 
+/// The config of `store-chaos`: `Config::datacenter()` with a short log (32 committed
+/// entries kept) and snapshots in 64-byte pieces, so that a member back from a
+/// fault gets the whole store, in pieces, while the clients keep writing.
+pub fn chaos_config() -> Config {
+    let mut cfg = Config::datacenter();
+    cfg.store_log_entries = 32;
+    cfg.snapshot_chunk_len = 64;
+    cfg
+}
+
 impl Ctx {
     /// Starts the store clients on the current pods.
     fn start_store(&mut self) -> StoreLoad {
