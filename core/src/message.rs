@@ -137,9 +137,10 @@ pub const MAX_ROLES_PER_REQUEST: usize = 1024;
 pub const MAX_STORE_BATCH: usize = 256;
 
 /// A sender adds no further store request or answer to a batch past this many bytes
-/// (its own upper estimate), so that a batch stays under [`MAX_FRAME_LEN`]: a request
-/// is at most about 17 KiB, an answer (a range read of the whole store) 512 KiB.
-pub const STORE_BATCH_BYTES: usize = 256 * 1024;
+/// (its own upper estimate), so that a batch stays under [`MAX_FRAME_LEN`] (a request
+/// is at most about 17 KiB, an answer, a range read of the whole store, 512 KiB) and
+/// does not hold the messages queued behind it to the same peer for long.
+pub const STORE_BATCH_BYTES: usize = 64 * 1024;
 
 /// A primary's renewal of a member's hold on the roles it owns (P13): the member
 /// holds them until `echo + valid_for * (1 - ρ) / (1 + ρ)` on its own clock.
