@@ -128,25 +128,35 @@ pub enum Message {
     /// A member forwards an application's request to declare or remove roles to the
     /// leader (P13). Resent until the committed table shows it done.
     Roles(RolesRequest),
-    /// A key-value store request forwarded to the leader by the member its
-    /// application asked.
-    StoreRequest {
-        /// The asking member's id for the request.
-        id: u64,
-        /// The request.
-        request: crate::store::StoreRequest,
+    /// Key-value store requests forwarded to the leader by the member their
+    /// application asked, each with that member's id for it: 1 to
+    /// [`MAX_STORE_BATCH`] of them (P14).
+    StoreRequests {
+        /// The requests, with the asking member's ids.
+        requests: Vec<(u64, crate::store::StoreRequest)>,
     },
-    /// The leader's answer to a forwarded store request.
-    StoreReply {
-        /// The asking member's id for the request.
-        id: u64,
-        /// The answer.
-        result: Result<crate::store::StoreAnswer, crate::store::StoreError>,
+    /// The leader's answers to forwarded store requests: 1 to [`MAX_STORE_BATCH`].
+    StoreReplies {
+        /// The answers, with the asking member's ids for the requests.
+        replies: Vec<(
+            u64,
+            Result<crate::store::StoreAnswer, crate::store::StoreError>,
+        )>,
     },
 }
 
 /// The most roles one [`Message::Roles`] may name.
 pub const MAX_ROLES_PER_REQUEST: usize = 1024;
+
+/// The most requests (answers) one [`Message::StoreRequests`]
+/// ([`Message::StoreReplies`]) may carry.
+pub const MAX_STORE_BATCH: usize = 256;
+
+/// A sender adds no further store request or answer to a batch past this many bytes
+/// (its own upper estimate), so that a batch stays under [`MAX_FRAME_LEN`] (a request
+/// is at most about 17 KiB, an answer, a range read of the whole store, 512 KiB) and
+/// does not hold the messages queued behind it to the same peer for long.
+pub const STORE_BATCH_BYTES: usize = 64 * 1024;
 
 /// A primary's renewal of a member's hold on the roles it owns (P13): the member
 /// holds them until `echo + valid_for * (1 - ρ) / (1 + ρ)` on its own clock.
@@ -388,7 +398,9 @@ impl Envelope {
         Ok(env)
     }
 
-    fn check_limits(&self) -> Result<(), DecodeError> {
+    /// The protocol limits a decoded envelope must keep (checked by
+    /// [`decode`](Self::decode), and by the core for envelopes handed to it).
+    pub(crate) fn check_limits(&self) -> Result<(), DecodeError> {
         let entries = match &self.msg {
             Message::Append(a) => a.entries.len(),
             Message::Snapshot(s) => s.entries.len(),
@@ -407,6 +419,16 @@ impl Envelope {
         };
         if roles > MAX_ROLES_PER_REQUEST {
             return Err(DecodeError::Invalid("too many roles in one message"));
+        }
+        let store_batch = match &self.msg {
+            Message::StoreRequests { requests } => Some(requests.len()),
+            Message::StoreReplies { replies } => Some(replies.len()),
+            _ => None,
+        };
+        if store_batch.is_some_and(|n| n == 0 || n > MAX_STORE_BATCH) {
+            return Err(DecodeError::Invalid(
+                "a store batch is empty or over MAX_STORE_BATCH",
+            ));
         }
         if self.largest_counter() > MAX_COUNTER {
             return Err(DecodeError::Invalid("term or index out of range"));

@@ -57,7 +57,7 @@ const ROUND_TRIP_BUCKETS: [f64; 13] = [
 /// The values of the `kind` label: one per protocol message, with `append` split
 /// into `heartbeat` (no entries) and `append` (entries), as the core's delivery
 /// classes do. `other` is for a message kind a newer core may add.
-pub const KINDS: [&str; 22] = [
+pub const KINDS: [&str; 24] = [
     "probe",
     "probe_ack",
     "bootstrap_request",
@@ -79,6 +79,8 @@ pub const KINDS: [&str; 22] = [
     "roles",
     "snapshot_chunk",
     "snapshot_chunk_ack",
+    "store_requests",
+    "store_replies",
     "other",
 ];
 
@@ -106,7 +108,9 @@ fn kind_index(msg: &Message) -> usize {
         Message::Roles(_) => 18,
         Message::SnapshotChunk(_) => 19,
         Message::SnapshotChunkAck(_) => 20,
-        _ => 21,
+        Message::StoreRequests { .. } => 21,
+        Message::StoreReplies { .. } => 22,
+        _ => 23,
     }
 }
 

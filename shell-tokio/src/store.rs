@@ -14,8 +14,8 @@ use cluster_mode_core::store::{
     ClientId, Read, ReadAnswer, StoreAnswer, StoreRequest, Write, WriteOp, WriteOutcome,
 };
 pub use cluster_mode_core::store::{
-    Consistency, DataChange, Revision, StoreError, Versioned, MAX_KEY_LEN, MAX_STORE_BYTES,
-    MAX_VALUE_LEN,
+    Consistency, DataChange, Oversized, Revision, StoreError, Versioned, MAX_KEY_LEN,
+    MAX_RANGE_ANSWER_BYTES, MAX_STORE_BYTES, MAX_VALUE_LEN,
 };
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -294,7 +294,12 @@ impl Store {
         Ok(Watch { rx })
     }
 
-    /// Every key starting with `prefix`, in key order.
+    /// Every key starting with `prefix`, in key order, read at one revision.
+    ///
+    /// One answer holds at most [`MAX_RANGE_ANSWER_BYTES`] of keys and values (it
+    /// travels in one message when the read is forwarded); a prefix that holds more
+    /// is refused with [`StoreError::TooLarge`] (`Oversized::Range`): read narrower
+    /// prefixes.
     pub async fn range(
         &self,
         prefix: impl Into<String>,
@@ -305,7 +310,15 @@ impl Store {
             limit: u32::MAX,
         };
         match self.read(read, consistency).await? {
-            ReadAnswer::Range { entries, .. } => Ok(entries),
+            ReadAnswer::Range {
+                entries,
+                more: false,
+            } => Ok(entries),
+            ReadAnswer::Range { entries, .. } => Err(StoreError::TooLarge {
+                what: Oversized::Range,
+                len: entries.iter().map(|(k, v)| k.len() + v.value.len()).sum(),
+                max: MAX_RANGE_ANSWER_BYTES,
+            }),
             other => Err(StoreError::Invalid(format!("unexpected answer: {other:?}"))),
         }
     }

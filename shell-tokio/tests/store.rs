@@ -253,9 +253,17 @@ async fn a_newcomer_receives_a_store_larger_than_one_message_in_pieces() {
     let local = Consistency::Local {
         max_lag: Duration::from_secs(1),
     };
+    // One range answer holds at most MAX_RANGE_ANSWER_BYTES: read by tens.
+    let held = |store: cluster_mode::Store| async move {
+        let mut all = Vec::new();
+        for tens in 0..keys.div_ceil(10) {
+            all.extend(store.range(format!("big/{tens:02}"), local).await?);
+        }
+        Ok::<_, StoreError>(all)
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let held = newcomer.store().range("big/", local).await;
+        let held = held(newcomer.store()).await;
         if let Ok(v) = &held {
             if v.len() == keys as usize {
                 assert!(v.iter().all(|(k, v)| {
@@ -272,6 +280,18 @@ async fn a_newcomer_receives_a_store_larger_than_one_message_in_pieces() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let whole = newcomer.store().range("big/", local).await;
+    assert!(
+        matches!(
+            whole,
+            Err(StoreError::TooLarge {
+                what: cluster_mode::store::Oversized::Range,
+                ..
+            })
+        ),
+        "a range over the answer limit: {:?}",
+        whole.map(|v| v.len())
+    );
     // It came in pieces (no single message could carry it).
     let text = cluster_mode::prometheus::encode(&newcomer.service()).expect("encoded");
     let pieces: f64 = text

@@ -69,10 +69,10 @@ impl ClusterCore {
             Message::AppendReply(r) => self.on_append_reply(now, from, r),
             Message::TimeoutNow { term } => self.on_timeout_now(now, term),
             Message::Roles(req) => self.on_roles_request(from, req),
-            Message::StoreRequest { id, request } => {
-                self.on_store_request(now, from, from_addr, id, request)
+            Message::StoreRequests { requests } => {
+                self.on_store_requests(now, from, from_addr, requests)
             }
-            Message::StoreReply { id, result } => self.on_store_reply(from, id, result),
+            Message::StoreReplies { replies } => self.on_store_replies(from, replies),
         }
         Ok(())
     }
@@ -96,6 +96,10 @@ impl ClusterCore {
         }
         if env.largest_counter() > MAX_COUNTER {
             return Err(Rejected::Invalid("term or index out of range"));
+        }
+        // The limits `Envelope::decode` checks, for an envelope that was not decoded.
+        if let Err(crate::message::DecodeError::Invalid(why)) = env.check_limits() {
+            return Err(Rejected::Invalid(why));
         }
         // Below MAX_COUNTER, `prev + 1 + i` cannot overflow.
         let contiguous = |prev: u64, entries: &[Entry]| {

@@ -280,8 +280,10 @@ impl ClusterCore {
             Input::ReleaseRole(role) => self.release_role(now, &role),
             Input::Store { id, request } => self.on_store_input(now, id, request),
         }
+        self.follow_store_leader(now);
         self.answer_committed_store_entries();
         self.serve_store_reads();
+        self.flush_store(now);
         self.emit_changes(now);
         self.refresh_roles(now);
         self.persist_if_changed();

@@ -48,7 +48,9 @@ impl StoreData {
         self.keys.get(key)
     }
 
-    /// Keys starting with `prefix`, in order, at most `limit`; and whether more exist.
+    /// Keys starting with `prefix`, in order, at most `limit` and until their keys and
+    /// values reach [`MAX_RANGE_ANSWER_BYTES`](super::MAX_RANGE_ANSWER_BYTES); and
+    /// whether more exist.
     pub fn range(&self, prefix: &str, limit: usize) -> (Vec<(String, Versioned)>, bool) {
         let mut it = self
             .keys
@@ -56,13 +58,15 @@ impl StoreData {
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
-            .take_while(|(k, _)| k.starts_with(prefix));
-        let entries: Vec<(String, Versioned)> = it
-            .by_ref()
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let more = it.next().is_some();
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let (mut entries, mut bytes) = (Vec::new(), 0);
+        while entries.len() < limit && bytes < super::MAX_RANGE_ANSWER_BYTES {
+            let Some((k, v)) = it.next() else { break };
+            bytes += k.len() + v.value.len();
+            entries.push((k.clone(), v.clone()));
+        }
+        let more = it.peek().is_some();
         (entries, more)
     }
 
@@ -407,5 +411,27 @@ mod tests {
         };
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!((keys, more), (vec!["a/1", "a/2"], true));
+    }
+
+    #[test]
+    fn a_range_answer_stops_after_the_entry_that_reaches_its_byte_limit() {
+        let mut d = StoreData::default();
+        let c = registered(&mut d, 1);
+        let value = "v".repeat(super::super::MAX_VALUE_LEN);
+        let per = super::super::MAX_VALUE_LEN + 4; // "k/NN" and its value
+        let reach = super::super::MAX_RANGE_ANSWER_BYTES.div_ceil(per);
+        for i in 0..reach as u64 + 3 {
+            let key = format!("k/{i:02}");
+            d.apply(2 + i, &put(c, 1 + i, &key, &value)).unwrap();
+        }
+        let (entries, more) = d.range("k/", usize::MAX);
+        assert_eq!((entries.len(), more), (reach, true));
+        let (entries, more) = d.range("k/", reach);
+        assert_eq!((entries.len(), more), (reach, true));
+        // Exactly what is left after the cut: the last page says no more.
+        let (entries, more) = d.range("k/9", usize::MAX);
+        assert_eq!((entries.len(), more), (0, false));
+        let (_, more) = d.range("k/", reach + 3);
+        assert!(more, "the byte limit, not the count, cut it");
     }
 }

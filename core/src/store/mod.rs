@@ -231,7 +231,9 @@ pub enum Read {
         /// The key.
         key: String,
     },
-    /// Every key that starts with `prefix`, in key order, at most `limit` of them.
+    /// Every key that starts with `prefix`, in key order, at most `limit` of them and
+    /// at most about [`MAX_RANGE_ANSWER_BYTES`] of keys and values (the answer of a
+    /// forwarded read travels in one message).
     Range {
         /// The prefix ("" for all keys).
         prefix: String,
@@ -269,7 +271,7 @@ pub enum ReadAnswer {
     Range {
         /// The entries.
         entries: Vec<(String, Versioned)>,
-        /// Whether the limit cut the list.
+        /// Whether the limit (or [`MAX_RANGE_ANSWER_BYTES`]) cut the list.
         more: bool,
     },
 }
@@ -306,6 +308,11 @@ pub enum StoreAnswer {
     },
 }
 
+/// The keys and values one range answer holds at most (it stops after the entry that
+/// reaches it, and says `more`): half a frame, so the answer to a forwarded read fits
+/// one message whatever the store holds.
+pub const MAX_RANGE_ANSWER_BYTES: usize = 512 * 1024;
+
 /// What a [`StoreError::TooLarge`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Oversized {
@@ -313,6 +320,9 @@ pub enum Oversized {
     Key,
     /// A value.
     Value,
+    /// A range's answer: the keys with the prefix hold more than
+    /// [`MAX_RANGE_ANSWER_BYTES`]; read a narrower prefix.
+    Range,
 }
 
 impl core::fmt::Display for Oversized {
@@ -320,6 +330,7 @@ impl core::fmt::Display for Oversized {
         f.write_str(match self {
             Oversized::Key => "key",
             Oversized::Value => "value",
+            Oversized::Range => "range answer",
         })
     }
 }
