@@ -12,7 +12,7 @@
 use super::ClusterCore;
 use crate::id::{Address, ClusterId, NodeId};
 use crate::membership::Snapshot;
-use crate::message::{Message, SnapshotChunk, SnapshotChunkAck, SnapshotMsg};
+use crate::message::{AppendReply, Message, SnapshotChunk, SnapshotChunkAck, SnapshotMsg};
 use crate::message::{MAX_ENTRIES_PER_APPEND, MAX_SNAPSHOT_LEN};
 use crate::time::Instant;
 use std::collections::BTreeMap;
@@ -298,6 +298,21 @@ impl ClusterCore {
         }
         // Otherwise the successor this node supports (let through by dispatch): its
         // state stays until the whole snapshot is installed.
+        if ours && c.index <= self.log.commit_index() {
+            // Installed already (the answer to its last piece was lost) or caught up
+            // by appends: say so rather than ask for the whole snapshot again.
+            self.snap_in.clear();
+            let reply = AppendReply {
+                term: self.hard.term,
+                success: true,
+                index: c.index,
+                sent_at: c.sent_at,
+                at: now,
+                released: self.released_roles(),
+            };
+            self.send(from_addr, Some(from), Message::AppendReply(reply));
+            return;
+        }
         let of = (from, c.term, c.index, c.snapshot_term, c.total);
         if self.snap_in.of != Some(of) {
             if c.offset != 0 {
