@@ -134,13 +134,6 @@ impl ClusterCore {
             Message::Snapshot(s) if !ordered(s.snapshot.term, &s.entries, s.term) => Err(
                 Rejected::Invalid("snapshot terms decrease or exceed the leader's term"),
             ),
-            Message::SnapshotChunk(c) => match c.check() {
-                Err(why) => Err(Rejected::Invalid(why)),
-                Ok(()) if env.cluster.is_none() => Err(Rejected::Invalid(
-                    "replication message without a cluster id",
-                )),
-                Ok(()) => Ok(()),
-            },
             Message::ProbeAck(ProbeAck {
                 state:
                     ProbeState::Member {
@@ -154,7 +147,10 @@ impl ClusterCore {
             )),
             // A fresh node may answer an append (asking for a snapshot), but only a
             // member of a cluster sends one.
-            Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow { .. }
+            Message::Append(_)
+            | Message::Snapshot(_)
+            | Message::SnapshotChunk(_)
+            | Message::TimeoutNow { .. }
                 if env.cluster.is_none() =>
             {
                 Err(Rejected::Invalid(
