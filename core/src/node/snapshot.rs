@@ -100,40 +100,29 @@ impl ClusterCore {
         let encoded = match reuse {
             Some(e) => e,
             None => {
-                // The store's own count (keys, values, bookkeeping) tells a large
-                // snapshot without encoding it; a small one is encoded to be sure.
-                let large = self.log.data().bytes() > chunk;
+                // Encoded once per snapshot sent in pieces (then shared through
+                // `latest`); a small one is encoded only to measure it.
                 let snapshot = self.log.committed_snapshot();
                 let index = snapshot.index;
-                let bytes = if large {
-                    None
-                } else {
-                    postcard::to_allocvec(&snapshot)
-                        .ok()
-                        .filter(|b| b.len() > chunk)
-                };
-                let bytes = match bytes {
-                    Some(b) => b,
-                    None if large => postcard::to_allocvec(&snapshot).unwrap_or_default(),
-                    None => {
-                        // Small: the whole snapshot and the entries after it, in one.
-                        let max = if with_entries {
-                            MAX_ENTRIES_PER_APPEND
-                        } else {
-                            0
-                        };
-                        let entries = self.log.entries_for_append(index, max).to_vec();
-                        let sent_to = index + entries.len() as u64;
-                        let msg = SnapshotMsg {
-                            term,
-                            snapshot,
-                            entries,
-                            sent_at: now,
-                        };
-                        self.send(addr, Some(id), Message::Snapshot(msg));
-                        return sent_to;
-                    }
-                };
+                let bytes = postcard::to_allocvec(&snapshot).unwrap_or_default();
+                if bytes.len() <= chunk {
+                    // Small: the whole snapshot and the entries after it, in one.
+                    let max = if with_entries {
+                        MAX_ENTRIES_PER_APPEND
+                    } else {
+                        0
+                    };
+                    let entries = self.log.entries_for_append(index, max).to_vec();
+                    let sent_to = index + entries.len() as u64;
+                    let msg = SnapshotMsg {
+                        term,
+                        snapshot,
+                        entries,
+                        sent_at: now,
+                    };
+                    self.send(addr, Some(id), Message::Snapshot(msg));
+                    return sent_to;
+                }
                 if bytes.len() as u64 > MAX_SNAPSHOT_LEN {
                     // The store's limits keep a snapshot far below this.
                     warn!(
