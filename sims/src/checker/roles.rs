@@ -11,7 +11,8 @@
 
 use super::Violation;
 use cluster_mode_core::{ClusterId, NodeId, RoleToken};
-use cluster_mode_madsim::{NodeView, RecordKind, Trace};
+use cluster_mode_madsim::{HeldRole, NodeView, RecordKind, Trace};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn ms(ns: u64) -> u64 {
@@ -46,6 +47,21 @@ fn claim_end(v: &NodeView, release_by_ns: Option<u64>, at: u64) -> u64 {
     end.filter(|e| *e > at).unwrap_or(u64::MAX)
 }
 
+/// Whether `held` (a view of node `id` at `at`) renews each running interval of
+/// `was` and claims nothing else: pairwise the same role, token and node, every
+/// interval still running at `at`.
+fn renews_all(
+    was: &BTreeMap<String, RoleInterval>,
+    held: &[HeldRole],
+    id: NodeId,
+    at: u64,
+) -> bool {
+    was.len() == held.len()
+        && was.iter().zip(held).all(|((role, iv), h)| {
+            *role == h.role && iv.token == h.token && iv.id == id && iv.end >= at
+        })
+}
+
 /// The role intervals of the records, sorted by start (then slot and role). A view
 /// that holds a role with the same token as the node's running interval extends it.
 pub fn role_intervals(trace: &Trace) -> Vec<RoleInterval> {
@@ -71,6 +87,17 @@ pub fn role_intervals(trace: &Trace) -> Vec<RoleInterval> {
             }
             RecordKind::View(v) => {
                 let Some(held) = &v.roles else { continue };
+                // Most views of a run renew every running hold of the node: the same
+                // roles (in name order, as the map keeps them), tokens and identity.
+                // Their ends move in place, as the general path below would move them.
+                if let Some(was) = open.get_mut(&r.slot) {
+                    if renews_all(was, held, v.id, r.at_ns) {
+                        for (iv, h) in was.values_mut().zip(held) {
+                            iv.end = claim_end(v, h.release_by_ns, r.at_ns);
+                        }
+                        continue;
+                    }
+                }
                 let mut was = open.remove(&r.slot).unwrap_or_default();
                 let mut now = BTreeMap::new();
                 for h in held {
@@ -252,6 +279,13 @@ pub fn roles_timeline(
     let mut out: Vec<(u64, Option<String>)> = Vec::new();
     let empty = empty_view();
     let recs = &trace.records;
+    // The verdict last computed (the last of `out`) stands while no live node starts,
+    // stops, pauses or resumes, no view changes which roles a node holds, and no
+    // deadline of a live view passes (`valid_until`): most instants of a run are
+    // renewals that change none of it, and judging 64 roles at each was a tenth of a
+    // run's time.
+    let mut dirty = true;
+    let mut valid_until = 0u64;
     let mut i = 0;
     while i < recs.len() {
         let t = recs[i].at_ns;
@@ -262,21 +296,34 @@ pub fn roles_timeline(
                 continue;
             }
             match &r.kind {
-                RecordKind::View(v) => {
-                    let src = alive.entry(r.slot).or_default();
-                    if v.roles.is_some() {
-                        *src = Some(v);
+                RecordKind::View(v) => match alive.entry(r.slot) {
+                    Entry::Vacant(e) => {
+                        e.insert(v.roles.is_some().then_some(v));
+                        dirty = true;
                     }
-                }
+                    Entry::Occupied(mut e) => {
+                        if v.roles.is_some() {
+                            let before = (*e.get()).unwrap_or(&empty);
+                            if !same_holds(before, v, t) {
+                                dirty = true;
+                            }
+                            valid_until = valid_until.min(next_deadline(v, t));
+                            e.insert(Some(v));
+                        }
+                    }
+                },
                 RecordKind::Stopped(_) | RecordKind::Started { .. } => {
                     alive.remove(&r.slot);
                     paused.remove(&r.slot);
+                    dirty = true;
                 }
                 RecordKind::Paused => {
                     paused.insert(r.slot);
+                    dirty = true;
                 }
                 RecordKind::Resumed => {
                     paused.remove(&r.slot);
+                    dirty = true;
                 }
                 RecordKind::Fault(_) => {}
             }
@@ -285,16 +332,47 @@ pub fn roles_timeline(
         if next_t <= from_ns {
             continue; // not the state in force at `from_ns` yet
         }
-        let live = alive
-            .iter()
-            .filter(|(s, _)| !paused.contains(s))
-            .map(|(_, v)| v.unwrap_or(&empty));
-        let why = roles_unsettled(live, t, expected);
+        if !dirty && t < valid_until {
+            continue; // the verdict stands
+        }
+        let live = || {
+            alive
+                .iter()
+                .filter(|(s, _)| !paused.contains(s))
+                .map(|(_, v)| v.unwrap_or(&empty))
+        };
+        let why = roles_unsettled(live(), t, expected);
+        valid_until = live()
+            .map(|v| next_deadline(v, t))
+            .min()
+            .unwrap_or(u64::MAX);
+        dirty = false;
         if out.last().is_none_or(|l| l.1 != why) {
             out.push((t, why));
         }
     }
     out
+}
+
+/// Whether two views of one slot say the same node holds the same roles at `t`.
+fn same_holds(a: &NodeView, b: &NodeView, t: u64) -> bool {
+    a.id == b.id
+        && a.roles_held_at(t)
+            .map(|h| &h.role)
+            .eq(b.roles_held_at(t).map(|h| &h.role))
+}
+
+/// The first deadline of a view after `t` (its hold end, a role's release
+/// deadline) at which the roles it holds change; `u64::MAX` if none.
+fn next_deadline(v: &NodeView, t: u64) -> u64 {
+    v.roles
+        .iter()
+        .flatten()
+        .filter_map(|r| r.release_by_ns)
+        .chain(v.role_hold_end_ns)
+        .filter(|d| *d > t)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 /// A view that holds nothing (a running node that said nothing about roles yet).
