@@ -96,6 +96,7 @@ const TRACES: &[&str] = &[
     "hundred_members",
     "join_existing",
     "leader_stickiness",
+    "leavers_promote_a_successor",
     "majority_restarted",
     "minority_healed",
     "primary_crash",
@@ -167,6 +168,11 @@ fn isolated_primary_steps_down_and_the_majority_elects_another() {
 #[test]
 fn healed_minority_does_not_disrupt_the_primary() {
     run_trace("minority_healed");
+}
+
+#[test]
+fn a_leaving_primary_with_no_voter_to_succeed_it_promotes_one() {
+    run_trace("leavers_promote_a_successor");
 }
 
 #[test]

@@ -285,14 +285,6 @@ impl Scenario {
                 transport: TransportKind::Http,
                 ..SimOptions::default()
             },
-            // FINDINGS.md #12 (open, core): with roles, a leaving primary can hand
-            // over only to a leaving voter and the cluster loses its quorum for good
-            // (12 of 50 seeds). Without roles until fixed; the ignored test
-            // `leave_during_election_with_roles` replays the failing seeds.
-            Scenario::LeaveDuringElection => SimOptions {
-                roles: 0,
-                ..SimOptions::default()
-            },
             Scenario::MajorityRestartWithData3
             | Scenario::MajorityRestartWithData5
             | Scenario::WholeFleetRestartWithData

@@ -231,7 +231,72 @@ impl ClusterCore {
         if let Some((id, (addr, name))) = self.admin.joins.pop_first() {
             return Some(Change::AddLearner { id, addr, name });
         }
-        leaver.map(|id| Change::Remove { id })
+        // Last, the leaver goes even though the voters left would have no live
+        // majority: nothing can restore one. Unless a responsive non-voter could still
+        // be promoted once it has caught up (a round trip, typically): then the leaver
+        // keeps answering a little longer, as above (FINDINGS #12).
+        let promotable = voters < self.cfg.max_voters.get()
+            && cfg.members.iter().any(|(id, m)| {
+                !m.voter
+                    && !self.admin.leaves.contains(id)
+                    && l.progress
+                        .get(id)
+                        .is_some_and(|p| p.heard_within(now, window))
+            });
+        leaver
+            .filter(|_| !promotable)
+            .map(|id| Change::Remove { id })
+    }
+
+    /// The one change a leaving leader proposes (its successor makes the others):
+    /// when no other voter can succeed it, every one of them leaving too or silent
+    /// for the minimum election timeout, it promotes a caught-up, responsive
+    /// non-voter, which the handover then targets. Without it, a primary that left
+    /// while the only other live voter was leaving as well left the cluster's
+    /// non-voters without a voter (FINDINGS #18). Nothing if a change other than
+    /// roles or data is uncommitted, or the voters are at `max_voters` (P9).
+    pub(super) fn promote_successor(&mut self, now: Instant) {
+        let Some(l) = self.role.leading() else {
+            return;
+        };
+        let window = self.cfg.election_timeout_min;
+        let cfg = self.log.effective();
+        let successor_left = cfg.voters().any(|id| {
+            id != self.me.id
+                && !self.admin.leaves.contains(&id)
+                && l.progress
+                    .get(&id)
+                    .is_some_and(|p| p.heard_within(now, window))
+        });
+        let in_flight = self
+            .log
+            .entries_after(self.log.commit_index(), usize::MAX)
+            .iter()
+            .any(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)));
+        if successor_left || in_flight || cfg.voter_count() >= self.cfg.max_voters.get() {
+            return;
+        }
+        let log = &self.log;
+        let Some(id) = cfg
+            .members
+            .iter()
+            .filter(|(id, m)| !m.voter && !self.admin.leaves.contains(*id))
+            .find(|(id, _)| {
+                l.progress
+                    .get(id)
+                    .is_some_and(|p| caught_up(log, p.matched) && p.heard_within(now, window))
+            })
+            .map(|(id, _)| *id)
+        else {
+            return;
+        };
+        info!(%id, "no voter can succeed this leaving leader: promoting a non-voter");
+        self.log.push(self.hard.term, Change::Promote { id });
+        self.sync_progress(now);
+        if self.maybe_commit() {
+            self.after_commit(now);
+        }
+        self.broadcast_append(now);
     }
 
     /// Whether the voters left after removing `id` would still have a majority that

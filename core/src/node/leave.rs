@@ -98,18 +98,23 @@ impl ClusterCore {
             return;
         }
         let last = self.log.last_index();
+        // A voter known to be leaving refuses `TimeoutNow`: never a target.
+        let leavers = &self.admin.leaves;
         let target = self
             .log
             .effective()
             .voters()
-            .filter(|id| *id != self.me.id)
+            .filter(|id| *id != self.me.id && !leavers.contains(id))
             .filter_map(|id| l.progress.get(&id).map(|p| (id, p)))
             .filter(|(_, p)| {
                 p.matched >= last && p.heard_within(now, self.cfg.election_timeout_min)
             })
             .max_by_key(|(id, p)| (p.last_heard, core::cmp::Reverse(*id)))
             .map(|(id, _)| id);
-        let Some(target) = target else { return };
+        let Some(target) = target else {
+            self.promote_successor(now);
+            return;
+        };
         let Some(addr) = self
             .log
             .effective()
