@@ -4,7 +4,7 @@ use crate::clock::Clock;
 use crate::node;
 use crate::recorder::{NodeView, RecordKind, Recorder, Trace};
 use crate::registry::Registry;
-use crate::world::{global_now, raw_view_with, view_of, Shared, Slot, TransportKind, World};
+use crate::world::{global_now, raw_view_after, view_of, Shared, Slot, TransportKind, World};
 use cluster_mode::sim::MemoryDisk;
 use cluster_mode::NodeState;
 use cluster_mode_core::{Address, Config, DurableState, SplitMix64};
@@ -539,7 +539,8 @@ fn sample(shared: &Shared) {
     let now = global_now();
     let mut changed: Vec<(usize, NodeView)> = Vec::new();
     {
-        let mut g = shared.lock();
+        let mut guard = shared.lock();
+        let g = &mut *guard;
         for (i, s) in g.slots.iter_mut().enumerate() {
             if !s.alive || s.paused || s.left {
                 continue;
@@ -550,7 +551,7 @@ fn sample(shared: &Shared) {
             };
             if rx.has_changed().unwrap_or(false) {
                 let st = rx.borrow_and_update();
-                changed.push((i, raw_view_with(&st, &clock)));
+                changed.push((i, raw_view_after(&st, &clock, g.recorder.last_view(i))));
             }
         }
         for (i, view) in changed {

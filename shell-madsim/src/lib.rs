@@ -25,6 +25,8 @@ pub use clock::Clock;
 pub use cluster::{role_names, SimCluster, SimOptions, SlotInfo};
 /// The shell's store handle and its options, as [`SimCluster::store`] hands them out.
 pub use cluster_mode::{CasOutcome, Store, StoreOptions};
-pub use recorder::{fnv1a, HeldRole, MemberList, NodeView, Record, RecordKind, Recorder, Trace};
+pub use recorder::{
+    fnv1a, HeldRole, MemberList, NodeView, Record, RecordKind, Recorder, RoleList, Trace,
+};
 pub use registry::Registry;
 pub use world::TransportKind;

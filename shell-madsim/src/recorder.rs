@@ -20,6 +20,11 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// shared between equal lists.
 pub type MemberList = Arc<[(NodeId, bool)]>;
 
+/// The named roles a view says its node holds, shared between a slot's consecutive
+/// views that list the same ones (most views renew every hold and change nothing
+/// here: with 64 roles, copying the list twice per view was a tenth of a run).
+pub type RoleList = Arc<[HeldRole]>;
+
 /// A named role (P13) a node holds at the instant of a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRole {
@@ -67,7 +72,7 @@ pub struct NodeView {
     /// its own `release_by_ns`, whichever is first. `None`: this view says nothing
     /// about roles (a view built from a `RoleChanged` event, whose other fields come
     /// from a status that may be of another instant).
-    pub roles: Option<Vec<HeldRole>>,
+    pub roles: Option<RoleList>,
     /// When the node's hold on its roles ends unless renewed
     /// (`Status::role_hold_until`, the lease end while it leads), converted to global
     /// simulated nanoseconds.
@@ -77,6 +82,13 @@ pub struct NodeView {
 impl NodeView {
     /// Builds the view from a core status and the node's clock.
     pub fn from_status(s: &Status, clock: &Clock) -> Self {
+        Self::from_status_after(s, clock, None)
+    }
+
+    /// [`from_status`](Self::from_status), sharing the role list of `prev` (the
+    /// slot's previous view) when the status holds the same roles, tokens and
+    /// release deadlines.
+    pub fn from_status_after(s: &Status, clock: &Clock, prev: Option<&NodeView>) -> Self {
         // FNV-1a over the member list, streamed (no intermediate string).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |bytes: &[u8]| {
@@ -111,7 +123,7 @@ impl NodeView {
             lease_valid: s.lease_valid,
             lease_end_ns: s.lease_until.map(|l| clock.global_of(l)),
             fencing_term: s.fencing_token.map(|t| t.term),
-            roles: Some(held_roles(&s.owned_roles, clock)),
+            roles: Some(roles_after(&s.owned_roles, clock, prev)),
             role_hold_end_ns: s.role_hold_until.map(|h| clock.global_of(h)),
         }
     }
@@ -123,13 +135,13 @@ impl NodeView {
         let hold = self.role_hold_end_ns.is_none_or(|e| t < e);
         self.roles
             .iter()
-            .flatten()
+            .flat_map(|l| l.iter())
             .filter(move |r| hold && r.release_by_ns.is_none_or(|b| t < b))
     }
 }
 
 /// Owned roles as a view lists them (deadlines in global time).
-pub(crate) fn held_roles(owned: &[OwnedRole], clock: &Clock) -> Vec<HeldRole> {
+pub(crate) fn held_roles(owned: &[OwnedRole], clock: &Clock) -> RoleList {
     owned
         .iter()
         .map(|o| HeldRole {
@@ -138,6 +150,22 @@ pub(crate) fn held_roles(owned: &[OwnedRole], clock: &Clock) -> Vec<HeldRole> {
             release_by_ns: o.release_by.map(|b| clock.global_of(b)),
         })
         .collect()
+}
+
+/// [`held_roles`], or the role list of `prev` when it lists exactly these.
+fn roles_after(owned: &[OwnedRole], clock: &Clock, prev: Option<&NodeView>) -> RoleList {
+    if let Some(list) = prev.and_then(|p| p.roles.as_ref()) {
+        let same = list.len() == owned.len()
+            && list.iter().zip(owned).all(|(h, o)| {
+                h.role == o.role
+                    && h.token == o.token
+                    && h.release_by_ns == o.release_by.map(|b| clock.global_of(b))
+            });
+        if same {
+            return list.clone();
+        }
+    }
+    held_roles(owned, clock)
 }
 
 /// What happened.
@@ -215,6 +243,11 @@ impl Recorder {
             slot,
             kind: RecordKind::View(view),
         });
+    }
+
+    /// The view recorded last for `slot` since its last lifecycle event, if any.
+    pub fn last_view(&self, slot: usize) -> Option<&NodeView> {
+        self.last.get(slot).and_then(Option::as_ref)
     }
 
     /// Records a lifecycle event or fault.

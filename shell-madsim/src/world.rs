@@ -90,8 +90,18 @@ pub(crate) fn raw_view_of(state: &NodeState, shared: &Shared, slot: usize) -> No
 
 /// [`raw_view_of`] with the node's clock at hand.
 pub(crate) fn raw_view_with(state: &NodeState, clock: &Clock) -> NodeView {
+    raw_view_after(state, clock, None)
+}
+
+/// [`raw_view_with`], sharing the role list of `prev` (the slot's previous view)
+/// when it is unchanged.
+pub(crate) fn raw_view_after(
+    state: &NodeState,
+    clock: &Clock,
+    prev: Option<&NodeView>,
+) -> NodeView {
     if !state.stopped {
-        return NodeView::from_status(&state.status, clock);
+        return NodeView::from_status_after(&state.status, clock, prev);
     }
     let mut st = state.status.clone();
     st.role = Role::Inactive;

@@ -86,7 +86,9 @@ pub fn role_intervals(trace: &Trace) -> Vec<RoleInterval> {
                 }
             }
             RecordKind::View(v) => {
-                let Some(held) = &v.roles else { continue };
+                let Some(held) = v.roles.as_deref() else {
+                    continue;
+                };
                 // Most views of a run renew every running hold of the node: the same
                 // roles (in name order, as the map keeps them), tokens and identity.
                 // Their ends move in place, as the general path below would move them.
@@ -367,7 +369,7 @@ fn same_holds(a: &NodeView, b: &NodeView, t: u64) -> bool {
 fn next_deadline(v: &NodeView, t: u64) -> u64 {
     v.roles
         .iter()
-        .flatten()
+        .flat_map(|l| l.iter())
         .filter_map(|r| r.release_by_ns)
         .chain(v.role_hold_end_ns)
         .filter(|d| *d > t)
