@@ -101,12 +101,17 @@ impl LeaseLog {
         let node_before = clock.now();
         let before = host_nanos().unwrap_or_else(|| node_before.as_nanos());
         let mut view = None;
-        let mut held = Vec::new();
+        let mut held = None;
         let changed = tx.send_if_modified(|s| {
             let changed = modify(s);
             if changed {
                 view = primary_view(s);
-                held = held_view(s);
+                // A renewal of every hold moves the ends at once (it needs no
+                // `after`); any other view is copied and recorded below.
+                let mut roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+                if !roles.renew(s, node_before, before) {
+                    held = Some(held_view(s));
+                }
             }
             changed
         });
@@ -114,10 +119,12 @@ impl LeaseLog {
             return false;
         }
         let after = host_nanos().unwrap_or_else(|| clock.now().as_nanos());
-        self.roles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .publish(held, node_before, before, after);
+        if let Some(held) = held {
+            self.roles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .publish(held, node_before, before, after);
+        }
         let lease_end = view.map(|(term, until)| {
             let left = until.as_nanos().saturating_sub(node_before.as_nanos());
             (term, before.saturating_add(left))

@@ -101,6 +101,38 @@ pub(crate) struct RoleLog {
 }
 
 impl RoleLog {
+    /// Records a publication that only renews: the view in `s` holds exactly the
+    /// roles of the open intervals, with their tokens, and each is still open at
+    /// `before`; every end moves as [`publish`](Self::publish) would move it, and no
+    /// role name is copied (most publications of a node that holds roles are these).
+    /// Returns `false`, changing nothing, for any other view.
+    pub(crate) fn renew(
+        &mut self,
+        s: &NodeState,
+        node_before: cluster_mode_core::Instant,
+        before: u64,
+    ) -> bool {
+        let hold = match s.status.role_hold_until {
+            Some(h) if !s.stopped => h,
+            _ => return false,
+        };
+        let owned = &s.status.owned_roles;
+        let renews = !self.open.is_empty()
+            && owned.len() == self.open.len()
+            && self.open.iter().zip(owned).all(|((role, iv), o)| {
+                *role == o.role && iv.token == o.token && iv.until >= before
+            });
+        if !renews {
+            return false;
+        }
+        for (iv, o) in self.open.values_mut().zip(owned) {
+            let end = o.release_by.map_or(hold, |by| by.min(hold));
+            let end = before.saturating_add(end.as_nanos().saturating_sub(node_before.as_nanos()));
+            iv.until = iv.until.max(end);
+        }
+        true
+    }
+
     /// Records one publication: `view` is what the new view holds, `node_before`
     /// the node's clock read before `before` (the host clock read before the
     /// publication), `after` the host clock read after it.
@@ -428,5 +460,72 @@ mod tests {
         assert_eq!(r.intervals.len(), KEPT);
         assert_eq!(r.dropped, 10);
         assert!(r.intervals.last().unwrap().open);
+    }
+
+    fn state(hold_ms: u64, roles: &[(&str, u64, Option<u64>)]) -> NodeState {
+        use cluster_mode_core::{ClusterCore, Config, Identity, NodeId};
+        let core = ClusterCore::new(
+            Identity::new(NodeId(1), "a:1"),
+            Config::default(),
+            1,
+            Instant::from_millis(0),
+        )
+        .expect("valid config");
+        let mut status = core.status(Instant::from_millis(0));
+        status.role_hold_until = Some(Instant::from_millis(hold_ms));
+        status.owned_roles = roles
+            .iter()
+            .map(|(role, index, by)| cluster_mode_core::OwnedRole {
+                role: (*role).into(),
+                token: token(*index),
+                release_by: by.map(Instant::from_millis),
+            })
+            .collect();
+        NodeState {
+            status,
+            stopped: false,
+            failure: None,
+        }
+    }
+
+    /// `renew` records exactly what `publish` of the same view records, and takes
+    /// nothing but a pure renewal.
+    #[test]
+    fn a_renewal_moves_the_ends_as_a_publication_would() {
+        let ms = |m: u64| m * 1_000_000;
+        // What the log holds (the record's `now` is the host's clock).
+        let held = |l: &RoleLog| {
+            let r = l.record(0);
+            (r.dropped, r.intervals)
+        };
+        let first = state(100, &[("a", 1, None), ("b", 2, None)]);
+        let (mut fast, mut slow) = (RoleLog::default(), RoleLog::default());
+        for log in [&mut fast, &mut slow] {
+            log.publish(held_view(&first), Instant::from_millis(0), ms(0), ms(1));
+        }
+        // Renewed at 50 ms, "b" now with a release deadline before the hold end.
+        let renewed = state(150, &[("a", 1, None), ("b", 2, Some(120))]);
+        let at = Instant::from_millis(50);
+        assert!(fast.renew(&renewed, at, ms(50)));
+        slow.publish(held_view(&renewed), at, ms(50), ms(51));
+        assert_eq!(held(&fast), held(&slow));
+        assert_eq!(fast.open["a"].until, ms(150));
+        assert_eq!(fast.open["b"].until, ms(120));
+        // Not renewals: another token, a role more, a role less, no hold.
+        for other in [
+            state(200, &[("a", 1, None), ("b", 3, None)]),
+            state(200, &[("a", 1, None), ("b", 2, None), ("c", 4, None)]),
+            state(200, &[("a", 1, None)]),
+            NodeState {
+                stopped: true,
+                ..state(200, &[("a", 1, None), ("b", 2, None)])
+            },
+        ] {
+            let before = held(&fast);
+            assert!(!fast.renew(&other, Instant::from_millis(60), ms(60)));
+            assert_eq!(held(&fast), before, "nothing changed");
+        }
+        // An interval that ended before this publication is not renewed either.
+        assert!(!fast.renew(&renewed, Instant::from_millis(500), ms(500)));
     }
 }
