@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks. Frames with another version are rejected.
 pub const PROTOCOL_VERSION: u16 = 5;
 
+/// The first allocation of [`Envelope::encode`]: room for a heartbeat, its reply or a
+/// probe with a few hundred bytes to spare.
+const ENCODE_START_CAPACITY: usize = 256;
+
 /// The largest frame [`Envelope::decode`] accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
@@ -369,13 +373,17 @@ impl std::error::Error for DecodeError {}
 impl Envelope {
     /// Encodes to a postcard frame.
     pub fn encode(&self) -> Vec<u8> {
-        // Serialising these types into a Vec cannot fail: no map keys or lengths that
-        // postcard refuses, and no I/O.
-        postcard::to_allocvec(self).unwrap_or_default()
+        // Most frames (heartbeats, their replies, probes) fit in the first allocation;
+        // grown from empty, a frame was reallocated four or five times.
+        let mut buf = Vec::with_capacity(ENCODE_START_CAPACITY);
+        self.encode_into(&mut buf);
+        buf
     }
 
     /// Encodes into `buf`, reusing its allocation.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        // Serialising these types into a Vec cannot fail: no map keys or lengths that
+        // postcard refuses, and no I/O.
         buf.clear();
         let taken = core::mem::take(buf);
         *buf = postcard::to_extend(self, taken).unwrap_or_default();
