@@ -281,11 +281,12 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize) {
                     st.is_leader = role == Role::Primary || (same_term && st.is_leader);
                     st.lease_until = lease_until;
                     st.fencing_token = fencing_token;
-                    let mut view = NodeView::from_status(&st, &clock);
+                    let mut g = shared.lock();
+                    let mut view = NodeView::from_status_after(&st, &clock, g.recorder.last_view(slot));
                     // The roles of that status may be of another instant than `at`
                     // (the loop may have handled more inputs since): say nothing.
                     view.roles = None;
-                    shared.lock().recorder.view(g_at, slot, view);
+                    g.recorder.view(g_at, slot, view);
                 }
                 Some(ClusterEvent::LeaveFinished { .. }) => {
                     let now = global_now();

@@ -84,17 +84,12 @@ impl Shared {
 /// end as held until the node says otherwise, so a core that ignores its lease end is
 /// caught even though the shell's `is_primary_at` would hide it from applications.
 pub(crate) fn raw_view_of(state: &NodeState, shared: &Shared, slot: usize) -> NodeView {
-    let clock = shared.lock().slots[slot].clock;
-    raw_view_with(state, &clock)
+    let g = shared.lock();
+    raw_view_after(state, &g.slots[slot].clock, g.recorder.last_view(slot))
 }
 
-/// [`raw_view_of`] with the node's clock at hand.
-pub(crate) fn raw_view_with(state: &NodeState, clock: &Clock) -> NodeView {
-    raw_view_after(state, clock, None)
-}
-
-/// [`raw_view_with`], sharing the role list of `prev` (the slot's previous view)
-/// when it is unchanged.
+/// [`raw_view_of`] with the node's clock at hand, sharing what is unchanged with
+/// `prev`, the slot's previous view ([`NodeView::from_status_after`]).
 pub(crate) fn raw_view_after(
     state: &NodeState,
     clock: &Clock,
