@@ -136,7 +136,7 @@ fn view(id: u128, cluster: ClusterId, term: u64) -> NodeView {
         lease_valid: false,
         lease_end_ns: None,
         fencing_term: None,
-        roles: Some(Vec::new()),
+        roles: Some(Vec::new().into()),
         role_hold_end_ns: None,
     }
 }
