@@ -253,7 +253,7 @@ impl ClusterCore {
     /// for the minimum election timeout, it promotes a caught-up, responsive
     /// non-voter, which the handover then targets. Without it, a primary that left
     /// while the only other live voter was leaving as well left the cluster's
-    /// non-voters without a voter (FINDINGS #18). Nothing if a change other than
+    /// non-voters without a voter (FINDINGS #12). Nothing if a change other than
     /// roles or data is uncommitted, or the voters are at `max_voters` (P9).
     pub(super) fn promote_successor(&mut self, now: Instant) {
         let Some(l) = self.role.leading() else {
@@ -261,7 +261,7 @@ impl ClusterCore {
         };
         let window = self.cfg.election_timeout_min;
         let cfg = self.log.effective();
-        let successor_left = cfg.voters().any(|id| {
+        let successor_exists = cfg.voters().any(|id| {
             id != self.me.id
                 && !self.admin.leaves.contains(&id)
                 && l.progress
@@ -273,7 +273,7 @@ impl ClusterCore {
             .entries_after(self.log.commit_index(), usize::MAX)
             .iter()
             .any(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)));
-        if successor_left || in_flight || cfg.voter_count() >= self.cfg.max_voters.get() {
+        if successor_exists || in_flight || cfg.voter_count() >= self.cfg.max_voters.get() {
             return;
         }
         let log = &self.log;
