@@ -111,6 +111,7 @@ const TRACES: &[&str] = &[
     "skewed_bootstrap",
     "stuck_then_forced",
     "thousand_members",
+    "two_nodes_primary_leaves",
 ];
 
 #[test]
@@ -173,6 +174,11 @@ fn healed_minority_does_not_disrupt_the_primary() {
 #[test]
 fn a_leaving_primary_with_no_voter_to_succeed_it_promotes_one() {
     run_trace("leavers_promote_a_successor");
+}
+
+#[test]
+fn the_primary_of_two_nodes_leaves_and_the_other_takes_over() {
+    run_trace("two_nodes_primary_leaves");
 }
 
 #[test]
