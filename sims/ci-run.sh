@@ -19,3 +19,20 @@ fi
 cargo simtest -p cluster-mode-madsim -p cluster-mode-sims --release
 # The CLI builds and a short sweep of every scenario passes.
 cargo sim run all --seeds 5 --from 1000
+# The ledger of the long sweep (scripts/sweep-ledger.sh) runs chunks, skips those it
+# holds, and tallies: two 1-seed-per-scenario chunks into a scratch directory, then a
+# rerun that must find nothing left to do.
+ledger=$(mktemp -d)
+LEDGER_DIR=$ledger LEDGER_CHUNK=1 LEDGER_TARGET=60 LEDGER_BASE=1000 \
+  LEDGER_BIN=target/madsim/release/cluster-sim scripts/sweep-ledger.sh run 2>/dev/null
+test "$(ls "$ledger"/chunk-*.md | wc -l)" -eq 2
+again=$(LEDGER_DIR=$ledger LEDGER_TARGET=60 LEDGER_BIN=target/madsim/release/cluster-sim \
+  scripts/sweep-ledger.sh run 2>&1)
+grep -q "^ledger holds [0-9]* seeds (target 60): done" <<<"$again"
+if grep -q "chunk from seed" <<<"$again"; then
+  echo "the ledger ran a chunk it already held" >&2
+  exit 1
+fi
+tally=$(LEDGER_DIR=$ledger scripts/sweep-ledger.sh tally)
+grep -Eq "2 chunk\(s\), [0-9]+ seeds run, 0 failed" <<<"$tally"
+rm -rf "$ledger"
