@@ -5,7 +5,8 @@
 # about 40 * LEDGER_CHUNK seeds per chunk) and keeps its markdown summary as
 # LEDGER_DIR/chunk-<from>.md, headed by the commit it ran on. A chunk whose file
 # exists is skipped, so rerunning continues where the last run stopped; no seed runs
-# twice. The first failing seed stops the run: its summary (with the replay command)
+# twice (a chunk that would overlap one held, of another size, is refused). The
+# first failing seed stops the run: its summary (with the replay command)
 # is kept as chunk-<from>.FAILED.md and the exit status is 1.
 #
 #   scripts/sweep-ledger.sh run      # run chunks until the ledger holds LEDGER_TARGET seeds
@@ -46,6 +47,22 @@ totals() {
   echo "$seeds $failed $wall $n"
 }
 
+# The held chunk file whose seeds overlap `from .. from + chunk` (of every scenario),
+# if any: a chunk of another size on the same base would run seeds twice.
+overlapping() {
+  local from=$1 file s f
+  for file in "$dir"/chunk-*.md; do
+    [ -e "$file" ] || continue
+    read -r s f < <(sed -nE 's/^command: cluster-sim sweep all --seeds ([0-9]+) --from ([0-9]+).*/\1 \2/p' "$file")
+    [ -n "${s:-}" ] || continue
+    if [ "$from" -lt $((f + s)) ] && [ "$f" -lt $((from + chunk)) ]; then
+      echo "$file"
+      return 0
+    fi
+  done
+  return 1
+}
+
 tally() {
   read -r seeds failed wall n < <(totals)
   echo "ledger $dir: $n chunk(s), $seeds seeds run, $failed failed, ${wall} s wall (target $target)"
@@ -79,6 +96,10 @@ if [ -z "$bin" ]; then
   cargo sim --help >/dev/null || exit 1
   bin=target/madsim/release/cluster-sim
 fi
+if [ ! -x "$bin" ]; then
+  echo "no cluster-sim binary at $bin (LEDGER_BIN is read from the repository root)" >&2
+  exit 1
+fi
 commit=${LEDGER_COMMIT:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo +dirty)}
 
 ran=0
@@ -97,6 +118,10 @@ while :; do
   k=$((k + 1))
   file="$dir/chunk-$from.md"
   [ -e "$file" ] && continue
+  if other=$(overlapping "$from"); then
+    echo "seeds $from.. would run again: $other holds some (another LEDGER_CHUNK on the same LEDGER_BASE?); choose another LEDGER_BASE" >&2
+    exit 1
+  fi
   echo "[ledger] chunk from seed $from ($chunk per scenario) on $commit; ledger holds $seeds seeds" >&2
   tmp="$dir/.chunk-$from.tmp"
   started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
