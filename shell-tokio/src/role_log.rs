@@ -74,18 +74,37 @@ pub(crate) type HeldView = Vec<(String, RoleToken, cluster_mode_core::Instant)>;
 /// The roles `s` holds (before the instant is judged): what a role query reading
 /// this view could answer `true` for, until each one's end.
 pub(crate) fn held_view(s: &NodeState) -> HeldView {
-    let hold = match s.status.role_hold_until {
-        Some(h) if !s.stopped => h,
-        _ => return Vec::new(),
+    let Some(hold) = hold_until(s) else {
+        return Vec::new();
     };
     s.status
         .owned_roles
         .iter()
-        .map(|o| {
-            let end = o.release_by.map_or(hold, |by| by.min(hold));
-            (o.role.clone(), o.token, end)
-        })
+        .map(|o| (o.role.clone(), o.token, held_until(o, hold)))
         .collect()
+}
+
+/// The node's hold on its roles, if it runs and holds any.
+fn hold_until(s: &NodeState) -> Option<cluster_mode_core::Instant> {
+    s.status.role_hold_until.filter(|_| !s.stopped)
+}
+
+/// Until when a role is held: the hold end, or its release deadline if sooner.
+fn held_until(
+    o: &cluster_mode_core::OwnedRole,
+    hold: cluster_mode_core::Instant,
+) -> cluster_mode_core::Instant {
+    o.release_by.map_or(hold, |by| by.min(hold))
+}
+
+/// A node-clock instant on the host's clock: `before` (host) was read just after
+/// `node_before` (node).
+fn host_time(
+    end: cluster_mode_core::Instant,
+    node_before: cluster_mode_core::Instant,
+    before: u64,
+) -> u64 {
+    before.saturating_add(end.as_nanos().saturating_sub(node_before.as_nanos()))
 }
 
 /// The intervals, written by the loop at each publication (through
@@ -112,9 +131,8 @@ impl RoleLog {
         node_before: cluster_mode_core::Instant,
         before: u64,
     ) -> bool {
-        let hold = match s.status.role_hold_until {
-            Some(h) if !s.stopped => h,
-            _ => return false,
+        let Some(hold) = hold_until(s) else {
+            return false;
         };
         let owned = &s.status.owned_roles;
         let renews = !self.open.is_empty()
@@ -126,9 +144,9 @@ impl RoleLog {
             return false;
         }
         for (iv, o) in self.open.values_mut().zip(owned) {
-            let end = o.release_by.map_or(hold, |by| by.min(hold));
-            let end = before.saturating_add(end.as_nanos().saturating_sub(node_before.as_nanos()));
-            iv.until = iv.until.max(end);
+            iv.until = iv
+                .until
+                .max(host_time(held_until(o, hold), node_before, before));
         }
         true
     }
@@ -143,9 +161,7 @@ impl RoleLog {
         before: u64,
         after: u64,
     ) {
-        let mapped = |end: cluster_mode_core::Instant| {
-            before.saturating_add(end.as_nanos().saturating_sub(node_before.as_nanos()))
-        };
+        let mapped = |end| host_time(end, node_before, before);
         let mut next: BTreeMap<String, (RoleToken, u64)> = view
             .into_iter()
             .map(|(role, token, end)| (role, (token, mapped(end))))

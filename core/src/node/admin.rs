@@ -108,12 +108,7 @@ impl ClusterCore {
         // commit once held up the promotion that replaces a leaving voter, and a
         // cluster whose last voters left lost its quorum for good: FINDINGS #12).
         let placed = self.place_roles(now);
-        let in_flight = self
-            .log
-            .entries_after(self.log.commit_index(), usize::MAX)
-            .iter()
-            .filter(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)))
-            .count() as u64;
+        let in_flight = self.changes_in_flight();
         if in_flight == 0 {
             match self.next_change(now) {
                 Some(change) => {
@@ -268,11 +263,7 @@ impl ClusterCore {
                     .get(&id)
                     .is_some_and(|p| p.heard_within(now, window))
         });
-        let in_flight = self
-            .log
-            .entries_after(self.log.commit_index(), usize::MAX)
-            .iter()
-            .any(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)));
+        let in_flight = self.changes_in_flight() > 0;
         if successor_exists || in_flight || cfg.voter_count() >= self.cfg.max_voters.get() {
             return;
         }
@@ -297,6 +288,16 @@ impl ClusterCore {
             self.after_commit(now);
         }
         self.broadcast_append(now);
+    }
+
+    /// Uncommitted entries other than role and data entries: the configuration
+    /// changes in flight (role entries change no member and go beside them).
+    fn changes_in_flight(&self) -> u64 {
+        self.log
+            .entries_after(self.log.commit_index(), usize::MAX)
+            .iter()
+            .filter(|e| !matches!(e.change, Change::Roles(_) | Change::Data(_)))
+            .count() as u64
     }
 
     /// Whether the voters left after removing `id` would still have a majority that
