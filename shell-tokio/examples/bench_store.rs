@@ -34,6 +34,9 @@
 #[cfg(not(madsim))]
 #[path = "../tests/common/procs.rs"]
 mod procs;
+#[cfg(not(madsim))]
+#[path = "../src/bin/cluster-node/tally.rs"]
+mod tally;
 
 /// Real processes and sockets only: nothing to run under the madsim simulator.
 #[cfg(madsim)]
@@ -52,6 +55,7 @@ fn main() {
 #[cfg(not(madsim))]
 mod bench {
     use super::procs::{free_addrs, node_bin, peer_list, spawn_node_lines, Children};
+    use super::tally::Tally;
     use serde_json::{json, Value};
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
@@ -284,34 +288,6 @@ mod bench {
         out
     }
 
-    /// Latencies and errors of one phase, reported as the node's load reports them.
-    #[derive(Default)]
-    struct Tally {
-        micros: Vec<u64>,
-        errors: u64,
-        first_error: Option<String>,
-    }
-
-    impl Tally {
-        fn report(mut self, elapsed: Duration) -> Value {
-            self.micros.sort_unstable();
-            let ms = |p: f64| -> Value {
-                if self.micros.is_empty() {
-                    return Value::Null;
-                }
-                let i = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
-                json!(self.micros[i] as f64 / 1000.0)
-            };
-            let secs = elapsed.as_secs_f64();
-            json!({
-                "ops": self.micros.len(),
-                "ops_per_s": (self.micros.len() as f64 / secs.max(1e-9)).round(),
-                "p50_ms": ms(50.0), "p99_ms": ms(99.0), "max_ms": ms(100.0),
-                "errors": self.errors, "first_error": self.first_error,
-            })
-        }
-    }
-
     #[derive(Clone, Copy)]
     enum EtcdOp {
         Put,
@@ -336,10 +312,12 @@ mod bench {
                 let mut t = Tally::default();
                 let mut conn = connect(addr).await;
                 start.wait().await;
-                let Ok(s) = conn.as_mut() else {
-                    t.errors += 1;
-                    t.first_error = conn.err();
-                    return t;
+                let s = match conn.as_mut() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        t.error(e);
+                        return t;
+                    }
                 };
                 let deadline = Instant::now() + Duration::from_secs_f64(secs);
                 let mut i = 0;
@@ -354,10 +332,9 @@ mod bench {
                     };
                     let began = Instant::now();
                     match call(s, addr, path, body.to_string()).await {
-                        Ok(_) => t.micros.push(began.elapsed().as_micros() as u64),
+                        Ok(_) => t.ok(began.elapsed()),
                         Err(e) => {
-                            t.errors += 1;
-                            t.first_error.get_or_insert(e);
+                            t.error(e);
                             // A broken connection: a new one.
                             if let Ok(n) = connect(addr).await {
                                 *s = n;
@@ -374,11 +351,7 @@ mod bench {
         let mut all = Tally::default();
         for t in tasks {
             if let Ok(t) = t.await {
-                all.micros.extend(t.micros);
-                all.errors += t.errors;
-                if all.first_error.is_none() {
-                    all.first_error = t.first_error;
-                }
+                all.merge(t);
             }
         }
         all.report(began.elapsed())

@@ -64,6 +64,8 @@ use std::time::Duration;
 
 #[path = "cluster-node/store_load.rs"]
 mod store_load;
+#[path = "cluster-node/tally.rs"]
+mod tally;
 
 #[derive(Parser, Debug)]
 #[command(name = "cluster-node", about = "One cluster-mode node")]

@@ -36,6 +36,7 @@
 //! `{"error": why}`. The clients run in the node's own process, as an application's
 //! would: a request does not cross the network to reach the node it is asked of.
 
+use crate::tally::Tally;
 use cluster_mode::store::{Consistency, StoreError};
 use cluster_mode::Cluster;
 use serde_json::{json, Value};
@@ -222,58 +223,6 @@ impl LoadSpec {
     }
 }
 
-/// Latencies (microseconds) and errors of one phase.
-#[derive(Default)]
-struct Tally {
-    micros: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-impl Tally {
-    fn record<T>(&mut self, since: Instant, r: Result<T, StoreError>) {
-        match r {
-            Ok(_) => self.micros.push(since.elapsed().as_micros() as u64),
-            Err(e) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.micros.extend(other.micros);
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
-
-    /// The phase as JSON: ops (successful), ops/s over `elapsed`, latency
-    /// percentiles in milliseconds (nearest rank).
-    fn report(mut self, elapsed: Duration) -> Value {
-        self.micros.sort_unstable();
-        let ms = |p: f64| -> Value {
-            if self.micros.is_empty() {
-                return Value::Null;
-            }
-            let i = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
-            json!(self.micros[i] as f64 / 1000.0)
-        };
-        let secs = elapsed.as_secs_f64();
-        json!({
-            "ops": self.micros.len(),
-            "secs": (secs * 1000.0).round() / 1000.0,
-            "ops_per_s": (self.micros.len() as f64 / secs.max(1e-9)).round(),
-            "p50_ms": ms(50.0),
-            "p99_ms": ms(99.0),
-            "max_ms": ms(100.0),
-            "errors": self.errors,
-            "first_error": self.first_error,
-        })
-    }
-}
-
 /// Runs `clients` tasks together for `len` (each starts after every one is ready);
 /// the merged tally and the time from the start to the last task's end.
 async fn phase<F, Fut>(clients: usize, len: Duration, one: F) -> (Tally, Duration)
@@ -293,7 +242,10 @@ where
             let mut i = 0;
             while Instant::now() < deadline {
                 let (since, r) = one(c, i).await;
-                tally.record(since, r);
+                match r {
+                    Ok(()) => tally.ok(since.elapsed()),
+                    Err(e) => tally.error(e),
+                }
                 i += 1;
             }
             tally
