@@ -544,6 +544,54 @@ impl Ctx {
     fn others(&self, slot: usize) -> Vec<usize> {
         self.pods.iter().copied().filter(|s| *s != slot).collect()
     }
+
+    // The faults `chaos` and `store-chaos` both draw from. Each draws from the RNG
+    // exactly as the loops did when they were written out in both, so every seed
+    // replays as before.
+
+    /// Cuts `victim` off from every other pod.
+    fn isolate(&mut self, victim: usize) {
+        self.c.isolate(victim);
+        self.fault(format!("isolate {}", self.name(victim)));
+    }
+
+    /// Cuts the messages from `victim` to a random pod (none if it draws `victim`).
+    fn cut_one_way_to_random(&mut self, victim: usize) {
+        let k = self.range(0, self.pods.len() as u64) as usize;
+        let other = self.pods[k];
+        if other != victim {
+            self.c.cut_one_way(victim, other);
+            self.fault(format!(
+                "one-way cut {} -> {}",
+                self.name(victim),
+                self.name(other)
+            ));
+        }
+    }
+
+    /// Pauses `victim` (SIGSTOP) for `lo..hi` ms, then resumes it.
+    async fn pause_for(&mut self, victim: usize, lo: u64, hi: u64) {
+        self.c.pause(victim);
+        self.fault(format!("pause {}", self.name(victim)));
+        self.sleep_rand(lo, hi).await;
+        self.c.resume(victim);
+        self.fault(format!("resume {}", self.name(victim)));
+    }
+
+    /// 10% loss, 1-80 ms latency.
+    fn lossy_network(&mut self) {
+        self.c
+            .set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
+        self.fault("lossy network");
+    }
+
+    /// Heals every cut and puts the network back to no loss, 1-10 ms; marks `what`.
+    fn heal_network(&mut self, what: &str) {
+        self.c.heal();
+        self.c
+            .set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
+        self.fault(what);
+    }
 }
 
 async fn cold_start(s: &mut Ctx) {
@@ -795,52 +843,24 @@ async fn chaos(s: &mut Ctx) {
     let spacing = u64::try_from(s.c.config().removal_grace.as_nanos()).unwrap_or(0) + 5_000_000_000;
     let mut last_restart: Option<u64> = None;
     while s.c.now_ns() < end {
-        let pods = s.pods.clone();
-        let victim = pods[s.range(0, pods.len() as u64) as usize];
+        let k = s.range(0, s.pods.len() as u64) as usize;
+        let victim = s.pods[k];
         match s.range(0, 6) {
-            0 => {
-                s.c.isolate(victim);
-                s.fault(format!("isolate {}", s.name(victim)));
-            }
-            1 => {
-                let other = pods[s.range(0, pods.len() as u64) as usize];
-                if other != victim {
-                    s.c.cut_one_way(victim, other);
-                    s.fault(format!(
-                        "one-way cut {} -> {}",
-                        s.name(victim),
-                        s.name(other)
-                    ));
-                }
-            }
-            2 => {
-                s.c.pause(victim);
-                s.fault(format!("pause {}", s.name(victim)));
-                s.sleep_rand(100, 1_500).await;
-                s.c.resume(victim);
-                s.fault(format!("resume {}", s.name(victim)));
-            }
+            0 => s.isolate(victim),
+            1 => s.cut_one_way_to_random(victim),
+            2 => s.pause_for(victim, 100, 1_500).await,
             3 if last_restart.is_none_or(|t| s.c.now_ns() > t + spacing) => {
                 last_restart = Some(s.c.now_ns());
                 s.c.restart(victim);
                 s.fault(format!("restart {} (new identity)", s.name(victim)));
             }
             3 => {}
-            4 => {
-                s.c.set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
-                s.fault("lossy network");
-            }
-            _ => {
-                s.c.heal();
-                s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
-                s.fault("heal");
-            }
+            4 => s.lossy_network(),
+            _ => s.heal_network("heal"),
         }
         s.sleep_rand(200, 2_500).await;
     }
-    s.c.heal();
-    s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
-    s.fault("heal all");
+    s.heal_network("heal all");
     // Restarted pods leave dead identities behind until the removal grace passes.
     s.extra_bound_ns = u64::try_from(s.c.config().removal_grace.as_nanos()).unwrap_or(0);
     s.sleep(8_000).await;

@@ -185,31 +185,12 @@ pub(super) async fn chaos(s: &mut Ctx) {
     let load = s.start_store();
     let end = s.c.now_ns() + 20_000_000_000;
     while s.c.now_ns() < end {
-        let pods = s.pods.clone();
-        let victim = pods[s.range(0, pods.len() as u64) as usize];
+        let k = s.range(0, s.pods.len() as u64) as usize;
+        let victim = s.pods[k];
         match s.range(0, 7) {
-            0 => {
-                s.c.isolate(victim);
-                s.fault(format!("isolate {}", s.name(victim)));
-            }
-            1 => {
-                let other = pods[s.range(0, pods.len() as u64) as usize];
-                if other != victim {
-                    s.c.cut_one_way(victim, other);
-                    s.fault(format!(
-                        "one-way cut {} -> {}",
-                        s.name(victim),
-                        s.name(other)
-                    ));
-                }
-            }
-            2 => {
-                s.c.pause(victim);
-                s.fault(format!("pause {}", s.name(victim)));
-                s.sleep_rand(100, 1_500).await;
-                s.c.resume(victim);
-                s.fault(format!("resume {}", s.name(victim)));
-            }
+            0 => s.isolate(victim),
+            1 => s.cut_one_way_to_random(victim),
+            2 => s.pause_for(victim, 100, 1_500).await,
             3 => {
                 s.c.kill(victim, false);
                 s.fault(format!("crash {}", s.name(victim)));
@@ -217,26 +198,17 @@ pub(super) async fn chaos(s: &mut Ctx) {
                 s.c.restart(victim);
                 s.fault(format!("restart {} with its data", s.name(victim)));
             }
-            4 => {
-                s.c.set_net(0.1, Duration::from_millis(1)..Duration::from_millis(80));
-                s.fault("lossy network");
-            }
+            4 => s.lossy_network(),
             5 => {
                 let b = s.drift_bound;
                 let ppm = s.range(0, 2 * b as u64 + 1) as i64 - b;
                 s.c.set_drift(victim, ppm);
                 s.fault(format!("clock of {} at {ppm} ppm", s.name(victim)));
             }
-            _ => {
-                s.c.heal();
-                s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
-                s.fault("heal");
-            }
+            _ => s.heal_network("heal"),
         }
         s.sleep_rand(200, 2_500).await;
     }
-    s.c.heal();
-    s.c.set_net(0.0, Duration::from_millis(1)..Duration::from_millis(10));
-    s.fault("heal all");
+    s.heal_network("heal all");
     s.finish_store(load).await;
 }
