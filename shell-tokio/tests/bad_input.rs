@@ -59,6 +59,17 @@ async fn every_rejection_is_a_4xx_and_the_node_keeps_serving() {
     )
     .await;
     assert_eq!(code, 413);
+    // The largest frame the core may send (a batch of appends up to MAX_FRAME_LEN) is
+    // read and judged, not refused for its size: here garbage of that length, so 400.
+    // With the limit once at 64 KiB, appends carrying several large store values were
+    // refused with 413 and the follower was cut off for good.
+    let mut largest = vec![0xffu8; cluster_mode_core::message::MAX_FRAME_LEN];
+    largest[0] = PROTOCOL_VERSION as u8;
+    let (code, _) = request(addr, "POST", PATH_MESSAGE, &[], &largest).await;
+    assert_eq!(
+        code, 400,
+        "a body of MAX_FRAME_LEN bytes must not be refused as too large"
+    );
     // 400: not a frame.
     let (code, _) = request(
         addr,
@@ -101,7 +112,7 @@ async fn every_rejection_is_a_4xx_and_the_node_keeps_serving() {
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     let c = &doc["counters"];
     assert_eq!(c["rejected_too_large"], 1, "{doc}");
-    assert_eq!(c["rejected_malformed"], 2, "{doc}");
+    assert_eq!(c["rejected_malformed"], 3, "{doc}");
     assert_eq!(c["rejected_version"], 1, "{doc}");
     assert_eq!(c["rejected_foreign_cluster"], 1, "{doc}");
     assert_eq!(c["rejected_not_for_me"], 1, "{doc}");
@@ -190,9 +201,10 @@ async fn with_a_secret_unsigned_and_badly_signed_messages_get_401() {
     .await;
     assert_eq!(code, 421);
     assert_eq!(nodes[0].counters().rejected_mac, 5);
-    // A node with another secret cannot join: its messages are refused.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(agreed_primary(&refs).is_some());
+    // The refused messages changed nothing: the cluster still has a primary (waited
+    // for, not looked at once: on a starved machine the fast test timings can move
+    // the primary at any moment, with or without these requests).
+    wait_agreed_primary(&refs, Duration::from_secs(10)).await;
     for n in &nodes {
         n.shutdown().await;
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use cluster_mode::store::{Consistency, StoreError};
-use cluster_mode::CasOutcome;
+use cluster_mode::{CasOutcome, Config};
 use common::*;
 use std::time::Duration;
 
@@ -148,17 +148,44 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
 /// at once, well over 64 KiB (up to 256 KiB of store data): every follower still
 /// applies them all. With the body limit once at 64 KiB, a follower refused such an
 /// append with 413 and, sent the same append again and again, was cut off for good.
+/// Whether the appends here do pass 64 KiB depends on how the puts batch: on a starved
+/// machine they did not (this test passed with the limit put back at 64 KiB), so the
+/// limit itself is pinned in tests/bad_input.rs, where a body of `MAX_FRAME_LEN` bytes
+/// must be read, not refused.
+///
+/// The default timings (`Config::datacenter()`), not the fast test ones: on a starved
+/// machine (this debug build beside CPU-bound work) a 60-120 ms election timeout is
+/// shorter than one of these appends takes to decode, and leaders lost their quorum
+/// over and over. A put that still meets a change of primary answers
+/// `MaybeCommitted` or `NoPrimary`, which is correct, and is retried (the same value
+/// again changes nothing). A follower cut off for good still fails: it never holds
+/// all 16.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_keep_up_when_appends_carry_over_64_kib() {
     init_tracing();
-    let (nodes, _) = start_nodes(3, test_config(), None).await;
+    let (nodes, _) = start_nodes(3, Config::datacenter(), None).await;
     let refs: Vec<_> = nodes.iter().collect();
     let p = wait_agreed_primary(&refs, Duration::from_secs(10)).await;
     let big = cluster_mode::store::MAX_VALUE_LEN;
     let puts: Vec<_> = (0..16u8)
         .map(|i| {
             let store = nodes[p].store();
-            tokio::spawn(async move { store.put(format!("big/{i:02}"), vec![i; big]).await })
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    match store.put(format!("big/{i:02}"), vec![i; big]).await {
+                        Err(
+                            StoreError::MaybeCommitted
+                            | StoreError::NoPrimary
+                            | StoreError::NotCommitted(_)
+                            | StoreError::Busy,
+                        ) if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        r => return r,
+                    }
+                }
+            })
         })
         .collect();
     for put in puts {
@@ -169,7 +196,7 @@ async fn followers_keep_up_when_appends_carry_over_64_kib() {
         let local = Consistency::Local {
             max_lag: Duration::from_secs(1),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let held = store.range("big/", local).await.map(|v| v.len());
             if held == Ok(16) {
@@ -177,7 +204,7 @@ async fn followers_keep_up_when_appends_carry_over_64_kib() {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "follower {f} holds {held:?} of the 16 large values after 5 s"
+                "member {f} holds {held:?} of the 16 large values after 20 s"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
