@@ -154,9 +154,9 @@ async fn no_acknowledged_write_is_lost_or_doubled_when_the_primary_dies() {
 /// must be read, not refused.
 ///
 /// The default timings (`Config::datacenter()`), not the fast test ones: on a starved
-/// machine (this debug build beside CPU-bound work) a 60-120 ms election timeout is
-/// shorter than one of these appends takes to decode, and leaders lost their quorum
-/// over and over. A put that still meets a change of primary answers
+/// machine (this debug build at nice 19 beside two CPU-bound workers) the 60-120 ms
+/// election timeout saw leaders lose their quorum over and over (term 50 within
+/// 30 s). A put that still meets a change of primary answers
 /// `MaybeCommitted` or `NoPrimary`, which is correct, and is retried (the same value
 /// again changes nothing). A follower cut off for good still fails: it never holds
 /// all 16.
